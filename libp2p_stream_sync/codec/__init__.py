@@ -1,0 +1,1 @@
+"""Stateless codecs: varints, protobuf, base58, multihash, CID."""
