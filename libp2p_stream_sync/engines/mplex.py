@@ -258,8 +258,10 @@ class MplexSession:
             pos = self._parse_frames(view, events)
             rest = len(view) - pos
         except (DecodeError, MuxerError) as exc:
-            err = exc if isinstance(exc, MuxerError) else MuxerError(f"bad frame: {exc}")
-            self._terminate(err, events)
+            # A fresh error without a traceback: the raising frames hold memoryviews
+            # of the caller's buffer, which would pin it while the event lives.
+            prefix = "" if isinstance(exc, MuxerError) else "bad frame: "
+            self._terminate(MuxerError(f"{prefix}{exc}"), events)
             return events
         finally:
             view.release()  # so that self._in may be resized below

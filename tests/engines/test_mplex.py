@@ -243,6 +243,19 @@ def test_violations_terminate_the_session(wire):
         s.send_data(sid, b"x")
 
 
+def test_termination_does_not_pin_the_callers_buffer():
+    s = MplexSession(True)
+    buf = bytearray(frame(0, 0) + frame(0, 7, b"payload"))
+    events = s.receive_data(buf)
+    assert isinstance(events[-1], SessionTerminated)
+    buf.extend(b"more")     # BufferError if a memoryview of buf were still alive
+    buf2 = bytearray(frame(0, 2, b"abc") + b"\x02")
+    s2 = MplexSession(True)
+    s2.receive_data(frame(0, 0))
+    assert s2.receive_data(buf2) == [DataReceived(1, b"abc")]
+    del buf2[:]
+
+
 def test_message_at_size_limit_is_accepted():
     s = MplexSession(True, max_message_size=16)
     s.receive_data(frame(0, 0))
