@@ -249,6 +249,17 @@ def test_window_growth_is_capped_at_max_window():
     assert s._streams[1].window == 512 * KIB
 
 
+def test_frames_as_large_as_a_grown_window_are_accepted():
+    s = server_with_stream(1, initial_window=4096 * KIB)
+    s.send_data(1, b"ack")  # the ACK grants the window beyond 256 KiB
+    assert bytes(s.data_to_send())[:12] == frame(WINDOW, ACK, 1, 3840 * KIB)
+    big = bytes(range(256)) * (4096 * 4)
+    events = s.receive_data(data(1, big))
+    assert events == [DataReceived(1, big)]
+    events = s.receive_data(data(1, b"x"))
+    assert type(events[-1]) is SessionTerminated  # the window is used up
+
+
 def test_consumed_on_a_finished_stream_is_a_noop():
     s = server_with_stream(1)
     s.receive_data(data(1, b"abc", FIN))
