@@ -9,14 +9,11 @@ CIDv1 with the ``libp2p-key`` multicodec (``bafz...``).
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
 
 from ..codec import base58, cid, multihash
 from ..errors import DecodeError
-from .errors import InvalidPeerId
-
-if TYPE_CHECKING:
-    from .keys import PublicKey
+from .errors import InvalidPeerId, KeyDecodeError
+from .keys import PublicKey
 
 #: Protobuf-encoded keys up to this size are inlined (identity multihash).
 MAX_INLINE_KEY_LENGTH = 42
@@ -50,7 +47,7 @@ class PeerId:
         return cls(raw)
 
     @classmethod
-    def from_public_key(cls, public_key: "PublicKey") -> "PeerId":
+    def from_public_key(cls, public_key: PublicKey) -> "PeerId":
         """Derive the peer id of ``public_key``."""
         encoded = public_key.to_protobuf()
         code = multihash.IDENTITY if len(encoded) <= MAX_INLINE_KEY_LENGTH else multihash.SHA2_256
@@ -97,17 +94,21 @@ class PeerId:
         """The CIDv1 text form: ``libp2p-key`` multicodec, multibase base32 (``bafz...``)."""
         return cid.encode(cid.LIBP2P_KEY, self._mh)
 
-    def extract_public_key(self) -> "PublicKey | None":
+    def extract_public_key(self) -> PublicKey | None:
         """The inlined public key of an identity-multihash id; ``None`` for sha2-256.
 
-        Raises :class:`KeyDecodeError` when the inlined bytes are not a valid key.
+        Raises :class:`KeyDecodeError` when the inlined bytes are not a valid key in
+        its canonical encoding (so the key always derives this very peer id).
         """
         if self._code != multihash.IDENTITY:
             return None
-        from .keys import PublicKey  # keys imports nothing from here; avoid a cycle anyway
-        return PublicKey.from_protobuf(memoryview(self._mh)[2:])
+        inline = self._mh[2:]  # identity code and a one-byte length (at most 42)
+        key = PublicKey.from_protobuf(inline)
+        if key.to_protobuf() != inline:
+            raise KeyDecodeError("inlined public key is not canonically encoded")
+        return key
 
-    def matches_public_key(self, public_key: "PublicKey") -> bool:
+    def matches_public_key(self, public_key: PublicKey) -> bool:
         """True when ``public_key`` derives this peer id."""
         return PeerId.from_public_key(public_key) == self
 

@@ -172,3 +172,11 @@ def test_arbitrary_text_only_raises_invalid_peer_id(text):
         PeerId.from_string(text)
     except InvalidPeerId:
         pass
+
+
+def test_extract_public_key_requires_the_canonical_encoding():
+    canonical = bytes.fromhex("08011220") + ED_PUBLIC
+    reordered = bytes.fromhex("1220") + ED_PUBLIC + bytes.fromhex("0801")
+    assert PeerId.from_bytes(b"\x00\x24" + canonical).extract_public_key() is not None
+    with pytest.raises(KeyDecodeError, match="canonical"):
+        PeerId.from_bytes(b"\x00\x24" + reordered).extract_public_key()
