@@ -22,6 +22,8 @@ from .noise_state import (
 #: Largest plaintext that fits one frame: 65535 - 16 bytes of tag.
 MAX_FRAME_PLAINTEXT = MAX_MESSAGE_LEN - TAGLEN
 _OVERHEAD = 2 + TAGLEN  # length prefix + tag, per frame
+#: Default size of the buffer :meth:`NoiseTransport.get_buffer` hands out.
+DEFAULT_RECV_BUFFER = 256 * 1024
 
 BytesLike = bytes | bytearray | memoryview
 
@@ -39,7 +41,8 @@ class NoiseTransport:
     connection, and further calls keep raising.
     """
 
-    __slots__ = ("_send", "_recv", "send_nonce", "recv_nonce", "_pending", "_failed")
+    __slots__ = ("_send", "_recv", "send_nonce", "recv_nonce", "_rbuf", "_rstart", "_rend",
+                 "_failed")
 
     def __init__(self, send_key: bytes, recv_key: bytes) -> None:
         self._send = ChaCha20Poly1305(send_key)
@@ -47,7 +50,11 @@ class NoiseTransport:
         #: Nonce of the next frame we encrypt / expect to decrypt.
         self.send_nonce = 0
         self.recv_nonce = 0
-        self._pending = bytearray()  # an incomplete incoming frame, < 2 + 65535 bytes
+        # Received bytes not yet decrypted live in _rbuf[_rstart:_rend]: between calls
+        # that is at most one partial frame (< 2 + 65535 bytes).
+        self._rbuf = bytearray()
+        self._rstart = 0
+        self._rend = 0
         self._failed: str | None = None
 
     # -- outgoing ---------------------------------------------------------------
@@ -87,11 +94,11 @@ class NoiseTransport:
 
     # -- incoming ---------------------------------------------------------------
 
-    def receive_data(self, data: BytesLike) -> bytearray:
+    def receive_data(self, data: BytesLike) -> bytes | bytearray:
         """Feed received bytes; returns the plaintext of every frame completed by them.
 
-        Partial frames are buffered (at most one frame, < 64 KiB). Returns an empty
-        bytearray when no frame completed. A frame that fails authentication
+        A partial frame at the end is copied and kept (at most one frame, < 64 KiB).
+        Returns ``b""`` when no frame completed. A frame that fails authentication
         (tampered, replayed, reordered or truncated) raises :class:`DecryptionError`.
         """
         self._check_usable()
@@ -102,71 +109,163 @@ class NoiseTransport:
             self._failed = str(exc)
             raise
 
-    def _receive(self, view: memoryview) -> bytearray:
-        head: bytearray | None = None
+    def get_buffer(self, sizehint: int = DEFAULT_RECV_BUFFER) -> memoryview:
+        """A writable buffer of at least ``sizehint`` bytes to receive into (zero-copy path).
+
+        The asyncio ``BufferedProtocol`` pattern: ``n = sock.recv_into(t.get_buffer())``,
+        then ``t.buffer_updated(n)``. Bytes land right behind any buffered partial
+        frame, so frames split across reads are not copied again. Drop the view
+        before the next call.
+        """
+        self._check_usable()
+        self._reserve(max(sizehint, 1))
+        return memoryview(self._rbuf)[self._rend:]
+
+    def buffer_updated(self, nbytes: int) -> bytes | bytearray:
+        """``nbytes`` were written at the start of the last :meth:`get_buffer` view.
+
+        Returns the plaintext of every frame now complete, like :meth:`receive_data`.
+        """
+        self._check_usable()
+        if not 0 <= nbytes <= len(self._rbuf) - self._rend:
+            raise ValueError(f"buffer_updated({nbytes}) exceeds the buffer handed out")
+        self._rend += nbytes
+        view = memoryview(self._rbuf)
+        frames: list[memoryview] = []
+        try:
+            pos, total = self._scan(view, self._rstart, self._rend, frames)
+            self._rstart = pos
+            plaintext = self._decrypt_all(frames, total)
+        except NoiseError as exc:
+            self._failed = str(exc)
+            raise
+        finally:
+            del frames
+            view.release()
+        if self._rstart == self._rend:
+            self._rstart = self._rend = 0
+        return plaintext
+
+    def _receive(self, view: memoryview) -> bytes | bytearray:
+        frames: list[memoryview] = []  # ciphertexts (without length prefix) of complete frames
+        total = 0  # their plaintext size
         pos = 0
-        if self._pending:
+        if self._rend > self._rstart:
             pos = self._complete_pending(view)
             if pos < 0:
-                return bytearray()
-            head, self._pending = self._pending, bytearray()
-        # First pass: find the complete frames, so the output is allocated once.
-        frames: list[tuple[int, int]] = []
-        total = len(head) - 2 - TAGLEN if head is not None else 0
-        end = len(view)
+                return b""
+            buffered = memoryview(self._rbuf)
+            _, total = self._scan(buffered, self._rstart, self._rend, frames)
+        pos, more = self._scan(view, pos, len(view), frames)
+        plaintext = self._decrypt_all(frames, total + more)
+        del frames
+        self._rstart = self._rend = 0  # the buffered frame, if any, was consumed
+        if pos < len(view):
+            self._keep(view[pos:])
+        return plaintext
+
+    @staticmethod
+    def _scan(view: memoryview, pos: int, end: int, frames: list[memoryview]) -> tuple[int, int]:
+        """Append every complete frame of ``view[pos:end]`` to ``frames``.
+
+        Returns the position after the last complete frame and their plaintext size.
+        """
+        total = 0
         while end - pos >= 2:
             frame_len = (view[pos] << 8) | view[pos + 1]
             if frame_len < TAGLEN:
                 raise DecryptionError(f"Noise frame of {frame_len} bytes is shorter than a tag")
             if end - pos - 2 < frame_len:
                 break
-            frames.append((pos + 2, frame_len))
+            frames.append(view[pos + 2:pos + 2 + frame_len])
             total += frame_len - TAGLEN
             pos += 2 + frame_len
-        if pos < end:
-            self._pending = bytearray(view[pos:])
-        if self.recv_nonce + len(frames) + (head is not None) > MAX_NONCE:
+        return pos, total
+
+    def _decrypt_all(self, frames: list[memoryview], total: int) -> bytes | bytearray:
+        if not frames:
+            return b""
+        if self.recv_nonce + len(frames) > MAX_NONCE:
             raise NonceExhausted("Noise receive nonce space exhausted; close the connection")
+        if len(frames) == 1:
+            # decrypt() returns fresh bytes without the zero-fill of bytearray(total).
+            return self._decrypt_one(frames[0])
         out = bytearray(total)
         with memoryview(out) as dst:
             at = 0
-            if head is not None:
-                at = self._decrypt(memoryview(head)[2:], dst, 0)
-            for start, frame_len in frames:
-                at = self._decrypt(view[start:start + frame_len], dst, at)
+            for frame in frames:
+                at = self._decrypt_into(frame, dst, at)
         return out
 
     def _complete_pending(self, view: memoryview) -> int:
-        """Move bytes from ``view`` into the pending frame until it is complete.
+        """Copy bytes from ``view`` behind the buffered partial frame until it is complete.
 
         Returns how many bytes of ``view`` were used, or -1 if the frame is still
         incomplete (then all of ``view`` was used).
         """
-        pending = self._pending
+        self._reserve(2 + MAX_MESSAGE_LEN)
         pos = 0
-        if len(pending) < 2:
-            pos = min(2 - len(pending), len(view))
-            pending += view[:pos]
-            if len(pending) < 2:
+        if self._rend - self._rstart < 2:
+            pos = self._append(view, 0, 2 - (self._rend - self._rstart))
+            if self._rend - self._rstart < 2:
                 return -1
-        frame_len = (pending[0] << 8) | pending[1]
+        buf = self._rbuf
+        frame_len = (buf[self._rstart] << 8) | buf[self._rstart + 1]
         if frame_len < TAGLEN:
             raise DecryptionError(f"Noise frame of {frame_len} bytes is shorter than a tag")
-        need = 2 + frame_len - len(pending)
-        take = min(need, len(view) - pos)
-        pending += view[pos:pos + take]
-        return pos + take if take == need else -1
+        need = self._rstart + 2 + frame_len - self._rend
+        taken = self._append(view, pos, need)
+        return taken if taken - pos == need else -1
 
-    def _decrypt(self, frame: memoryview, dst: memoryview, at: int) -> int:
+    def _append(self, view: memoryview, pos: int, count: int) -> int:
+        """Copy up to ``count`` bytes of ``view[pos:]`` to the buffer end; returns the new pos."""
+        take = min(count, len(view) - pos)
+        self._rbuf[self._rend:self._rend + take] = view[pos:pos + take]
+        self._rend += take
+        return pos + take
+
+    def _keep(self, rest: memoryview) -> None:
+        """Buffer the partial frame ``rest`` (the buffer is empty)."""
+        if len(self._rbuf) < len(rest):
+            self._rbuf = bytearray(max(len(rest), 2 + MAX_MESSAGE_LEN))
+        self._rbuf[:len(rest)] = rest
+        self._rend = len(rest)
+
+    def _reserve(self, free: int) -> None:
+        """Make room for ``free`` bytes after the buffered data, moving it to the front."""
+        pending = self._rend - self._rstart
+        if len(self._rbuf) - self._rend >= free:
+            return
+        if len(self._rbuf) >= pending + free:
+            # Same-size slice assignment: never resizes, so live views stay valid.
+            self._rbuf[:pending] = self._rbuf[self._rstart:self._rend]
+        else:
+            # A new buffer rather than a resize, which a caller's leftover view would block.
+            grown = bytearray(pending + free)
+            grown[:pending] = self._rbuf[self._rstart:self._rend]
+            self._rbuf = grown
+        self._rstart, self._rend = 0, pending
+
+    def _decrypt_one(self, frame: memoryview) -> bytes:
+        try:
+            plaintext = self._recv.decrypt(pack_nonce(self.recv_nonce), frame, None)
+        except InvalidTag as exc:
+            raise self._auth_failure() from exc
+        self.recv_nonce += 1
+        return plaintext
+
+    def _decrypt_into(self, frame: memoryview, dst: memoryview, at: int) -> int:
         size = len(frame) - TAGLEN
         try:
             self._recv.decrypt_into(pack_nonce(self.recv_nonce), frame, None, dst[at:at + size])
         except InvalidTag as exc:
-            raise DecryptionError(
-                f"Noise frame {self.recv_nonce} failed authentication "
-                "(tampered, replayed or reordered)") from exc
+            raise self._auth_failure() from exc
         self.recv_nonce += 1
         return at + size
+
+    def _auth_failure(self) -> DecryptionError:
+        return DecryptionError(f"Noise frame {self.recv_nonce} failed authentication "
+                               "(tampered, replayed or reordered)")
 
     def _check_usable(self) -> None:
         if self._failed is not None:

@@ -205,3 +205,59 @@ def test_arbitrary_bytes_only_raise_noise_error(data, cut):
         b.receive_data(data[cut:])
     except NoiseError:
         pass
+
+
+# -- the zero-copy receive path (get_buffer / buffer_updated) ------------------------------
+
+def feed_via_buffer(transport, data, sizehint=1000):
+    """Write ``data`` through get_buffer/buffer_updated as recv_into would."""
+    got, pos = bytearray(), 0
+    while pos < len(data):
+        view = transport.get_buffer(sizehint)
+        assert len(view) >= sizehint
+        n = min(len(view), sizehint, len(data) - pos)
+        view[:n] = data[pos:pos + n]
+        del view
+        got += transport.buffer_updated(n)
+        pos += n
+    return got
+
+
+@pytest.mark.parametrize("sizehint", [1, 7, 65537, 256 * 1024])
+def test_buffer_path_round_trips(sizehint):
+    a, b = pair()
+    messages = [b"a" * 100, b"", bytes(200000), b"z"]
+    wire = b"".join(a.encrypt(m) for m in messages)
+    assert feed_via_buffer(b, wire, sizehint) == b"".join(messages)
+    assert b.recv_nonce == a.send_nonce
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(max_size=70000), min_size=1, max_size=5),
+       st.lists(st.tuples(st.booleans(), st.integers(min_value=1, max_value=80000)),
+                min_size=1, max_size=10))
+def test_buffer_path_and_receive_data_interleave(messages, steps):
+    a, b = pair()
+    wire = b"".join(a.encrypt(m) for m in messages)
+    got, pos, k = bytearray(), 0, 0
+    while pos < len(wire):
+        use_buffer, size = steps[k % len(steps)]
+        k += 1
+        chunk = wire[pos:pos + size]
+        got += feed_via_buffer(b, chunk, size) if use_buffer else b.receive_data(chunk)
+        pos += len(chunk)
+    assert got == b"".join(messages)
+
+
+def test_buffer_path_rejects_tampering_and_overflow():
+    a, b = pair()
+    wire = bytearray(a.encrypt(b"secret"))
+    wire[-1] ^= 1
+    with pytest.raises(DecryptionError):
+        feed_via_buffer(b, wire)
+    with pytest.raises(NoiseError):
+        b.get_buffer()
+    _, c = pair()
+    view = c.get_buffer(10)
+    with pytest.raises(ValueError):
+        c.buffer_updated(len(view) + 1)
