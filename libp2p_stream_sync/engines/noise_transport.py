@@ -7,7 +7,10 @@ counter that starts at 0 and grows by one per frame.
 
 This is the connection's hot path: each call allocates one output buffer and
 encrypts or decrypts every frame straight into it with ``encrypt_into`` /
-``decrypt_into`` through memoryviews, so no frame is copied more than once.
+``decrypt_into`` through memoryviews; complete frames in the input are never
+copied. Only a frame split across two reads is copied, once; the
+``get_buffer``/``buffer_updated`` pair (for ``sock.recv_into``) avoids even that
+by letting the next read land right behind the partial frame.
 """
 
 from __future__ import annotations
