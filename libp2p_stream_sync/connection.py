@@ -1,0 +1,634 @@
+"""One TCP connection: the upgrade pipeline, then muxed streams.
+
+Upgrade: multistream-select (``/noise``) → Noise XX → muxer (from early negotiation
+in the Noise payload, else multistream-select over the secure channel) → open.
+
+Everything here runs on the reactor thread, except the four methods marked
+*thread-safe*, which only queue work for it.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import logging
+import selectors
+import socket
+import time
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any, Callable
+
+from .engines import muxer_events as mev
+from .engines.multistream import (Agreed, MultistreamDialer, MultistreamListener,
+                                  NegotiationFailed)
+from .engines.noise import NoiseHandshake
+from .errors import DialError, ProtocolError, UnsupportedProtocol
+from .futures import complete, fail
+from .stream import Stream
+
+if TYPE_CHECKING:
+    from .identity import PeerId
+    from .node import Node
+
+log = logging.getLogger(__name__)
+
+NOISE = "/noise"
+YAMUX = "/yamux/1.0.0"
+MPLEX = "/mplex/6.7.0"
+
+_RECV_BUFFER = 256 * 1024
+#: Stop taking data from streams while this much ciphertext waits for the socket.
+_WIRE_HIGH_WATER = 1024 * 1024
+#: Largest piece of one stream's data handed to the muxer at once.
+_STREAM_CHUNK = 256 * 1024
+_MAX_SENDMSG_BUFFERS = 64
+
+_READ = selectors.EVENT_READ
+_WRITE = selectors.EVENT_WRITE
+
+_CONNECTING, _SECURING, _HANDSHAKING, _MUXER_SELECT, _OPEN, _CLOSED = range(6)
+
+
+class _Negotiation:
+    """A muxed stream whose protocol is still being negotiated."""
+
+    __slots__ = ("engine", "future", "protocol", "remote_ended")
+
+    def __init__(self, engine: Any, future: Future | None = None,
+                 protocol: str | None = None) -> None:
+        self.engine = engine
+        self.future = future  # outbound opens only
+        self.protocol = protocol
+        self.remote_ended = False
+
+
+class Connection:
+    """A connection to one peer. Created by the node on the reactor thread."""
+
+    def __init__(self, node: "Node", sock: socket.socket, *, initiator: bool,
+                 remote_addr: tuple, expected_peer: "PeerId | None" = None,
+                 on_ready: Callable[["Connection", BaseException | None], None]) -> None:
+        self.node = node
+        self.sock = sock
+        self.initiator = initiator
+        self.remote_addr = remote_addr
+        self.remote_peer_id: PeerId | None = None
+        self.muxer_protocol: str | None = None
+        self.goaway_received = False
+        self._expected_peer = expected_peer
+        self._on_ready: Callable | None = on_ready
+        self._reactor = node._reactor
+        self._state = _CONNECTING if initiator else _SECURING
+        self._rbuf = bytearray(_RECV_BUFFER)
+        self._rview = memoryview(self._rbuf)
+        self._wire: collections.deque[Any] = collections.deque()
+        self._wire_len = 0
+        self._want_write = False
+        self._select: Any = None
+        self._handshake: NoiseHandshake | None = None
+        self._transport: Any = None
+        self._muxer: Any = None
+        self._streams: dict[int, Stream] = {}
+        self._fin_sent: set[int] = set()
+        self._remote_ended: set[int] = set()
+        self._negotiating: dict[int, _Negotiation] = {}
+        self._to_flush: dict[int, Stream] = {}
+        self._window_blocked: dict[int, Stream] = {}
+        self._timer: Any = None
+        self._timer_when: float | None = None
+        self._deadline_timer: Any = None
+        self.closed_reason: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.remote_peer_id or '?'} {self.remote_addr}>"
+
+    # -- health ------------------------------------------------------------------------
+    @property
+    def is_open(self) -> bool:
+        return self._state == _OPEN
+
+    def usable_for_new_streams(self) -> bool:
+        return (self._state == _OPEN and not self.goaway_received
+                and not self._muxer.is_terminated)
+
+    @property
+    def stream_count(self) -> int:
+        return len(self._streams) + len(self._negotiating)
+
+    # -- start ---------------------------------------------------------------------------
+    def start(self, handshake_timeout: float) -> None:
+        """Register the socket and begin (connecting, or the listener side of the upgrade)."""
+        self._deadline_timer = self._reactor.call_later(handshake_timeout,
+                                                        self._handshake_timed_out)
+        if self._state == _CONNECTING:
+            self._reactor.register(self.sock, _WRITE, self)
+        else:
+            self._reactor.register(self.sock, _READ, self)
+            self._select = MultistreamListener(lambda p: p == NOISE)
+            self._queue_plain(self._select.data_to_send())
+
+    def _handshake_timed_out(self) -> None:
+        if self._state != _OPEN:
+            self.abort(TimeoutError("connection upgrade timed out"))
+
+    def _connected(self) -> None:
+        err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self.abort(ConnectionRefusedError(err, f"connect to {self.remote_addr}: "
+                                              f"{errno.errorcode.get(err, err)}"))
+            return
+        self._state = _SECURING
+        self._reactor.modify(self.sock, _READ, self)
+        self._select = MultistreamDialer([NOISE])
+        self._queue_plain(self._select.data_to_send())
+
+    # -- socket events ---------------------------------------------------------------------
+    def on_readable(self) -> None:
+        for _ in range(4):
+            try:
+                n = self.sock.recv_into(self._rbuf)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.abort(exc)
+                return
+            if n == 0:
+                self._remote_closed()
+                return
+            try:
+                self._received(self._rview[:n])
+            except (ProtocolError, DialError) as exc:
+                log.info("%r: closing after a protocol error: %s", self, exc)
+                self.abort(ConnectionAbortedError(f"protocol error: {exc}"), cause=exc)
+                return
+            except Exception as exc:  # a bug of ours must cost one connection, not the node
+                log.exception("%r: internal error while handling input", self)
+                self.abort(ConnectionAbortedError(f"internal error: {exc!r}"), cause=exc)
+                return
+            if self._state == _CLOSED or n < _RECV_BUFFER:
+                return
+
+    def on_writable(self) -> None:
+        if self._state == _CONNECTING:
+            self._connected()
+        self.flush()
+
+    def _remote_closed(self) -> None:
+        if self._state == _OPEN:
+            log.debug("%r: remote closed the connection", self)
+        self.abort(ConnectionResetError("connection closed by the remote"))
+
+    # -- input pipeline ---------------------------------------------------------------------
+    def _received(self, data: memoryview) -> None:
+        if self._transport is not None:
+            plain = self._transport.receive_data(data)
+            if plain:
+                self._secure_received(plain)
+        elif self._state == _SECURING:
+            self._negotiate_security(data)
+        elif self._state == _HANDSHAKING:
+            self._continue_handshake(data)
+        self._reactor.mark_dirty(self)
+
+    def _negotiate_security(self, data: Any) -> None:
+        try:
+            result = self._select.receive_data(data)
+        except NegotiationFailed as exc:
+            raise DialError(f"remote does not support {NOISE}") from exc
+        self._queue_plain(self._select.data_to_send())
+        if isinstance(result, Agreed):
+            self._state = _HANDSHAKING
+            self._select = None
+            self._handshake = NoiseHandshake(
+                self.node.keypair, initiator=self.initiator,
+                expected_peer=self._expected_peer, muxers=self.node.muxers)
+            self._queue_plain(self._handshake.data_to_send())
+            if result.leftover:
+                self._continue_handshake(result.leftover)
+
+    def _continue_handshake(self, data: Any) -> None:
+        hs = self._handshake
+        assert hs is not None
+        hs.receive_data(data)
+        self._queue_plain(hs.data_to_send())
+        if not hs.complete:
+            return
+        self.remote_peer_id = hs.remote_peer_id
+        transport, leftover = hs.to_transport()
+        self._transport = transport
+        self._handshake = None
+        muxer = hs.selected_muxer()
+        if muxer is not None:
+            self._start_muxer(muxer)
+        else:
+            self._state = _MUXER_SELECT
+            if self.initiator:
+                self._select = MultistreamDialer(list(self.node.muxers))
+            else:
+                self._select = MultistreamListener(lambda p: p in self.node.muxers)
+            self._queue_secure(self._select.data_to_send())
+        if leftover:
+            plain = transport.receive_data(leftover)
+            if plain:
+                self._secure_received(plain)
+
+    def _secure_received(self, plain: Any) -> None:
+        if self._state == _OPEN:
+            self._handle_events(self._muxer.receive_data(plain))
+        elif self._state == _MUXER_SELECT:
+            try:
+                result = self._select.receive_data(plain)
+            except NegotiationFailed as exc:
+                raise DialError("no common stream muxer") from exc
+            self._queue_secure(self._select.data_to_send())
+            if isinstance(result, Agreed):
+                self._select = None
+                self._start_muxer(result.protocol)
+                if result.leftover:
+                    self._handle_events(self._muxer.receive_data(result.leftover))
+
+    def _start_muxer(self, protocol: str) -> None:
+        self.muxer_protocol = protocol
+        self._muxer = self.node._make_muxer(protocol, self.initiator)
+        self._state = _OPEN
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
+        log.debug("%r: open with %s", self, protocol)
+        on_ready, self._on_ready = self._on_ready, None
+        if on_ready is not None:
+            on_ready(self, None)
+
+    # -- muxer events ----------------------------------------------------------------------
+    def _handle_events(self, events: list) -> None:
+        for event in events:
+            kind = type(event)
+            if kind is mev.DataReceived:
+                self._on_data(event.stream_id, event.data)
+            elif kind is mev.SendWindowUpdated:
+                stream = self._window_blocked.pop(event.stream_id, None)
+                if stream is not None:
+                    self._to_flush[event.stream_id] = stream
+            elif kind is mev.StreamOpened:
+                self._on_inbound_stream(event.stream_id)
+            elif kind is mev.StreamEnded:
+                self._on_remote_end(event.stream_id)
+            elif kind is mev.StreamReset:
+                self._on_reset(event.stream_id, event.reason)
+            elif kind is mev.GoAwayReceived:
+                self.goaway_received = True
+            elif kind is mev.SessionTerminated:
+                self._flush_wire_now()
+                self.abort(ConnectionAbortedError(f"session ended: {event.reason}"),
+                           cause=event.error)
+                return
+            elif kind is mev.PingAcked:
+                pass
+
+    def _on_data(self, sid: int, data: bytes) -> None:
+        stream = self._streams.get(sid)
+        if stream is not None:
+            stream._feed(data)
+            return
+        neg = self._negotiating.get(sid)
+        if neg is None:
+            self._muxer_consumed(sid, len(data))  # a stream we already let go of
+            return
+        try:
+            result = neg.engine.receive_data(data)
+        except NegotiationFailed:
+            self._muxer_consumed(sid, len(data))
+            self._negotiating.pop(sid, None)
+            self._reset_muxer_stream(sid)
+            fail(neg.future, UnsupportedProtocol(neg.protocol, self.remote_peer_id))
+            return
+        except ProtocolError as exc:
+            self._muxer_consumed(sid, len(data))
+            self._negotiating.pop(sid, None)
+            self._reset_muxer_stream(sid)
+            fail(neg.future, ConnectionAbortedError(f"stream negotiation failed: {exc}"))
+            return
+        out = neg.engine.data_to_send()
+        if out:
+            self._send_negotiation(sid, out)
+        if result is None:
+            self._muxer_consumed(sid, len(data))
+            return
+        self._muxer_consumed(sid, len(data) - len(result.leftover))
+        del self._negotiating[sid]
+        self._negotiated(sid, neg, result)
+
+    def _negotiated(self, sid: int, neg: _Negotiation, result: Agreed) -> None:
+        stream = Stream(self, sid, self.remote_peer_id, result.protocol)
+        self._streams[sid] = stream
+        if result.leftover:
+            stream._feed(bytes(result.leftover))
+        if neg.remote_ended:
+            self._on_remote_end(sid)
+        if neg.future is not None:
+            if not complete(neg.future, stream):
+                self._reset(stream)  # the opener gave up meanwhile
+        elif not self.node._deliver_inbound(self, stream):
+            self._reset(stream)
+
+    def _on_inbound_stream(self, sid: int) -> None:
+        engine = MultistreamListener(self.node._protocol_supported,
+                                     list_protocols=self.node._supported_protocols)
+        self._negotiating[sid] = _Negotiation(engine)
+        self._send_negotiation(sid, engine.data_to_send())
+
+    def _send_negotiation(self, sid: int, data: bytes) -> None:
+        try:
+            taken = self._muxer.send_data(sid, data)
+        except mev.StreamClosedError:
+            return
+        if taken < len(data):  # cannot happen with a fresh 256 KiB window
+            self._reset_muxer_stream(sid)
+
+    def _on_remote_end(self, sid: int) -> None:
+        stream = self._streams.get(sid)
+        if stream is None:
+            neg = self._negotiating.get(sid)
+            if neg is not None:
+                neg.remote_ended = True
+            return
+        stream._feed_eof()
+        self._remote_ended.add(sid)
+        if sid in self._fin_sent:
+            self._forget(sid)
+
+    def _on_reset(self, sid: int, reason: str) -> None:
+        neg = self._negotiating.pop(sid, None)
+        if neg is not None:
+            fail(neg.future, ConnectionResetError(f"stream reset during negotiation: {reason}"))
+            return
+        stream = self._streams.get(sid)
+        if stream is not None:
+            stream._fail(ConnectionResetError(f"stream reset: {reason}"))
+            self._forget(sid)
+
+    def _forget(self, sid: int) -> None:
+        stream = self._streams.pop(sid, None)
+        self._fin_sent.discard(sid)
+        self._remote_ended.discard(sid)
+        self._to_flush.pop(sid, None)
+        self._window_blocked.pop(sid, None)
+        if stream is not None:
+            stream._finished = True
+
+    def _muxer_consumed(self, sid: int, n: int) -> None:
+        if n > 0 and self._muxer is not None:
+            try:
+                self._muxer.consumed(sid, n, time.monotonic())
+            except mev.StreamClosedError:
+                pass
+
+    def _reset_muxer_stream(self, sid: int) -> None:
+        try:
+            self._muxer.reset_stream(sid)
+        except mev.StreamClosedError:
+            pass
+
+    def _reset(self, stream: Stream) -> None:
+        if self._streams.get(stream._sid) is stream:
+            self._reset_muxer_stream(stream._sid)
+            self._forget(stream._sid)
+        stream._fail(ConnectionResetError("stream reset locally"))
+        self._reactor.mark_dirty(self)
+
+    # -- thread-safe entry points for streams and the node ---------------------------------
+    def schedule_stream_flush(self, stream: Stream) -> None:
+        """*Thread-safe.* The stream has data or a FIN to send."""
+        self._reactor.call_soon(self._add_flush, stream)
+
+    def report_consumed(self, stream: Stream, n: int, on_reactor: bool = False) -> None:
+        """*Thread-safe.* The application consumed ``n`` bytes of the stream."""
+        if on_reactor:
+            self._stream_consumed(stream, n)
+        else:
+            self._reactor.call_soon(self._stream_consumed, stream, n)
+
+    def reset_stream(self, stream: Stream) -> None:
+        """*Thread-safe.* Reset the stream on the wire."""
+        self._reactor.call_soon(self._reset, stream)
+
+    def open_stream(self, protocol: str, future: Future) -> None:
+        """*Thread-safe.* Open a stream and negotiate ``protocol``; resolve ``future``."""
+        self._reactor.call_soon(self._open_stream, protocol, future)
+
+    # -- reactor-side helpers for those ----------------------------------------------------
+    def _add_flush(self, stream: Stream) -> None:
+        if self._streams.get(stream._sid) is stream:
+            self._to_flush[stream._sid] = stream
+            self._reactor.mark_dirty(self)
+        else:
+            stream._flush_done()
+
+    def _stream_consumed(self, stream: Stream, n: int) -> None:
+        if self._streams.get(stream._sid) is stream or self._muxer is not None:
+            self._muxer_consumed(stream._sid, n)
+            self._reactor.mark_dirty(self)
+
+    def _open_stream(self, protocol: str, future: Future) -> None:
+        if future.cancelled():
+            return
+        if not self.usable_for_new_streams():
+            fail(future, ConnectionResetError(f"connection to {self.remote_peer_id} "
+                                              f"is closing: {self.closed_reason}"))
+            return
+        try:
+            sid = self._muxer.open_stream()
+        except mev.StreamLimitError as exc:
+            fail(future, ConnectionRefusedError(f"cannot open a stream: {exc}"))
+            return
+        engine = MultistreamDialer([protocol])
+        self._negotiating[sid] = _Negotiation(engine, future, protocol)
+        self._send_negotiation(sid, engine.data_to_send())
+        self._reactor.mark_dirty(self)
+
+    def abandon_open(self, future: Future) -> None:
+        """*Thread-safe.* The opener timed out: reset its stream if still negotiating."""
+        self._reactor.call_soon(self._abandon_open, future)
+
+    def _abandon_open(self, future: Future) -> None:
+        for sid, neg in list(self._negotiating.items()):
+            if neg.future is future:
+                del self._negotiating[sid]
+                self._reset_muxer_stream(sid)
+                self._reactor.mark_dirty(self)
+
+    # -- output ----------------------------------------------------------------------------
+    def _queue_plain(self, data: Any) -> None:
+        if data:
+            self._wire.append(data)
+            self._wire_len += len(data)
+            self._reactor.mark_dirty(self)
+
+    def _queue_secure(self, data: Any) -> None:
+        if data:
+            self._queue_plain(self._transport.encrypt(data))
+
+    def flush(self) -> None:
+        """Move stream data into the muxer, muxer output through Noise, and onto the socket."""
+        if self._state == _CLOSED:
+            return
+        if self._state == _OPEN:
+            if self._to_flush:
+                self._pull_streams()
+            out = self._muxer.data_to_send()
+            if out:
+                self._queue_plain(self._transport.encrypt(out))
+            self._update_timer()
+        self._send_wire()
+
+    def _pull_streams(self) -> None:
+        muxer = self._muxer
+        to_flush = self._to_flush
+        while to_flush and self._wire_len < _WIRE_HIGH_WATER:
+            sid, stream = next(iter(to_flush.items()))
+            blocked = False
+            while self._wire_len < _WIRE_HIGH_WATER:
+                window = muxer.send_window(sid)
+                if window <= 0:
+                    blocked = True
+                    break
+                chunk = stream._pop_send(min(window, _STREAM_CHUNK))
+                if chunk is None:
+                    break
+                try:
+                    taken = muxer.send_data(sid, chunk)
+                except mev.StreamClosedError:
+                    stream._fail(ConnectionResetError("stream closed by the muxer"))
+                    self._forget(sid)
+                    break
+                if taken < len(chunk):
+                    stream._unpop_send(chunk[taken:])
+                stream._sent(taken)
+                out = muxer.data_to_send()
+                if out:
+                    self._queue_plain(self._transport.encrypt(out))
+            if self._streams.get(sid) is not stream:
+                to_flush.pop(sid, None)
+                continue
+            pending, fin = stream._flush_done()
+            if fin and sid not in self._fin_sent:
+                self._fin_sent.add(sid)
+                try:
+                    muxer.close_stream(sid)
+                except mev.StreamClosedError:
+                    pass
+                if sid in self._remote_ended:
+                    self._forget(sid)
+            if not pending:
+                to_flush.pop(sid, None)
+            elif blocked:
+                to_flush.pop(sid, None)
+                self._window_blocked[sid] = stream
+            else:
+                break  # wire buffer full: resume when the socket drains
+
+    def _send_wire(self) -> None:
+        wire = self._wire
+        sock = self.sock
+        while wire:
+            buffers = list(wire) if len(wire) <= _MAX_SENDMSG_BUFFERS else \
+                [wire[i] for i in range(_MAX_SENDMSG_BUFFERS)]
+            try:
+                sent = sock.sendmsg(buffers)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                self.abort(exc)
+                return
+            self._wire_len -= sent
+            while sent:
+                head = wire[0]
+                if len(head) <= sent:
+                    sent -= len(head)
+                    wire.popleft()
+                else:
+                    wire[0] = memoryview(head)[sent:]
+                    sent = 0
+        want_write = bool(wire) or self._state == _CONNECTING
+        if want_write != self._want_write:
+            self._want_write = want_write
+            self._reactor.modify(self.sock, _READ | _WRITE if want_write else _READ, self)
+        if not wire and self._to_flush and self._state == _OPEN:
+            self._reactor.mark_dirty(self)
+
+    def _flush_wire_now(self) -> None:
+        if self._muxer is not None and self._transport is not None:
+            out = self._muxer.data_to_send()
+            if out:
+                self._queue_plain(self._transport.encrypt(out))
+        self._send_wire()
+
+    # -- timers ----------------------------------------------------------------------------
+    def _update_timer(self) -> None:
+        when = self._muxer.get_timer()
+        if when == self._timer_when:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_when = when
+        if when is not None:
+            self._timer = self._reactor.call_later(max(0.0, when - time.monotonic()),
+                                                   self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_when = None
+        if self._state != _OPEN:
+            return
+        self._handle_events(self._muxer.handle_timer(time.monotonic()))
+        self._reactor.mark_dirty(self)
+
+    # -- closing ---------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close gracefully: GoAway, flush what is queued, close the socket."""
+        if self._state == _OPEN:
+            self._muxer.go_away(0)
+            self._flush_wire_now()
+        self.abort(ConnectionAbortedError("connection closed locally"))
+
+    def abort(self, error: OSError, cause: BaseException | None = None) -> None:
+        """Close at once; every stream and waiter gets ``error``."""
+        if self._state == _CLOSED:
+            return
+        if cause is not None and error.__cause__ is None:
+            error.__cause__ = cause
+        was_open = self._state == _OPEN
+        self._state = _CLOSED
+        self.closed_reason = str(error)
+        for timer in (self._timer, self._deadline_timer):
+            if timer is not None:
+                timer.cancel()
+        self._reactor.unregister(self.sock)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        for neg in self._negotiating.values():
+            fail(neg.future, error)
+        self._negotiating.clear()
+        for sid, stream in list(self._streams.items()):
+            stream._fail(_copy_error(error))
+            self._forget(sid)
+        self._wire.clear()
+        on_ready, self._on_ready = self._on_ready, None
+        if on_ready is not None:
+            on_ready(self, error)
+        self.node._connection_closed(self, was_open)
+
+
+def _copy_error(error: OSError) -> OSError:
+    # Each stream gets its own exception object: one raised in many threads at once
+    # would have its traceback rewritten under the others' feet.
+    if isinstance(error, ConnectionError):
+        copy = type(error)(*error.args)
+    else:
+        copy = ConnectionResetError(str(error))
+    copy.__cause__ = error
+    return copy
+

@@ -1,0 +1,176 @@
+"""The application's handle on a node: :class:`Control` and :class:`IncomingStreams`."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import TYPE_CHECKING, Iterator, Union
+
+from multiaddr import Multiaddr
+
+from .errors import AlreadyRegistered, OpenStreamError
+from .identity import PeerId
+from .stream import Stream
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger(__name__)
+
+#: Default bound of the queue of accepted-but-not-yet-taken streams.
+DEFAULT_ACCEPT_CAPACITY = 64
+_CLOSED = object()
+
+
+class StreamProtocol(str):
+    """A protocol id such as ``"/echo/1.0.0"``; it must start with ``/``."""
+
+    __slots__ = ()
+
+    def __new__(cls, value: str) -> "StreamProtocol":
+        if isinstance(value, StreamProtocol):
+            return value
+        if not isinstance(value, str):
+            raise TypeError(f"protocol ids are str, not {type(value).__name__}")
+        if not value.startswith("/"):
+            raise ValueError(f"protocol id {value!r} must start with '/'")
+        if len(value.encode()) > 1024 or "\n" in value:
+            raise ValueError(f"protocol id {value!r} is too long or contains a newline")
+        return super().__new__(cls, value)
+
+
+PeerLike = Union[PeerId, str, Multiaddr]
+
+
+class IncomingStreams:
+    """Streams that remote peers opened for one protocol, in arrival order.
+
+    Iterate for ``(peer_id, stream)`` pairs; iteration ends when this object or the
+    node is closed. The queue holds at most ``capacity`` streams: when it is full a
+    new stream is reset on the wire and counted in :attr:`dropped`.
+    """
+
+    def __init__(self, node: "Node", protocol: StreamProtocol, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.protocol = protocol
+        self.dropped = 0
+        self._node = node
+        self._queue: queue.Queue = queue.Queue(capacity)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<IncomingStreams {self.protocol} queued={self._queue.qsize()}>"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def get(self, timeout: float | None = None) -> tuple[PeerId, Stream]:
+        """Wait for the next stream; raise ``TimeoutError`` or, once closed, ``EOFError``."""
+        if self._closed:
+            raise EOFError(f"incoming streams for {self.protocol} are closed")
+        try:
+            item = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"no stream for {self.protocol} within {timeout} s") from None
+        if item is _CLOSED:
+            self._requeue_sentinel()
+            raise EOFError(f"incoming streams for {self.protocol} are closed")
+        return item
+
+    def __iter__(self) -> Iterator[tuple[PeerId, Stream]]:
+        return self
+
+    def __next__(self) -> tuple[PeerId, Stream]:
+        try:
+            return self.get()
+        except EOFError:
+            raise StopIteration from None
+
+    def close(self) -> None:
+        """De-register the protocol now and reset the streams still queued."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            leftovers = []
+            while True:
+                try:
+                    leftovers.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._requeue_sentinel()
+        self._node._unregister(self.protocol, self)
+        for item in leftovers:
+            if item is not _CLOSED:
+                item[1].reset()
+
+    def _requeue_sentinel(self) -> None:
+        try:
+            self._queue.put_nowait(_CLOSED)
+        except queue.Full:
+            pass  # a sentinel or a stream is there; get() checks _closed first
+
+    def __enter__(self) -> "IncomingStreams":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _offer(self, peer: PeerId, stream: Stream) -> bool:
+        """Reactor side: queue a negotiated stream; False when closed or full."""
+        with self._lock:
+            if self._closed:
+                return False
+            try:
+                self._queue.put_nowait((peer, stream))
+                return True
+            except queue.Full:
+                self.dropped += 1
+        log.debug("accept queue for %s is full: dropped a stream from %s (%d so far)",
+                  self.protocol, peer, self.dropped)
+        return False
+
+
+class Control:
+    """Opens and accepts streams on a node. Cheap to clone, safe from many threads."""
+
+    __slots__ = ("_node",)
+
+    def __init__(self, node: "Node") -> None:
+        self._node = node
+
+    def clone(self) -> "Control":
+        return Control(self._node)
+
+    __copy__ = clone
+
+    def accept(self, protocol: str, *, capacity: int = DEFAULT_ACCEPT_CAPACITY
+               ) -> IncomingStreams:
+        """Start accepting streams for ``protocol``.
+
+        Raises :class:`AlreadyRegistered` while another :class:`IncomingStreams` for
+        the same protocol is open.
+        """
+        proto = StreamProtocol(protocol)
+        incoming = IncomingStreams(self._node, proto, capacity)
+        self._node._register(proto, incoming)
+        return incoming
+
+    def open_stream(self, peer: PeerLike, protocol: str, *, timeout: float = 10.0) -> Stream:
+        """Open a stream to ``peer`` and negotiate ``protocol``.
+
+        ``peer`` is a :class:`PeerId` (an open connection is used, else its known
+        addresses are dialed) or a multiaddr ending in ``/p2p/<id>``. Raises
+        :class:`UnsupportedProtocol` when the peer answers ``na`` and
+        :class:`OpenStreamError` for every other failure; never waits past ``timeout``.
+        """
+        proto = StreamProtocol(protocol)
+        deadline = time.monotonic() + timeout
+        peer_id = self._node._peer_for_open(peer)
+        conn = self._node._connection_for(peer_id, deadline)
+        return self._node._open_on(conn, proto, deadline)

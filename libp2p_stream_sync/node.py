@@ -1,0 +1,413 @@
+"""The :class:`Node`: listeners, dialing, the address book, connections and protocols."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any, Callable, Iterable, Sequence
+
+from multiaddr import Multiaddr
+
+from .connection import MPLEX, YAMUX, Connection
+from .control import Control, IncomingStreams, PeerLike, StreamProtocol
+from .engines.mplex import MplexSession
+from .engines.noise import PeerIdMismatch
+from .engines.yamux import YamuxSession
+from .errors import (AlreadyRegistered, DialError, OpenStreamError, PeerMismatchError,
+                     UnsupportedProtocol)
+from .futures import complete, fail, wait
+from .identity import Keypair, PeerId
+from .protocols import identify
+from .reactor import Reactor
+from .stream import Stream
+from .transport import tcp
+
+log = logging.getLogger(__name__)
+
+_MUXER_NAMES = {"yamux": YAMUX, "mplex": MPLEX, YAMUX: YAMUX, MPLEX: MPLEX}
+_CLOSE_TIMEOUT = 5.0
+
+InternalHandler = Callable[["Connection", Stream], None]
+
+
+class Node:
+    """A libp2p node: one background I/O thread, TCP listeners, Noise, yamux/mplex.
+
+    Use as a context manager, or call :meth:`close`. ``listen`` takes multiaddrs such
+    as ``"/ip4/127.0.0.1/tcp/0"``; :attr:`listen_addrs` gives the bound addresses.
+    ``muxers`` lists the stream muxers we offer, most preferred first.
+    """
+
+    def __init__(self, keypair: Keypair | None = None, listen: Iterable[str] = (), *,
+                 muxers: Sequence[str] = ("yamux", "mplex"),
+                 handshake_timeout: float = 10.0,
+                 yamux_options: dict[str, Any] | None = None,
+                 mplex_options: dict[str, Any] | None = None) -> None:
+        self.keypair = keypair or Keypair.generate()
+        self.peer_id: PeerId = self.keypair.peer_id
+        try:
+            self.muxers = tuple(_MUXER_NAMES[m] for m in muxers)
+        except KeyError as exc:
+            raise ValueError(f"unknown muxer {exc.args[0]!r} (yamux or mplex)") from None
+        if not self.muxers:
+            raise ValueError("at least one muxer is needed")
+        self.handshake_timeout = handshake_timeout
+        self._yamux_options = dict(yamux_options or {})
+        self._mplex_options = dict(mplex_options or {})
+        self._lock = threading.Lock()
+        self._registry: dict[str, IncomingStreams | InternalHandler] = {}
+        self._addresses: dict[PeerId, list[Multiaddr]] = {}
+        self._connections: dict[PeerId, list[Connection]] = {}
+        self._pending: set[Connection] = set()
+        self._listeners: list[_Listener] = []
+        self._closed = False
+        self._reactor = Reactor(name=f"libp2p-reactor-{str(self.peer_id)[-6:]}")
+        self._register_internal(identify.PROTOCOL, identify.respond)
+        sockets = []
+        try:
+            for addr in listen:
+                sockets.append(tcp.open_listener(addr))
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            self._reactor._close_resources()
+            raise
+        self._listeners = [_Listener(self, sock) for sock in sockets]
+        self._reactor.start()
+        ready: Future = Future()
+        self._reactor.call_soon(self._start_listening, ready)
+        ready.result(_CLOSE_TIMEOUT)
+
+    def __repr__(self) -> str:
+        return f"<Node {self.peer_id}>"
+
+    def __enter__(self) -> "Node":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- public API ----------------------------------------------------------------------
+    @property
+    def listen_addrs(self) -> list[Multiaddr]:
+        """The addresses we listen on, with the ports actually bound."""
+        return [listener.multiaddr for listener in self._listeners]
+
+    def new_control(self) -> Control:
+        """A :class:`Control` for opening and accepting streams on this node."""
+        return Control(self)
+
+    def add_address(self, peer_id: PeerId, addr: "str | Multiaddr") -> None:
+        """Remember an address of ``peer_id`` for dialing it by peer id."""
+        ma = tcp.to_multiaddr(addr)
+        target = tcp.parse_tcp_multiaddr(ma)
+        if target.peer_id is not None:
+            if target.peer_id != peer_id:
+                raise ValueError(f"address {ma} names peer {target.peer_id}, not {peer_id}")
+            ma = ma.decapsulate_code(421) if hasattr(ma, "decapsulate_code") else ma
+        with self._lock:
+            known = self._addresses.setdefault(peer_id, [])
+            if ma not in known:
+                known.append(ma)
+
+    def addresses_of(self, peer_id: PeerId) -> list[Multiaddr]:
+        with self._lock:
+            return list(self._addresses.get(peer_id, ()))
+
+    def connected_peers(self) -> list[PeerId]:
+        with self._lock:
+            return [peer for peer, conns in self._connections.items() if conns]
+
+    def dial(self, addr: "str | Multiaddr", timeout: float = 10.0) -> PeerId:
+        """Connect to ``addr`` (TCP, Noise, muxer) and return the remote's peer id.
+
+        When ``addr`` ends in ``/p2p/<id>`` the remote must prove that id, else
+        :class:`PeerMismatchError`. Raises :class:`DialError` (a ``ConnectionError``)
+        or ``TimeoutError`` on failure.
+        """
+        self._check_open()
+        deadline = time.monotonic() + timeout
+        ma = tcp.to_multiaddr(addr)
+        target = tcp.parse_tcp_multiaddr(ma)
+        conn = self._dial_target(target, deadline)
+        if target.peer_id is not None:
+            self.add_address(target.peer_id, ma)
+        return conn.remote_peer_id
+
+    def close(self) -> None:
+        """Close every connection and listener and stop the I/O thread (joined)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            registered = [v for v in self._registry.values() if isinstance(v, IncomingStreams)]
+        for incoming in registered:
+            incoming.close()
+        if self._reactor.thread.is_alive():
+            done: Future = Future()
+            self._reactor.call_soon(self._shutdown, done)
+            if not self._reactor.in_reactor_thread():
+                try:
+                    done.result(_CLOSE_TIMEOUT)
+                except Exception:
+                    log.exception("error while closing the node")
+            self._reactor.stop()
+            self._reactor.join(_CLOSE_TIMEOUT)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- protocols -----------------------------------------------------------------------
+    def _register(self, protocol: StreamProtocol, incoming: IncomingStreams) -> None:
+        with self._lock:
+            self._check_open()
+            if protocol in self._registry:
+                raise AlreadyRegistered(protocol)
+            self._registry[protocol] = incoming
+
+    def _register_internal(self, protocol: str, handler: InternalHandler) -> None:
+        with self._lock:
+            self._registry[protocol] = handler
+
+    def _unregister(self, protocol: str, incoming: IncomingStreams) -> None:
+        with self._lock:
+            if self._registry.get(protocol) is incoming:
+                del self._registry[protocol]
+
+    def _protocol_supported(self, protocol: str) -> bool:
+        return protocol in self._registry
+
+    def _supported_protocols(self) -> list[str]:
+        return sorted(self._registry)
+
+    def _deliver_inbound(self, conn: Connection, stream: Stream) -> bool:
+        """Reactor side: hand a negotiated inbound stream to its handler or queue."""
+        handler = self._registry.get(stream.protocol)
+        if handler is None:
+            return False
+        if isinstance(handler, IncomingStreams):
+            return handler._offer(stream.peer_id, stream)
+        handler(conn, stream)
+        return True
+
+    # -- muxers --------------------------------------------------------------------------
+    def _make_muxer(self, protocol: str, initiator: bool) -> Any:
+        if protocol == YAMUX:
+            return YamuxSession(initiator, now=time.monotonic(), **self._yamux_options)
+        return MplexSession(initiator, **self._mplex_options)
+
+    # -- connections (app-thread side) -------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise OSError(errno.EBADF, "the node is closed")
+
+    def _peer_for_open(self, peer: PeerLike) -> PeerId:
+        if isinstance(peer, PeerId):
+            return peer
+        try:
+            target = tcp.parse_tcp_multiaddr(peer)
+        except ValueError as exc:
+            raise OpenStreamError(f"cannot open a stream to {peer!r}: {exc}",
+                                  "no-address") from exc
+        if target.peer_id is None:
+            raise OpenStreamError(f"the multiaddr {peer} does not end in /p2p/<peer id>",
+                                  "no-address")
+        self.add_address(target.peer_id, peer)
+        return target.peer_id
+
+    def _usable_connection(self, peer_id: PeerId) -> Connection | None:
+        with self._lock:
+            for conn in self._connections.get(peer_id, ()):
+                if conn.usable_for_new_streams():
+                    return conn
+        return None
+
+    def _connection_for(self, peer_id: PeerId, deadline: float) -> Connection:
+        """A healthy connection to ``peer_id``, dialing its known addresses if needed."""
+        if self._closed:
+            raise OpenStreamError("the node is closed", "closed")
+        conn = self._usable_connection(peer_id)
+        if conn is not None:
+            return conn
+        addrs = self.addresses_of(peer_id)
+        if not addrs:
+            raise OpenStreamError(f"no known address for {peer_id}", "no-address") \
+                from ConnectionError(f"no address for {peer_id}")
+        errors = []
+        for ma in addrs:
+            try:
+                target = tcp.parse_tcp_multiaddr(ma)
+                return self._dial_target(tcp.TcpTarget(target.family, target.host,
+                                                       target.port, peer_id,
+                                                       target.needs_resolution), deadline)
+            except TimeoutError as exc:
+                raise OpenStreamError(f"timed out connecting to {peer_id}", "timeout") \
+                    from exc
+            except PeerMismatchError as exc:
+                errors.append(exc)
+            except OSError as exc:
+                errors.append(exc)
+        last = errors[-1]
+        kind = "wrong-peer" if isinstance(last, PeerMismatchError) else "dial"
+        raise OpenStreamError(f"cannot connect to {peer_id}: {last}", kind) from last
+
+    def _dial_target(self, target: tcp.TcpTarget, deadline: float) -> Connection:
+        """Dial (or join an in-flight dial) and wait for the connection until ``deadline``."""
+        self._check_open()
+        peer = target.peer_id
+        if peer is not None:
+            conn = self._usable_connection(peer)
+            if conn is not None:
+                return conn
+        errors: list[OSError] = []
+        for family, sockaddr in tcp.resolve(target):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            future: Future = Future()
+            self._reactor.call_soon(self._start_dial, family, sockaddr, peer, future,
+                                    min(remaining, self.handshake_timeout))
+            try:
+                return future.result(remaining)
+            except TimeoutError:
+                raise TimeoutError(f"dialing {target.host}:{target.port} timed out") \
+                    from None
+            except OSError as exc:
+                if isinstance(exc.__cause__, PeerIdMismatch):
+                    raise PeerMismatchError(str(exc.__cause__)) from exc
+                if isinstance(exc, TimeoutError):
+                    raise
+                errors.append(exc)
+        if not errors:
+            raise TimeoutError(f"dialing {target.host}:{target.port} timed out")
+        last = errors[-1]
+        raise DialError(f"dial {target.host}:{target.port} failed: {last}") from last
+
+    def _open_on(self, conn: Connection, protocol: StreamProtocol, deadline: float) -> Stream:
+        future: Future = Future()
+        conn.open_stream(protocol, future)
+        try:
+            return wait(future, max(0.0, deadline - time.monotonic()))
+        except TimeoutError as exc:
+            conn.abandon_open(future)
+            raise OpenStreamError(f"opening {protocol} to {conn.remote_peer_id} timed out",
+                                  "timeout") from exc
+        except UnsupportedProtocol:
+            raise
+        except OSError as exc:
+            raise OpenStreamError(f"opening {protocol} to {conn.remote_peer_id} failed: "
+                                  f"{exc}", "connection-lost") from exc
+
+    # -- reactor side ----------------------------------------------------------------------
+    def _start_listening(self, ready: Future) -> None:
+        for listener in self._listeners:
+            self._reactor.register(listener.sock, 1, listener)
+        complete(ready, None)
+
+    def _start_dial(self, family: int, sockaddr: tuple, expected: PeerId | None,
+                    future: Future, timeout: float) -> None:
+        if self._closed:
+            fail(future, ConnectionAbortedError("the node is closed"))
+            return
+        if future.cancelled():
+            return
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            tcp.configure_stream_socket(sock)
+            err = sock.connect_ex(sockaddr)
+        except OSError as exc:
+            sock.close()
+            fail(future, exc)
+            return
+        if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
+            sock.close()
+            fail(future, ConnectionRefusedError(err, f"connect to {sockaddr}: "
+                                                f"{errno.errorcode.get(err, err)}"))
+            return
+
+        def on_ready(conn: Connection, error: BaseException | None) -> None:
+            self._pending.discard(conn)
+            if error is not None:
+                fail(future, error)
+                return
+            self._connection_ready(conn)
+            complete(future, conn)
+
+        conn = Connection(self, sock, initiator=True, remote_addr=sockaddr,
+                          expected_peer=expected, on_ready=on_ready)
+        self._pending.add(conn)
+        conn.start(timeout)
+
+    def _accepted(self, sock: socket.socket, addr: tuple) -> None:
+        tcp.configure_stream_socket(sock)
+
+        def on_ready(conn: Connection, error: BaseException | None) -> None:
+            self._pending.discard(conn)
+            if error is None:
+                self._connection_ready(conn)
+            else:
+                log.debug("inbound connection from %s failed: %s", addr, error)
+
+        conn = Connection(self, sock, initiator=False, remote_addr=addr, on_ready=on_ready)
+        self._pending.add(conn)
+        conn.start(self.handshake_timeout)
+
+    def _connection_ready(self, conn: Connection) -> None:
+        with self._lock:
+            self._connections.setdefault(conn.remote_peer_id, []).append(conn)
+        log.debug("connected to %s via %s (%s)", conn.remote_peer_id, conn.remote_addr,
+                  conn.muxer_protocol)
+
+    def _connection_closed(self, conn: Connection, was_open: bool) -> None:
+        self._pending.discard(conn)
+        if not was_open:
+            return
+        with self._lock:
+            conns = self._connections.get(conn.remote_peer_id)
+            if conns and conn in conns:
+                conns.remove(conn)
+                if not conns:
+                    del self._connections[conn.remote_peer_id]
+
+    def _shutdown(self, done: Future) -> None:
+        for listener in self._listeners:
+            listener.close()
+        with self._lock:
+            conns = [c for cs in self._connections.values() for c in cs]
+        for conn in conns + list(self._pending):
+            conn.close()
+        complete(done, None)
+
+
+class _Listener:
+    """A listening socket; accepts on the reactor thread."""
+
+    _ACCEPTS_PER_WAKEUP = 64
+
+    def __init__(self, node: Node, sock: socket.socket) -> None:
+        self.node = node
+        self.sock = sock
+        self.multiaddr = tcp.sockaddr_to_multiaddr(sock.family, sock.getsockname())
+
+    def on_readable(self) -> None:
+        for _ in range(self._ACCEPTS_PER_WAKEUP):
+            try:
+                sock, addr = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and friends: log, try again later
+                log.warning("accept failed on %s: %s", self.multiaddr, exc)
+                return
+            self.node._accepted(sock, addr)
+
+    def on_writable(self) -> None:  # pragma: no cover - never registered for writing
+        pass
+
+    def close(self) -> None:
+        self.node._reactor.unregister(self.sock)
+        self.sock.close()

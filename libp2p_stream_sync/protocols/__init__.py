@@ -1,0 +1,1 @@
+"""Built-in protocols: identify, ping, perf."""

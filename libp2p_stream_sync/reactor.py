@@ -1,0 +1,203 @@
+"""The I/O thread: one ``selectors`` loop per node that owns every socket and engine.
+
+Other threads never touch sockets or engine state; they hand work to the reactor with
+:meth:`Reactor.call_soon` (thread-safe) and wait for results on futures or conditions.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import itertools
+import logging
+import selectors
+import socket
+import threading
+import time
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+#: How long a loop iteration may block in ``select`` when nothing is scheduled.
+_IDLE_WAIT = 3600.0
+
+
+class TimerHandle:
+    """A scheduled call; :meth:`cancel` it from the reactor thread."""
+
+    __slots__ = ("when", "callback", "cancelled")
+
+    def __init__(self, when: float, callback: Callable[[], Any]) -> None:
+        self.when = when
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Reactor:
+    """A selector loop running in its own daemon thread.
+
+    Handlers registered with :meth:`register` get ``on_readable()`` /
+    ``on_writable()`` calls. Callables passed to :meth:`call_soon` run on the
+    reactor thread in order. Objects passed to :meth:`mark_dirty` get one
+    ``flush()`` call at the end of the loop iteration, so many writes made during
+    one iteration leave in one batch.
+    """
+
+    def __init__(self, name: str = "libp2p-reactor") -> None:
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._calls: collections.deque[tuple[Callable[..., Any], tuple]] = collections.deque()
+        self._wake_pending = False
+        self._wake_lock = threading.Lock()
+        self._timers: list[tuple[float, int, TimerHandle]] = []
+        self._timer_seq = itertools.count()
+        self._dirty: dict[int, Any] = {}
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    # -- lifecycle -------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
+    def in_reactor_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def stop(self) -> None:
+        """Ask the loop to end after the current iteration (thread-safe)."""
+        self.call_soon(self._set_stopping)
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread.is_alive() and not self.in_reactor_thread():
+            self._thread.join(timeout)
+
+    def _set_stopping(self) -> None:
+        self._stopping = True
+
+    # -- scheduling --------------------------------------------------------------------
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the reactor thread (callable from any thread)."""
+        self._calls.append((fn, args))
+        if self.in_reactor_thread():
+            return
+        with self._wake_lock:
+            if self._wake_pending:
+                return
+            self._wake_pending = True
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # a full or closed wake-up pipe means the loop is awake or gone
+
+    def call_later(self, delay: float, fn: Callable[[], Any]) -> TimerHandle:
+        """Schedule ``fn()`` after ``delay`` seconds (reactor thread only)."""
+        handle = TimerHandle(time.monotonic() + delay, fn)
+        heapq.heappush(self._timers, (handle.when, next(self._timer_seq), handle))
+        return handle
+
+    def mark_dirty(self, obj: Any) -> None:
+        """Have ``obj.flush()`` called at the end of this iteration (reactor thread only)."""
+        self._dirty[id(obj)] = obj
+
+    # -- sockets -----------------------------------------------------------------------
+    def register(self, sock: socket.socket, events: int, handler: Any) -> None:
+        self._selector.register(sock, events, handler)
+
+    def modify(self, sock: socket.socket, events: int, handler: Any) -> None:
+        self._selector.modify(sock, events, handler)
+
+    def unregister(self, sock: socket.socket) -> None:
+        try:
+            self._selector.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+
+    # -- the loop ----------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while not self._stopping:
+                self._iterate()
+        finally:
+            self._close_resources()
+
+    def _iterate(self) -> None:
+        timeout = self._next_timeout()
+        for key, mask in self._selector.select(timeout):
+            handler = key.data
+            if handler is None:
+                self._drain_wakeups()
+                continue
+            self._guarded(self._dispatch_io, handler, mask)
+        self._run_timers()
+        self._run_calls()
+        self._flush_dirty()
+
+    def _next_timeout(self) -> float:
+        if self._calls or self._dirty:
+            return 0.0
+        while self._timers and self._timers[0][2].cancelled:
+            heapq.heappop(self._timers)
+        if not self._timers:
+            return _IDLE_WAIT
+        return max(0.0, self._timers[0][0] - time.monotonic())
+
+    @staticmethod
+    def _dispatch_io(handler: Any, mask: int) -> None:
+        if mask & selectors.EVENT_READ:
+            handler.on_readable()
+        if mask & selectors.EVENT_WRITE:
+            handler.on_writable()
+
+    def _drain_wakeups(self) -> None:
+        # Read the bytes first, then clear the flag: cleared first, a wake-up byte
+        # sent in between would be swallowed here while the flag stayed set, and
+        # later calls would never wake us. Calls queued before the clear run in this
+        # iteration's _run_calls.
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        with self._wake_lock:
+            self._wake_pending = False
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, handle = heapq.heappop(self._timers)
+            if not handle.cancelled:
+                self._guarded(handle.callback)
+
+    def _run_calls(self) -> None:
+        # Calls queued while we run wait for the next iteration, so timers and I/O
+        # cannot starve.
+        for _ in range(len(self._calls)):
+            fn, args = self._calls.popleft()
+            self._guarded(fn, *args)
+
+    def _flush_dirty(self) -> None:
+        while self._dirty:
+            dirty, self._dirty = self._dirty, {}
+            for obj in dirty.values():
+                self._guarded(obj.flush)
+
+    @staticmethod
+    def _guarded(fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:  # the reactor must survive any bug in a handler
+            log.exception("unhandled error in reactor callback %r", fn)
+
+    def _close_resources(self) -> None:
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()

@@ -1,0 +1,406 @@
+"""The blocking :class:`Stream` that application threads use.
+
+A stream's buffers are shared between the application's threads and the reactor:
+the reactor appends received data and takes data to send; application threads read,
+write and wait on conditions. One lock guards both directions; nobody holds it while
+waiting for the network.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from .errors import IncompleteReadError
+
+if TYPE_CHECKING:
+    from .connection import Connection
+    from .identity import PeerId
+
+#: Writes return once at most this many bytes of the stream wait to be framed.
+SEND_BUFFER_HIGH_WATER = 512 * 1024
+#: Consumption is reported to the muxer (window updates) in steps at least this large.
+CONSUMED_REPORT_STEP = 64 * 1024
+
+
+class Stream:
+    """A bidirectional byte stream to one peer, negotiated for one protocol.
+
+    Safe with one reading thread and one writing thread at a time. Blocking calls
+    honour :meth:`settimeout` and raise :class:`TimeoutError` when it expires.
+    """
+
+    __slots__ = (
+        "peer_id", "protocol", "_conn", "_sid", "_lock", "_readable", "_writable",
+        "_recv", "_recv_len", "_recv_eof", "_unreported", "_error", "_send",
+        "_send_len", "_write_closed", "_flush_scheduled", "_timeout", "_finished",
+        "__weakref__",
+    )
+
+    def __init__(self, conn: "Connection", stream_id: int, peer_id: "PeerId",
+                 protocol: str) -> None:
+        self.peer_id = peer_id
+        self.protocol = protocol
+        self._conn = conn
+        self._sid = stream_id
+        self._lock = threading.Lock()
+        self._readable = threading.Condition(self._lock)
+        self._writable = threading.Condition(self._lock)
+        self._recv: collections.deque[bytes] = collections.deque()
+        self._recv_len = 0
+        self._recv_eof = False
+        self._unreported = 0
+        self._error: OSError | None = None
+        self._send: collections.deque[memoryview] = collections.deque()
+        self._send_len = 0
+        self._write_closed = False
+        self._flush_scheduled = False
+        self._timeout: float | None = None
+        self._finished = False  # the reactor has forgotten this stream
+
+    def __repr__(self) -> str:
+        return f"<Stream {self.protocol} with {self.peer_id} id={self._sid}>"
+
+    # -- settings ----------------------------------------------------------------------
+    def settimeout(self, timeout: float | None) -> None:
+        """Set the timeout for blocking reads and writes (``None``: wait indefinitely)."""
+        if timeout is not None and timeout < 0:
+            raise ValueError("timeout must be non-negative or None")
+        self._timeout = timeout
+
+    def gettimeout(self) -> float | None:
+        return self._timeout
+
+    # -- reading -----------------------------------------------------------------------
+    def _wait_readable(self) -> None:
+        """Wait (lock held) until data, end of stream or an error is available."""
+        deadline = None
+        while not self._recv and not self._recv_eof and self._error is None:
+            if self._timeout is not None:
+                if deadline is None:
+                    deadline = time.monotonic() + self._timeout
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("stream read timed out")
+                self._readable.wait(remaining)
+            else:
+                self._readable.wait()
+        if not self._recv and self._error is not None:
+            raise self._error
+
+    def _take(self, n: int) -> bytes:
+        """Remove up to ``n`` buffered bytes (lock held; ``n < 0`` means all)."""
+        recv = self._recv
+        if n < 0 or n >= self._recv_len:
+            data = recv[0] if len(recv) == 1 else b"".join(recv)
+            recv.clear()
+        else:
+            parts = []
+            need = n
+            while need:
+                chunk = recv[0]
+                if len(chunk) <= need:
+                    parts.append(recv.popleft())
+                    need -= len(chunk)
+                else:
+                    parts.append(chunk[:need])
+                    recv[0] = chunk[need:]
+                    need = 0
+            data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._recv_len -= len(data)
+        self._note_consumed(len(data))
+        return data
+
+    def _note_consumed(self, n: int) -> None:
+        self._unreported += n
+        if self._unreported >= CONSUMED_REPORT_STEP and not self._finished:
+            n, self._unreported = self._unreported, 0
+            self._conn.report_consumed(self, n)
+
+    def read(self, n: int = -1) -> bytes:
+        """Return up to ``n`` bytes (all buffered bytes if ``n < 0``) once some arrive.
+
+        Returns ``b""`` at end of stream. Raises ``ConnectionResetError`` after a reset.
+        """
+        if n == 0:
+            return b""
+        with self._lock:
+            self._wait_readable()
+            if not self._recv:
+                return b""
+            return self._take(n)
+
+    def readinto(self, buffer: Any) -> int:
+        """Read into a writable buffer; return the number of bytes (0 at end of stream)."""
+        view = memoryview(buffer).cast("B")
+        if not len(view):
+            return 0
+        with self._lock:
+            self._wait_readable()
+            filled = 0
+            recv = self._recv
+            while recv and filled < len(view):
+                chunk = recv[0]
+                take = min(len(chunk), len(view) - filled)
+                view[filled:filled + take] = chunk[:take] if take < len(chunk) else chunk
+                filled += take
+                if take == len(chunk):
+                    recv.popleft()
+                else:
+                    recv[0] = chunk[take:]
+            self._recv_len -= filled
+            self._note_consumed(filled)
+            return filled
+
+    def read_exactly(self, n: int) -> bytes:
+        """Read exactly ``n`` bytes; raise :class:`IncompleteReadError` on an early end."""
+        parts = []
+        got = 0
+        while got < n:
+            chunk = self.read(n - got)
+            if not chunk:
+                raise IncompleteReadError(b"".join(parts), n)
+            parts.append(chunk)
+            got += len(chunk)
+        return b"".join(parts)
+
+    def readall(self) -> bytes:
+        """Read until end of stream."""
+        parts = []
+        while True:
+            chunk = self.read()
+            if not chunk:
+                return b"".join(parts)
+            parts.append(chunk)
+
+    # -- writing -----------------------------------------------------------------------
+    def write(self, data: Any) -> int:
+        """Send all of ``data``; block while the stream's send buffer is full.
+
+        Returns ``len(data)``. Raises ``BrokenPipeError`` after ``close_write``/``close``,
+        ``ConnectionResetError`` after a reset, ``TimeoutError`` on timeout.
+        """
+        view = memoryview(data).cast("B")
+        size = len(view)
+        if not isinstance(data, bytes):
+            view = memoryview(view.tobytes())  # the caller may reuse its buffer
+        with self._lock:
+            self._check_writable()
+            if not size:
+                return 0
+            self._send.append(view)
+            self._send_len += size
+            self._schedule_flush()
+            if self._send_len > SEND_BUFFER_HIGH_WATER:
+                self._wait_drained()
+        return size
+
+    def _check_writable(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._write_closed:
+            raise BrokenPipeError("stream closed for writing")
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._conn.schedule_stream_flush(self)
+
+    def _wait_drained(self) -> None:
+        deadline = None if self._timeout is None else time.monotonic() + self._timeout
+        while self._send_len > SEND_BUFFER_HIGH_WATER:
+            if self._error is not None:
+                raise self._error
+            if deadline is None:
+                self._writable.wait()
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("stream write timed out")
+            self._writable.wait(remaining)
+
+    def close_write(self) -> None:
+        """Half-close: tell the remote we will send no more (FIN). Reading goes on."""
+        with self._lock:
+            if self._write_closed or self._error is not None:
+                return
+            self._write_closed = True
+            self._schedule_flush()
+
+    def close(self) -> None:
+        """Close both directions: FIN after pending data; later reads return what remains."""
+        self.close_write()
+        with self._lock:
+            if not self._recv_eof and self._error is None:
+                # We will read no more: discard what comes and stop holding window.
+                self._recv_eof = True
+                dropped, self._recv_len = self._recv_len, 0
+                self._recv.clear()
+                self._readable.notify_all()
+            else:
+                dropped = 0
+        if dropped:
+            self._conn.report_consumed(self, dropped)
+
+    def reset(self) -> None:
+        """Abort the stream in both directions (RST); pending data is discarded."""
+        with self._lock:
+            if self._error is None:
+                self._error = ConnectionResetError("stream reset locally")
+            self._discard_locked()
+        self._conn.reset_stream(self)
+
+    def _discard_locked(self) -> None:
+        self._send.clear()
+        self._send_len = 0
+        self._recv.clear()
+        self._recv_len = 0
+        self._readable.notify_all()
+        self._writable.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._finished
+
+    def __enter__(self) -> "Stream":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is not None and exc[0] is not GeneratorExit:
+            self.reset()
+        else:
+            self.close()
+
+    # -- socket-flavoured aliases -------------------------------------------------------
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        """Like ``socket.recv``: up to ``bufsize`` bytes, ``b""`` at end of stream."""
+        return self.read(bufsize)
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        view = memoryview(buffer).cast("B")
+        return self.readinto(view[:nbytes] if nbytes else view)
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        return self.write(data)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        self.write(data)
+
+    def shutdown(self, how: int) -> None:
+        """``SHUT_WR`` half-closes; ``SHUT_RD``/``SHUT_RDWR`` also stop reading."""
+        if how in (socket.SHUT_WR, socket.SHUT_RDWR):
+            self.close_write()
+        if how in (socket.SHUT_RD, socket.SHUT_RDWR):
+            with self._lock:
+                self._recv_eof = True
+                self._readable.notify_all()
+
+    def makefile(self, mode: str = "r", buffering: int | None = None, *,
+                 encoding: str | None = None, errors: str | None = None,
+                 newline: str | None = None) -> Any:
+        """A file object over the stream, as ``socket.makefile`` returns."""
+        return _make_stream_file(self, mode, buffering, encoding, errors, newline)
+
+    # -- reactor side (called on the I/O thread only) -----------------------------------
+    def _feed(self, data: bytes) -> None:
+        with self._lock:
+            if self._recv_eof or self._error is not None:
+                discarded = True
+            else:
+                discarded = False
+                self._recv.append(data)
+                self._recv_len += len(data)
+                self._readable.notify()
+        if discarded:  # nobody will read it: give the window back at once
+            self._conn.report_consumed(self, len(data), on_reactor=True)
+
+    def _feed_eof(self) -> None:
+        with self._lock:
+            self._recv_eof = True
+            self._readable.notify_all()
+
+    def _fail(self, error: OSError) -> None:
+        with self._lock:
+            if self._error is None:
+                self._error = error
+            self._discard_locked()
+
+    def _pop_send(self, limit: int) -> memoryview | None:
+        """Take at most ``limit`` bytes queued for sending (None when nothing is)."""
+        with self._lock:
+            if not self._send or limit <= 0:
+                return None
+            chunk = self._send[0]
+            if len(chunk) <= limit:
+                return self._send.popleft()
+            self._send[0] = chunk[limit:]
+            return chunk[:limit]
+
+    def _unpop_send(self, rest: memoryview) -> None:
+        with self._lock:
+            if len(rest):
+                self._send.appendleft(rest)
+
+    def _sent(self, n: int) -> None:
+        with self._lock:
+            self._send_len -= n
+            if self._send_len <= SEND_BUFFER_HIGH_WATER:
+                self._writable.notify_all()
+
+    def _flush_done(self) -> tuple[bool, bool]:
+        """Called after a flush pass: returns (data still queued, FIN wanted now)."""
+        with self._lock:
+            self._flush_scheduled = bool(self._send)
+            return bool(self._send), self._write_closed and not self._send
+
+
+class _StreamRawIO(io.RawIOBase):
+    """Adapts a :class:`Stream` to ``io.RawIOBase`` for buffered and text files."""
+
+    def __init__(self, stream: Stream, mode: str) -> None:
+        super().__init__()
+        self._stream = stream
+        self._reading = "r" in mode
+        self._writing = "w" in mode
+
+    def readable(self) -> bool:
+        return self._reading
+
+    def writable(self) -> bool:
+        return self._writing
+
+    def readinto(self, buffer: Any) -> int:
+        return self._stream.readinto(buffer)
+
+    def write(self, data: Any) -> int:
+        return self._stream.write(data)
+
+
+def _make_stream_file(stream: Stream, mode: str, buffering: int | None, encoding: str | None,
+                      errors: str | None, newline: str | None) -> Any:
+    if not set(mode) <= {"r", "w", "b"}:
+        raise ValueError(f"invalid mode {mode!r} (only r, w, b)")
+    reading, writing, binary = "r" in mode, "w" in mode, "b" in mode
+    raw = _StreamRawIO(stream, mode)
+    if buffering is None:
+        buffering = -1
+    if buffering == 0:
+        if not binary:
+            raise ValueError("unbuffered streams must be binary")
+        return raw
+    size = io.DEFAULT_BUFFER_SIZE if buffering < 0 else buffering
+    if reading and writing:
+        buffered: Any = io.BufferedRWPair(raw, raw, size)
+    elif reading:
+        buffered = io.BufferedReader(raw, size)
+    else:
+        buffered = io.BufferedWriter(raw, size)
+    if binary:
+        return buffered
+    text = io.TextIOWrapper(buffered, encoding, errors, newline)
+    text.mode = mode
+    return text

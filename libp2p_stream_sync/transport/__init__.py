@@ -1,0 +1,1 @@
+"""Transports: turning multiaddrs into sockets."""

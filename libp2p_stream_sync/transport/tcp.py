@@ -1,0 +1,100 @@
+"""TCP addresses: multiaddr ⇄ socket address, listening sockets, name resolution."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+from multiaddr import Multiaddr
+
+from ..identity import PeerId
+
+_DNS_FAMILIES = {"dns": socket.AF_UNSPEC, "dns4": socket.AF_INET, "dns6": socket.AF_INET6}
+
+
+@dataclass(frozen=True)
+class TcpTarget:
+    """What a dialable multiaddr says: where to connect, and whom we expect there."""
+
+    family: int          # AF_INET, AF_INET6, or AF_UNSPEC for /dns
+    host: str
+    port: int
+    peer_id: PeerId | None
+    needs_resolution: bool
+
+
+def to_multiaddr(addr: "str | bytes | Multiaddr") -> Multiaddr:
+    """Accept a multiaddr as text, bytes or object; raise ValueError when it is invalid."""
+    if isinstance(addr, Multiaddr):
+        return addr
+    try:
+        return Multiaddr(addr)
+    except Exception as exc:  # the multiaddr package raises assorted types
+        raise ValueError(f"invalid multiaddr {addr!r}: {exc}") from exc
+
+
+def parse_tcp_multiaddr(addr: "str | bytes | Multiaddr") -> TcpTarget:
+    """Split ``/ip4|ip6|dns|dns4|dns6/<host>/tcp/<port>[/p2p/<id>]`` into its parts."""
+    ma = to_multiaddr(addr)
+    parts = [(proto.name, value) for proto, value in ma.items()]
+    peer_id = None
+    if parts and parts[-1][0] in ("p2p", "ipfs"):
+        peer_id = PeerId.from_string(parts.pop()[1])
+    if len(parts) != 2 or parts[1][0] != "tcp":
+        raise ValueError(f"not a TCP multiaddr: {ma}")
+    (kind, host), (_, port_text) = parts
+    port = int(port_text)
+    if kind == "ip4":
+        return TcpTarget(socket.AF_INET, host, port, peer_id, False)
+    if kind == "ip6":
+        return TcpTarget(socket.AF_INET6, host, port, peer_id, False)
+    if kind in _DNS_FAMILIES:
+        return TcpTarget(_DNS_FAMILIES[kind], host, port, peer_id, True)
+    raise ValueError(f"unsupported network protocol /{kind} in {ma}")
+
+
+def resolve(target: TcpTarget) -> list[tuple[int, tuple]]:
+    """Return ``(family, sockaddr)`` pairs to try, resolving DNS names (blocking)."""
+    if not target.needs_resolution:
+        return [(target.family, (target.host, target.port))]
+    try:
+        infos = socket.getaddrinfo(target.host, target.port, target.family,
+                                   socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    except socket.gaierror as exc:
+        raise OSError(f"cannot resolve {target.host}: {exc}") from exc
+    seen = []
+    for family, _, _, _, sockaddr in infos:
+        entry = (family, sockaddr[:2])
+        if entry not in seen:
+            seen.append(entry)
+    return seen
+
+
+def sockaddr_to_multiaddr(family: int, sockaddr: tuple) -> Multiaddr:
+    kind = "ip6" if family == socket.AF_INET6 else "ip4"
+    return Multiaddr(f"/{kind}/{sockaddr[0]}/tcp/{sockaddr[1]}")
+
+
+def open_listener(addr: "str | Multiaddr", backlog: int = 512) -> socket.socket:
+    """Bind and listen on a TCP multiaddr (``/ip4`` or ``/ip6``); non-blocking socket."""
+    target = parse_tcp_multiaddr(addr)
+    if target.needs_resolution or target.peer_id is not None:
+        raise ValueError(f"listen addresses must be /ip4 or /ip6 without /p2p: {addr}")
+    sock = socket.socket(target.family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if target.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((target.host, target.port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def configure_stream_socket(sock: socket.socket) -> None:
+    """Settings for every connection socket: non-blocking, no Nagle delay."""
+    sock.setblocking(False)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
