@@ -7,7 +7,7 @@ import logging
 import socket
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Sequence
 
 from multiaddr import Multiaddr
@@ -21,7 +21,7 @@ from .errors import (AlreadyRegistered, DialError, OpenStreamError, PeerMismatch
                      UnsupportedProtocol)
 from .futures import complete, fail, wait
 from .identity import Keypair, PeerId
-from .protocols import identify
+from .protocols import BuiltinProtocols
 from .reactor import Reactor
 from .stream import Stream
 from .transport import tcp
@@ -34,19 +34,22 @@ _CLOSE_TIMEOUT = 5.0
 InternalHandler = Callable[["Connection", Stream], None]
 
 
-class Node:
+class Node(BuiltinProtocols):
     """A libp2p node: one background I/O thread, TCP listeners, Noise, yamux/mplex.
 
     Use as a context manager, or call :meth:`close`. ``listen`` takes multiaddrs such
     as ``"/ip4/127.0.0.1/tcp/0"``; :attr:`listen_addrs` gives the bound addresses.
-    ``muxers`` lists the stream muxers we offer, most preferred first.
+    ``muxers`` lists the stream muxers we offer, most preferred first. ``enable_perf``
+    serves the perf protocol (off by default: it lets peers make us send data).
     """
 
     def __init__(self, keypair: Keypair | None = None, listen: Iterable[str] = (), *,
                  muxers: Sequence[str] = ("yamux", "mplex"),
                  handshake_timeout: float = 10.0,
                  yamux_options: dict[str, Any] | None = None,
-                 mplex_options: dict[str, Any] | None = None) -> None:
+                 mplex_options: dict[str, Any] | None = None,
+                 max_handler_threads: int = 16,
+                 enable_perf: bool = False) -> None:
         self.keypair = keypair or Keypair.generate()
         self.peer_id: PeerId = self.keypair.peer_id
         try:
@@ -66,7 +69,13 @@ class Node:
         self._listeners: list[_Listener] = []
         self._closed = False
         self._reactor = Reactor(name=f"libp2p-reactor-{str(self.peer_id)[-6:]}")
-        self._register_internal(identify.PROTOCOL, identify.respond)
+        self._max_handler_threads = max_handler_threads
+        self._workers: ThreadPoolExecutor | None = None
+        #: Called on the reactor thread with each connection once it is open.
+        self.on_connection_ready: list[Callable[[Connection], None]] = []
+        #: Called (on the thread that changed them) after our accepted protocols change.
+        self.on_protocols_changed: list[Callable[[], None]] = []
+        self._install_builtins(enable_perf=enable_perf)
         sockets = []
         try:
             for addr in listen:
@@ -157,6 +166,10 @@ class Node:
                     log.exception("error while closing the node")
             self._reactor.stop()
             self._reactor.join(_CLOSE_TIMEOUT)
+        with self._lock:
+            workers, self._workers = self._workers, None
+        if workers is not None:
+            workers.shutdown(wait=True, cancel_futures=True)
 
     @property
     def closed(self) -> bool:
@@ -169,15 +182,40 @@ class Node:
             if protocol in self._registry:
                 raise AlreadyRegistered(protocol)
             self._registry[protocol] = incoming
+        self._protocols_changed()
 
     def _register_internal(self, protocol: str, handler: InternalHandler) -> None:
+        """Serve ``protocol`` with ``handler(conn, stream)``, called on the reactor thread.
+
+        The handler must not block; use :meth:`_run_in_worker` for blocking work.
+        """
         with self._lock:
             self._registry[protocol] = handler
 
     def _unregister(self, protocol: str, incoming: IncomingStreams) -> None:
         with self._lock:
-            if self._registry.get(protocol) is incoming:
-                del self._registry[protocol]
+            if self._registry.get(protocol) is not incoming:
+                return
+            del self._registry[protocol]
+        if not self._closed:
+            self._protocols_changed()
+
+    def _protocols_changed(self) -> None:
+        for hook in list(self.on_protocols_changed):
+            try:
+                hook()
+            except Exception:
+                log.exception("protocols-changed hook %r failed", hook)
+
+    def _run_in_worker(self, fn: Callable[..., Any], *args: Any) -> Future | None:
+        """Run blocking ``fn(*args)`` on the node's bounded handler thread pool."""
+        with self._lock:
+            if self._closed:
+                return None
+            if self._workers is None:
+                self._workers = ThreadPoolExecutor(self._max_handler_threads,
+                                                   thread_name_prefix="libp2p-handler")
+            return self._workers.submit(_logged, fn, *args)
 
     def _protocol_supported(self, protocol: str) -> bool:
         return protocol in self._registry
@@ -362,6 +400,11 @@ class Node:
             self._connections.setdefault(conn.remote_peer_id, []).append(conn)
         log.debug("connected to %s via %s (%s)", conn.remote_peer_id, conn.remote_addr,
                   conn.muxer_protocol)
+        for hook in list(self.on_connection_ready):
+            try:
+                hook(conn)
+            except Exception:
+                log.exception("connection-ready hook %r failed", hook)
 
     def _connection_closed(self, conn: Connection, was_open: bool) -> None:
         self._pending.discard(conn)
@@ -382,6 +425,14 @@ class Node:
         for conn in conns + list(self._pending):
             conn.close()
         complete(done, None)
+
+
+def _logged(fn: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except Exception:
+        log.exception("handler %r failed", fn)
+        raise
 
 
 class _Listener:
