@@ -42,6 +42,13 @@ _WIRE_HIGH_WATER = 1024 * 1024
 #: Largest piece of one stream's data handed to the muxer at once.
 _STREAM_CHUNK = 256 * 1024
 _MAX_SENDMSG_BUFFERS = 64
+#: Muxers without flow control (mplex): stop reading the socket while a stream holds
+#: this much unread data, so TCP pushes back on the sender (go-mplex does the same).
+_PAUSE_READING_AT = 1024 * 1024
+#: If a paused connection stays stuck this long, the streams that hold it up are
+#: reset and reading resumes (go-mplex's ReceiveTimeout does the same): one stream
+#: nobody reads must not stall every other stream of the connection forever.
+_CONGESTION_TIMEOUT = 5.0
 
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
@@ -84,6 +91,10 @@ class Connection:
         self._wire: collections.deque[Any] = collections.deque()
         self._wire_len = 0
         self._want_write = False
+        self._interest = 0
+        self._tcp_flow_control = False  # set for muxers without their own windows
+        self._congested: dict[int, Stream] = {}
+        self._congestion_timer: Any = None
         self._select: Any = None
         self._handshake: NoiseHandshake | None = None
         self._transport: Any = None
@@ -121,9 +132,9 @@ class Connection:
         self._deadline_timer = self._reactor.call_later(handshake_timeout,
                                                         self._handshake_timed_out)
         if self._state == _CONNECTING:
-            self._reactor.register(self.sock, _WRITE, self)
-        else:
-            self._reactor.register(self.sock, _READ, self)
+            self._want_write = True
+        self._set_interest()
+        if self._state != _CONNECTING:
             self._select = MultistreamListener(lambda p: p == NOISE)
             self._queue_plain(self._select.data_to_send())
 
@@ -138,7 +149,8 @@ class Connection:
                                               f"{errno.errorcode.get(err, err)}"))
             return
         self._state = _SECURING
-        self._reactor.modify(self.sock, _READ, self)
+        self._want_write = False
+        self._set_interest()
         self._select = MultistreamDialer([NOISE])
         self._queue_plain(self._select.data_to_send())
 
@@ -165,7 +177,7 @@ class Connection:
                 log.exception("%r: internal error while handling input", self)
                 self.abort(ConnectionAbortedError(f"internal error: {exc!r}"), cause=exc)
                 return
-            if self._state == _CLOSED or n < _RECV_BUFFER:
+            if self._state == _CLOSED or n < _RECV_BUFFER or self._congested:
                 return
 
     def on_writable(self) -> None:
@@ -250,6 +262,7 @@ class Connection:
     def _start_muxer(self, protocol: str) -> None:
         self.muxer_protocol = protocol
         self._muxer = self.node._make_muxer(protocol, self.initiator)
+        self._tcp_flow_control = protocol == MPLEX
         self._state = _OPEN
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
@@ -289,6 +302,8 @@ class Connection:
         stream = self._streams.get(sid)
         if stream is not None:
             stream._feed(data)
+            if self._tcp_flow_control and stream._recv_len > _PAUSE_READING_AT:
+                self._congest(sid, stream)
             return
         neg = self._negotiating.get(sid)
         if neg is None:
@@ -375,6 +390,8 @@ class Connection:
         self._window_blocked.pop(sid, None)
         if stream is not None:
             stream._finished = True
+        if self._congested.pop(sid, None) is not None and not self._congested:
+            self._uncongested()
 
     def _muxer_consumed(self, sid: int, n: int) -> None:
         if n > 0 and self._muxer is not None:
@@ -428,6 +445,8 @@ class Connection:
         if self._streams.get(stream._sid) is stream or self._muxer is not None:
             self._muxer_consumed(stream._sid, n)
             self._reactor.mark_dirty(self)
+        if self._congested:
+            self._relieve_congestion()
 
     def _open_stream(self, protocol: str, future: Future) -> None:
         if future.cancelled():
@@ -552,9 +571,64 @@ class Connection:
         want_write = bool(wire) or self._state == _CONNECTING
         if want_write != self._want_write:
             self._want_write = want_write
-            self._reactor.modify(self.sock, _READ | _WRITE if want_write else _READ, self)
+            self._set_interest()
         if not wire and self._to_flush and self._state == _OPEN:
             self._reactor.mark_dirty(self)
+
+    def _set_interest(self) -> None:
+        """Register for the socket events we want now (none while paused and idle)."""
+        if self._state == _CLOSED:
+            return
+        interest = 0
+        if self._state == _CONNECTING or self._want_write:
+            interest |= _WRITE
+        if self._state != _CONNECTING and not self._congested:
+            interest |= _READ
+        if interest == self._interest:
+            return
+        if not interest:
+            self._reactor.unregister(self.sock)
+        elif not self._interest:
+            self._reactor.register(self.sock, interest, self)
+        else:
+            self._reactor.modify(self.sock, interest, self)
+        self._interest = interest
+
+    def _congest(self, sid: int, stream: Stream) -> None:
+        first = not self._congested
+        self._congested[sid] = stream
+        if first:
+            self._set_interest()
+            self._congestion_timer = self._reactor.call_later(_CONGESTION_TIMEOUT,
+                                                              self._congestion_timed_out)
+
+    def _relieve_congestion(self) -> None:
+        for sid, stream in list(self._congested.items()):
+            if stream._recv_len <= _PAUSE_READING_AT or self._streams.get(sid) is not stream:
+                del self._congested[sid]
+        if not self._congested:
+            self._uncongested()
+
+    def _uncongested(self) -> None:
+        if self._congestion_timer is not None:
+            self._congestion_timer.cancel()
+            self._congestion_timer = None
+        self._set_interest()
+
+    def _congestion_timed_out(self) -> None:
+        self._congestion_timer = None
+        stuck = [s for sid, s in self._congested.items() if self._streams.get(sid) is s]
+        for stream in stuck:
+            log.info("%r: resetting %r: %d unread bytes held the connection for %.0f s",
+                     self, stream, stream._recv_len, _CONGESTION_TIMEOUT)
+            self._reset_muxer_stream(stream._sid)
+            self._forget(stream._sid)
+            stream._fail(ConnectionResetError(
+                f"stream reset: its unread data stalled the connection for "
+                f"{_CONGESTION_TIMEOUT:.0f} s (the muxer has no flow control)"))
+        self._congested.clear()
+        self._uncongested()
+        self._reactor.mark_dirty(self)
 
     def _flush_wire_now(self) -> None:
         if self._muxer is not None and self._transport is not None:
@@ -601,7 +675,7 @@ class Connection:
         was_open = self._state == _OPEN
         self._state = _CLOSED
         self.closed_reason = str(error)
-        for timer in (self._timer, self._deadline_timer):
+        for timer in (self._timer, self._deadline_timer, self._congestion_timer):
             if timer is not None:
                 timer.cancel()
         self._reactor.unregister(self.sock)

@@ -66,6 +66,7 @@ class Node(BuiltinProtocols):
         self._addresses: dict[PeerId, list[Multiaddr]] = {}
         self._connections: dict[PeerId, list[Connection]] = {}
         self._pending: set[Connection] = set()
+        self._dials: dict[PeerId, Future] = {}
         self._listeners: list[_Listener] = []
         self._closed = False
         self._reactor = Reactor(name=f"libp2p-reactor-{str(self.peer_id)[-6:]}")
@@ -266,12 +267,41 @@ class Node(BuiltinProtocols):
         return None
 
     def _connection_for(self, peer_id: PeerId, deadline: float) -> Connection:
-        """A healthy connection to ``peer_id``, dialing its known addresses if needed."""
+        """A healthy connection to ``peer_id``, dialing its known addresses if needed.
+
+        Concurrent callers share one dial per peer.
+        """
         if self._closed:
             raise OpenStreamError("the node is closed", "closed")
         conn = self._usable_connection(peer_id)
         if conn is not None:
             return conn
+        with self._lock:
+            shared = self._dials.get(peer_id)
+            if shared is None:
+                mine: Future = Future()
+                self._dials[peer_id] = mine
+        if shared is not None:
+            try:
+                return shared.result(max(0.0, deadline - time.monotonic()))
+            except TimeoutError as exc:
+                raise OpenStreamError(f"timed out connecting to {peer_id}", "timeout") \
+                    from exc
+            except OpenStreamError as exc:
+                raise OpenStreamError(str(exc), exc.kind) from exc.__cause__
+        try:
+            conn = self._dial_known_addresses(peer_id, deadline)
+        except BaseException as exc:
+            mine.set_exception(exc)
+            raise
+        else:
+            mine.set_result(conn)
+            return conn
+        finally:
+            with self._lock:
+                self._dials.pop(peer_id, None)
+
+    def _dial_known_addresses(self, peer_id: PeerId, deadline: float) -> Connection:
         addrs = self.addresses_of(peer_id)
         if not addrs:
             raise OpenStreamError(f"no known address for {peer_id}", "no-address") \
