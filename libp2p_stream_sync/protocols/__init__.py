@@ -1,16 +1,283 @@
-"""Built-in protocols: identify, ping, perf.
+"""Built-in protocols: identify (and push), ping, perf.
 
 :class:`BuiltinProtocols` is mixed into :class:`~libp2p_stream_sync.node.Node`; it
 registers the built-in handlers and adds the node methods that use them.
+
+Responders are registered with ``node._register_internal``: their handlers run on the
+reactor thread, so the ones that read (ping, perf, identify push) hand the stream to
+the node's worker pool. The identify client runs on the worker pool for every new
+connection, as go-libp2p and js-libp2p do, and a change of our protocols is pushed to
+every connected peer.
 """
 
 from __future__ import annotations
 
-from . import identify
+import collections
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..control import Control, PeerLike
+from ..errors import OpenStreamError, ProtocolError
+from ..identity import PeerId
+from . import identify, perf as _perf, ping as _ping
+from .identify import IdentifyInfo
+from .perf import PerfResult
+
+if TYPE_CHECKING:
+    from ..connection import Connection
+    from ..stream import Stream
+
+log = logging.getLogger(__name__)
+
+__all__ = ["BuiltinProtocols", "IdentifyInfo", "PerfResult"]
+
+#: How many peers' identify information we keep (least recently updated dropped first).
+MAX_KNOWN_PEERS = 4096
+
+
+class _IdentifyFailed:
+    """Marker stored when a peer's identify failed, so waiters stop at once."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
 
 
 class BuiltinProtocols:
     """Node methods and handlers for the built-in protocols."""
 
+    # Provided by Node; declared here for type checkers.
+    if TYPE_CHECKING:
+        keypair: Any
+        peer_id: PeerId
+        on_connection_ready: list[Callable[[Connection], None]]
+        on_protocols_changed: list[Callable[[], None]]
+
+        def _register_internal(self, protocol: str,
+                               handler: Callable[[Connection, Stream], None]) -> None: ...
+        def _run_in_worker(self, fn: Callable[..., Any], *args: Any) -> Any: ...
+        def _open_on(self, conn: Connection, protocol: Any, deadline: float) -> Stream: ...
+        def _usable_connection(self, peer_id: PeerId) -> Connection | None: ...
+        def connected_peers(self) -> list[PeerId]: ...
+        def add_address(self, peer_id: PeerId, addr: Any) -> None: ...
+        def new_control(self) -> Control: ...
+
     def _install_builtins(self, *, enable_perf: bool = False) -> None:
-        self._register_internal(identify.PROTOCOL, identify.respond)  # type: ignore[attr-defined]
+        self._identify_timeout = identify.DEFAULT_TIMEOUT
+        self._peer_info: collections.OrderedDict[PeerId, IdentifyInfo | _IdentifyFailed] = \
+            collections.OrderedDict()
+        self._info_changed = threading.Condition()
+        self._push_lock = threading.Lock()
+        self._push_pending = False
+        self._ping_responder = _ping.PingResponder()
+        self._register_internal(identify.PROTOCOL, identify.respond)
+        self._register_internal(identify.PUSH_PROTOCOL, self._on_identify_push)
+        self._register_internal(_ping.PROTOCOL, self._on_ping)
+        if enable_perf:
+            self._register_internal(_perf.PROTOCOL, self._on_perf)
+        self.on_connection_ready.append(self._on_new_connection)
+        self.on_protocols_changed.append(self._schedule_push)
+
+    # -- public API ------------------------------------------------------------------------
+    def peer_protocols(self, peer: PeerId) -> list[str]:
+        """The protocols ``peer`` said it supports (identify/push); empty when unknown."""
+        info = self.identify_info(peer)
+        return list(info.protocols) if info is not None else []
+
+    def identify_info(self, peer: PeerId) -> IdentifyInfo | None:
+        """A copy of what ``peer`` told us through identify, or None if nothing yet."""
+        with self._info_changed:
+            info = self._peer_info.get(peer)
+            if not isinstance(info, IdentifyInfo):
+                return None
+            return _copy_info(info)
+
+    def wait_identified(self, peer: PeerId, timeout: float = 10.0) -> IdentifyInfo:
+        """Wait until ``peer`` has been identified; return its :class:`IdentifyInfo`.
+
+        Raises ``TimeoutError`` when ``timeout`` passes and :class:`OpenStreamError`
+        when identifying the peer failed (e.g. it does not speak identify).
+        """
+        deadline = time.monotonic() + timeout
+        with self._info_changed:
+            while True:
+                info = self._peer_info.get(peer)
+                if isinstance(info, IdentifyInfo):
+                    return _copy_info(info)
+                if isinstance(info, _IdentifyFailed):
+                    raise OpenStreamError(f"identify of {peer} failed: {info.reason}",
+                                          "io")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"{peer} was not identified within {timeout} s")
+                self._info_changed.wait(remaining)
+
+    def ping(self, peer: PeerLike, count: int = 1, timeout: float = 10.0) -> list[float]:
+        """Ping ``peer`` ``count`` times on one stream; return each round trip in seconds.
+
+        The echoed bytes are checked (:class:`~.ping.PingMismatch` when they differ).
+        Raises ``TimeoutError``/:class:`OpenStreamError` when ``timeout`` passes.
+        """
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        deadline = time.monotonic() + timeout
+        stream = self.new_control().open_stream(peer, _ping.PROTOCOL, timeout=timeout)
+        try:
+            rtts = _ping.ping_stream(stream, count, deadline)
+        except BaseException:
+            stream.reset()
+            raise
+        stream.close()
+        return rtts
+
+    def perf(self, peer: PeerLike, upload_bytes: int, download_bytes: int, *,
+             timeout: float = 60.0, progress: _perf.Progress | None = None) -> PerfResult:
+        """Run the perf protocol: send ``upload_bytes``, receive ``download_bytes``.
+
+        ``progress(uploaded, downloaded)`` is called as bytes move. Raises
+        :class:`UnsupportedProtocol` when the peer does not serve perf.
+        """
+        deadline = time.monotonic() + timeout
+        stream = self.new_control().open_stream(peer, _perf.PROTOCOL, timeout=timeout)
+        try:
+            result = _perf.run(stream, upload_bytes, download_bytes, deadline, progress)
+        except BaseException:
+            stream.reset()
+            raise
+        stream.close()
+        return result
+
+    # -- responders (reactor thread: never block) -------------------------------------------
+    def _submit_or_reset(self, stream: "Stream", fn: Callable[..., Any], *args: Any) -> None:
+        if self._run_in_worker(fn, *args) is None:
+            stream.reset()
+
+    def _on_ping(self, conn: "Connection", stream: "Stream") -> None:
+        if not self._ping_responder.admit(stream.peer_id):
+            log.debug("too many ping streams from %s: resetting one", stream.peer_id)
+            stream.reset()
+            return
+        if self._run_in_worker(self._ping_responder.serve, stream) is None:
+            self._ping_responder.release(stream.peer_id)
+            stream.reset()
+
+    def _on_perf(self, conn: "Connection", stream: "Stream") -> None:
+        self._submit_or_reset(stream, _perf.serve, stream)
+
+    def _on_identify_push(self, conn: "Connection", stream: "Stream") -> None:
+        self._submit_or_reset(stream, self._receive_push, stream)
+
+    # -- identify client -------------------------------------------------------------------
+    def _on_new_connection(self, conn: "Connection") -> None:
+        self._run_in_worker(self._identify_connection, conn)
+
+    def _identify_connection(self, conn: "Connection") -> None:
+        """Worker: ask the peer on ``conn`` who it is and remember the answer."""
+        peer = conn.remote_peer_id
+        deadline = time.monotonic() + self._identify_timeout
+        try:
+            stream = self._open_on(conn, identify.PROTOCOL, deadline)
+        except OpenStreamError as exc:
+            log.debug("cannot identify %s: %s", peer, exc)
+            self._store_failure(peer, str(exc))
+            return
+        try:
+            message = identify.read_messages(stream, max(0.0, deadline - time.monotonic()))
+        except (OSError, ProtocolError) as exc:
+            log.info("identify of %s failed: %s", peer, exc)
+            stream.reset()
+            self._store_failure(peer, str(exc))
+            return
+        stream.close()
+        self._store_message(peer, message, push=False)
+
+    def _receive_push(self, stream: "Stream") -> None:
+        """Worker: read an identify push from the peer and apply it."""
+        try:
+            message = identify.read_messages(stream, self._identify_timeout)
+        except (OSError, ProtocolError) as exc:
+            log.info("bad identify push from %s: %s", stream.peer_id, exc)
+            stream.reset()
+            return
+        stream.close()
+        self._store_message(stream.peer_id, message, push=True)
+
+    def _store_message(self, peer: PeerId, message: dict, *, push: bool) -> None:
+        with self._info_changed:
+            current = self._peer_info.get(peer)
+            info = _copy_info(current) if isinstance(current, IdentifyInfo) \
+                else IdentifyInfo(peer)
+            try:
+                identify.apply_message(info, message, push=push)
+            except ProtocolError as exc:
+                log.info("ignoring identify from %s: %s", peer, exc)
+                if current is None:
+                    self._store_failure_locked(peer, str(exc))
+                return
+            self._remember_locked(peer, info)
+        for addr in info.listen_addrs:
+            try:
+                self.add_address(peer, addr)
+            except ValueError:
+                pass  # not a TCP address: we cannot dial it anyway
+
+    def _store_failure(self, peer: PeerId, reason: str) -> None:
+        with self._info_changed:
+            if not isinstance(self._peer_info.get(peer), IdentifyInfo):
+                self._store_failure_locked(peer, reason)
+
+    def _store_failure_locked(self, peer: PeerId, reason: str) -> None:
+        self._remember_locked(peer, _IdentifyFailed(reason))
+
+    def _remember_locked(self, peer: PeerId, value: IdentifyInfo | _IdentifyFailed) -> None:
+        self._peer_info[peer] = value
+        self._peer_info.move_to_end(peer)
+        while len(self._peer_info) > MAX_KNOWN_PEERS:
+            self._peer_info.popitem(last=False)
+        self._info_changed.notify_all()
+
+    # -- identify push ---------------------------------------------------------------------
+    def _schedule_push(self) -> None:
+        """Our protocols changed: push identify to connected peers (coalesced)."""
+        with self._push_lock:
+            if self._push_pending:
+                return
+            self._push_pending = True
+        if self._run_in_worker(self._push_to_all) is None:
+            with self._push_lock:
+                self._push_pending = False
+
+    def _push_to_all(self) -> None:
+        with self._push_lock:
+            self._push_pending = False
+        for peer in self.connected_peers():
+            info = self.identify_info(peer)
+            if info is not None and identify.PUSH_PROTOCOL not in info.protocols:
+                continue
+            conn = self._usable_connection(peer)
+            if conn is not None:
+                self._push_on(conn)
+
+    def _push_on(self, conn: "Connection") -> None:
+        deadline = time.monotonic() + self._identify_timeout
+        try:
+            stream = self._open_on(conn, identify.PUSH_PROTOCOL, deadline)
+        except OpenStreamError as exc:
+            log.debug("identify push to %s failed: %s", conn.remote_peer_id, exc)
+            return
+        try:
+            stream.settimeout(max(0.0, deadline - time.monotonic()))
+            stream.write(identify.build_message(conn))
+            stream.close()
+        except OSError as exc:
+            log.debug("identify push to %s failed: %s", conn.remote_peer_id, exc)
+            stream.reset()
+
+
+def _copy_info(info: IdentifyInfo) -> IdentifyInfo:
+    return IdentifyInfo(info.peer_id, list(info.protocols), list(info.listen_addrs),
+                        info.observed_addr, info.agent_version, info.protocol_version,
+                        info.public_key)

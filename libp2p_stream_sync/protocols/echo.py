@@ -1,0 +1,166 @@
+"""An echo protocol (``/echo/1.0.0``) built only on the public :class:`Control` API.
+
+It is an example as much as a tool: :func:`serve_echo` accepts streams with
+``control.accept`` and echoes each one on its own thread (bounded), and
+:func:`echo_roundtrip` opens a stream, sends bytes and reads them back. Nothing in
+the node knows about it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from ..control import Control, PeerLike
+
+if TYPE_CHECKING:
+    from ..control import IncomingStreams
+    from ..identity import PeerId
+    from ..stream import Stream
+
+log = logging.getLogger(__name__)
+
+PROTOCOL = "/echo/1.0.0"
+_BUFFER_SIZE = 256 * 1024
+_JOIN_TIMEOUT = 5.0
+
+
+class EchoServer:
+    """Echoes every stream of one protocol back to its sender until :meth:`close`.
+
+    At most ``max_streams`` streams are served at once; further streams wait in the
+    accept queue (and are dropped by the node when that queue is full). A stream that
+    stays silent for ``idle_timeout`` seconds is reset.
+    """
+
+    def __init__(self, control: Control, protocol: str = PROTOCOL, *,
+                 max_streams: int = 64, idle_timeout: float = 30.0) -> None:
+        self.protocol = protocol
+        self.idle_timeout = idle_timeout
+        self.served = 0
+        self._incoming: IncomingStreams = control.accept(protocol)
+        self._slots = threading.BoundedSemaphore(max_streams)
+        self._lock = threading.Lock()
+        self._active: dict[Stream, threading.Thread] = {}
+        self._closed = threading.Event()
+        self._acceptor = threading.Thread(target=self._accept_loop, daemon=True,
+                                          name=f"echo-accept {protocol}")
+        self._acceptor.start()
+
+    def __enter__(self) -> "EchoServer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _accept_loop(self) -> None:
+        for peer, stream in self._incoming:
+            while not self._slots.acquire(timeout=0.5):
+                if self._closed.is_set():
+                    stream.reset()
+                    return
+            worker = threading.Thread(target=self._serve, args=(peer, stream), daemon=True,
+                                      name=f"echo {peer}")
+            with self._lock:
+                if self._closed.is_set():
+                    self._slots.release()
+                    stream.reset()
+                    return
+                self._active[stream] = worker
+            worker.start()
+
+    def _serve(self, peer: "PeerId", stream: "Stream") -> None:
+        try:
+            echo_stream(stream, self.idle_timeout)
+            with self._lock:
+                self.served += 1
+        except OSError as exc:
+            log.debug("echo stream from %s failed: %s", peer, exc)
+            stream.reset()
+        finally:
+            with self._lock:
+                self._active.pop(stream, None)
+            self._slots.release()
+
+    def close(self) -> None:
+        """Stop accepting, reset the streams being served and join the threads."""
+        self._closed.set()
+        self._incoming.close()
+        with self._lock:
+            active = list(self._active.items())
+        for stream, _ in active:
+            stream.reset()
+        self._acceptor.join(_JOIN_TIMEOUT)
+        for _, worker in active:
+            worker.join(_JOIN_TIMEOUT)
+
+
+def serve_echo(control: Control, protocol: str = PROTOCOL, *, max_streams: int = 64,
+               idle_timeout: float = 30.0) -> EchoServer:
+    """Start echoing streams of ``protocol``; call ``close()`` on the result to stop."""
+    return EchoServer(control, protocol, max_streams=max_streams, idle_timeout=idle_timeout)
+
+
+def echo_stream(stream: "Stream", idle_timeout: float | None = 30.0) -> int:
+    """Blocking: write back everything read from ``stream`` until its end; return the count."""
+    stream.settimeout(idle_timeout)
+    buffer = bytearray(_BUFFER_SIZE)
+    view = memoryview(buffer)
+    total = 0
+    while True:
+        n = stream.readinto(buffer)
+        if not n:
+            break
+        stream.write(view[:n])
+        total += n
+    stream.close()
+    return total
+
+
+def echo_roundtrip(control: Control, peer: PeerLike, data: bytes, *,
+                   protocol: str = PROTOCOL, timeout: float = 30.0) -> bytes:
+    """Open an echo stream to ``peer``, send ``data`` and return what comes back.
+
+    Writing and reading overlap (a writer thread), so any size works under the
+    muxer's back-pressure. Raises ``TimeoutError`` when ``timeout`` passes.
+    """
+    deadline = time.monotonic() + timeout
+    stream = control.open_stream(peer, protocol, timeout=timeout)
+    stream.settimeout(max(0.0, deadline - time.monotonic()))
+    errors: list[BaseException] = []
+
+    def write_all() -> None:
+        try:
+            stream.write(data)
+            stream.close_write()
+        except BaseException as exc:  # reported to the caller below
+            errors.append(exc)
+
+    writer = threading.Thread(target=write_all, daemon=True, name="echo-writer")
+    writer.start()
+    try:
+        echoed = _read_until(stream, deadline)
+    except BaseException:
+        stream.reset()
+        raise
+    finally:
+        writer.join(max(0.0, deadline - time.monotonic()) + 1.0)
+    if errors:
+        raise errors[0]
+    stream.close()
+    return echoed
+
+
+def _read_until(stream: "Stream", deadline: float) -> bytes:
+    parts = []
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("echo timed out")
+        stream.settimeout(remaining)
+        chunk = stream.read()
+        if not chunk:
+            return b"".join(parts)
+        parts.append(chunk)

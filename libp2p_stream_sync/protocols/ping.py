@@ -1,0 +1,92 @@
+"""ping (``/ipfs/ping/1.0.0``): echo 32-byte payloads to measure round trips.
+
+Wire format (libp2p specs, ``ping/ping.md``): the dialer writes 32 random bytes, the
+listener echoes them back, repeated on the same stream until the dialer closes it.
+The spec asks listeners to accept at most two ping streams per peer at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from ..errors import ProtocolError
+
+if TYPE_CHECKING:
+    from ..identity import PeerId
+    from ..stream import Stream
+
+log = logging.getLogger(__name__)
+
+PROTOCOL = "/ipfs/ping/1.0.0"
+PAYLOAD_SIZE = 32
+#: A responder resets a ping stream that stays silent this long.
+IDLE_TIMEOUT = 60.0
+#: Concurrent inbound ping streams allowed per peer (spec: "at most two").
+MAX_STREAMS_PER_PEER = 2
+
+
+class PingMismatch(ProtocolError):
+    """The peer echoed different bytes than we sent."""
+
+
+class PingResponder:
+    """Serves inbound ping streams, at most :data:`MAX_STREAMS_PER_PEER` per peer."""
+
+    def __init__(self, idle_timeout: float = IDLE_TIMEOUT) -> None:
+        self.idle_timeout = idle_timeout
+        self._lock = threading.Lock()
+        self._active: dict["PeerId", int] = {}
+
+    def admit(self, peer: "PeerId") -> bool:
+        """Count a new stream from ``peer``; False when it already has too many."""
+        with self._lock:
+            count = self._active.get(peer, 0)
+            if count >= MAX_STREAMS_PER_PEER:
+                return False
+            self._active[peer] = count + 1
+            return True
+
+    def release(self, peer: "PeerId") -> None:
+        with self._lock:
+            count = self._active.get(peer, 0) - 1
+            if count > 0:
+                self._active[peer] = count
+            else:
+                self._active.pop(peer, None)
+
+    def serve(self, stream: "Stream") -> None:
+        """Blocking: echo payloads until the remote closes, goes silent or resets."""
+        stream.settimeout(self.idle_timeout)
+        try:
+            while True:
+                payload = stream.read_exactly(PAYLOAD_SIZE)
+                stream.write(payload)
+        except EOFError:  # the dialer is done (IncompleteReadError is an EOFError)
+            stream.close()
+        except OSError as exc:  # TimeoutError, resets, closed connections
+            log.debug("ping stream from %s ended: %s", stream.peer_id, exc)
+            stream.reset()
+        finally:
+            self.release(stream.peer_id)
+
+
+def ping_stream(stream: "Stream", count: int, deadline: float) -> list[float]:
+    """Blocking: ``count`` round trips on an open ping stream; seconds for each."""
+    rtts = []
+    for _ in range(count):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("ping timed out")
+        stream.settimeout(remaining)
+        payload = os.urandom(PAYLOAD_SIZE)
+        start = time.perf_counter()
+        stream.write(payload)
+        echoed = stream.read_exactly(PAYLOAD_SIZE)
+        rtts.append(time.perf_counter() - start)
+        if echoed != payload:
+            raise PingMismatch(f"{stream.peer_id} echoed different ping bytes")
+    return rtts

@@ -1,0 +1,77 @@
+"""ping: round trips between real nodes, the per-peer stream limit, echo checking."""
+
+from __future__ import annotations
+
+import pytest
+
+from libp2p_stream_sync import Keypair, OpenStreamError
+from libp2p_stream_sync.protocols import ping
+
+from conftest import FakeStream, p2p_addr
+
+
+def test_ping_returns_one_rtt_per_round(connected):
+    a, b = connected
+    rtts = b.ping(a.peer_id, count=5, timeout=5)
+    assert len(rtts) == 5
+    assert all(0 < rtt < 5 for rtt in rtts)
+    assert len(a.ping(b.peer_id, timeout=5)) == 1  # the other way, same connection
+
+
+def test_ping_by_multiaddr_dials(nodes):
+    a, b = nodes(), nodes(listen=[])
+    assert len(b.ping(p2p_addr(a), count=2, timeout=5)) == 2
+
+
+def test_ping_rejects_bad_count_and_unknown_peer(nodes):
+    a = nodes()
+    with pytest.raises(ValueError):
+        a.ping(Keypair.generate().peer_id, count=0)
+    with pytest.raises(OpenStreamError) as info:
+        a.ping(Keypair.generate().peer_id, timeout=1)
+    assert info.value.kind == "no-address"
+
+
+def test_responder_allows_two_streams_per_peer(connected):
+    a, b = connected
+    control = b.new_control()
+    streams = [control.open_stream(a.peer_id, ping.PROTOCOL, timeout=5) for _ in range(3)]
+    for s in streams:
+        s.settimeout(5)
+    for s in streams[:2]:
+        s.write(b"x" * ping.PAYLOAD_SIZE)
+        assert s.read_exactly(ping.PAYLOAD_SIZE) == b"x" * ping.PAYLOAD_SIZE
+    with pytest.raises(ConnectionResetError):  # on the write or on the read
+        streams[2].write(b"x" * ping.PAYLOAD_SIZE)
+        streams[2].read_exactly(ping.PAYLOAD_SIZE)
+    for s in streams[:2]:
+        s.close()
+
+
+def test_slots_are_released_when_streams_end(connected):
+    a, b = connected
+    for _ in range(5):  # more sequential streams than the per-peer limit
+        assert len(b.ping(a.peer_id, count=1, timeout=5)) == 1
+
+
+def test_wrong_echo_is_detected():
+    stream = FakeStream(echo_transform=lambda data: bytes(reversed(data)))
+    with pytest.raises(ping.PingMismatch):
+        ping.ping_stream(stream, 1, deadline=float("inf"))
+
+
+def test_ping_stream_writes_32_random_bytes_per_round():
+    stream = FakeStream(echo_transform=lambda data: data)
+    assert len(ping.ping_stream(stream, 3, deadline=float("inf"))) == 3
+    assert len(stream.written) == 3 * 32
+    assert stream.written[:32] != stream.written[32:64]
+
+
+def test_responder_echoes_until_eof():
+    responder = ping.PingResponder()
+    assert responder.admit(None) and responder.admit(None) and not responder.admit(None)
+    stream = FakeStream([b"a" * 32, b"b" * 16, b"b" * 16])
+    responder.serve(stream)
+    assert stream.written == b"a" * 32 + b"b" * 32
+    assert stream.closed
+    assert responder.admit(None)  # serve released its slot
