@@ -57,6 +57,8 @@ DEFAULT_WINDOW = 256 * 1024
 #: Largest Data frame we send. Every implementation accepts frames up to the
 #: window, and the default window is the floor of every peer's window.
 MAX_FRAME = DEFAULT_WINDOW
+#: Lower bound of the RTT used for window auto-tuning (see _maybe_grant_window).
+_MIN_TUNING_RTT = 0.005
 _U32_MAX = 0xFFFFFFFF
 
 _GO_AWAY_NAMES = {GO_AWAY_NORMAL: "normal", GO_AWAY_PROTOCOL_ERROR: "protocol error",
@@ -539,6 +541,11 @@ class YamuxSession:
         to ``max_window``. A slow reader takes longer than that and its window stays
         small, keeping buffering proportional to what the link needs. Without an RTT
         measurement (no pong yet) the window does not grow.
+
+        The RTT used has a floor of ``_MIN_TUNING_RTT``: an idle-time ping on
+        loopback says tens of microseconds, while a busy Python peer answers a
+        window update in milliseconds. Without the floor the window never grows
+        between local processes and one stream stays near 300 MB/s.
         """
         unreported = st.window - st.recv_credit - st.buffered
         if unreported < st.window >> 1:
@@ -546,7 +553,7 @@ class YamuxSession:
         now = self._now
         rtt = self._rtt
         if (rtt is not None and st.window < self._max_window
-                and now - st.last_update <= 2 * rtt):
+                and now - st.last_update <= 2 * max(rtt, _MIN_TUNING_RTT)):
             st.window = min(st.window * 2, self._max_window)
             unreported = st.window - st.recv_credit - st.buffered
         st.last_update = now
