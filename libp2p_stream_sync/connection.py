@@ -95,6 +95,8 @@ class Connection:
         self._tcp_flow_control = False  # set for muxers without their own windows
         self._congested: dict[int, Stream] = {}
         self._congestion_timer: Any = None
+        self._idle_timer: Any = None
+        self._idle_since = 0.0
         self._select: Any = None
         self._handshake: NoiseHandshake | None = None
         self._transport: Any = None
@@ -268,6 +270,7 @@ class Connection:
             self._deadline_timer.cancel()
             self._deadline_timer = None
         log.debug("%r: open with %s", self, protocol)
+        self._became_idle()
         on_ready, self._on_ready = self._on_ready, None
         if on_ready is not None:
             on_ready(self, None)
@@ -390,8 +393,31 @@ class Connection:
         self._window_blocked.pop(sid, None)
         if stream is not None:
             stream._finished = True
+            if stream._counted:
+                stream._counted = False
+                self.node._inbound_stream_finished(stream)
         if self._congested.pop(sid, None) is not None and not self._congested:
             self._uncongested()
+        if not self._streams and not self._negotiating:
+            self._became_idle()
+
+    def _became_idle(self) -> None:
+        timeout = self.node.limits.idle_connection_timeout
+        self._idle_since = time.monotonic()
+        if timeout is not None and self._idle_timer is None and self._state == _OPEN:
+            self._idle_timer = self._reactor.call_later(timeout, self._idle_check)
+
+    def _idle_check(self) -> None:
+        self._idle_timer = None
+        if self._state != _OPEN or self._streams or self._negotiating:
+            return  # busy again: re-armed when the last stream goes
+        timeout = self.node.limits.idle_connection_timeout
+        remaining = self._idle_since + timeout - time.monotonic()
+        if remaining > 0:
+            self._idle_timer = self._reactor.call_later(remaining, self._idle_check)
+            return
+        log.debug("%r: closing after %.0f s without streams", self, timeout)
+        self.close()
 
     def _muxer_consumed(self, sid: int, n: int) -> None:
         if n > 0 and self._muxer is not None:
@@ -675,7 +701,8 @@ class Connection:
         was_open = self._state == _OPEN
         self._state = _CLOSED
         self.closed_reason = str(error)
-        for timer in (self._timer, self._deadline_timer, self._congestion_timer):
+        for timer in (self._timer, self._deadline_timer, self._congestion_timer,
+                      self._idle_timer):
             if timer is not None:
                 timer.cancel()
         self._reactor.unregister(self.sock)

@@ -21,6 +21,7 @@ from .errors import (AlreadyRegistered, DialError, OpenStreamError, PeerMismatch
                      UnsupportedProtocol)
 from .futures import complete, fail, wait
 from .identity import Keypair, PeerId
+from .limits import Limits
 from .protocols import BuiltinProtocols
 from .reactor import Reactor
 from .stream import Stream
@@ -45,9 +46,7 @@ class Node(BuiltinProtocols):
 
     def __init__(self, keypair: Keypair | None = None, listen: Iterable[str] = (), *,
                  muxers: Sequence[str] = ("yamux", "mplex"),
-                 handshake_timeout: float = 10.0,
-                 yamux_options: dict[str, Any] | None = None,
-                 mplex_options: dict[str, Any] | None = None,
+                 limits: Limits | None = None,
                  max_handler_threads: int = 16,
                  enable_perf: bool = False) -> None:
         self.keypair = keypair or Keypair.generate()
@@ -58,9 +57,11 @@ class Node(BuiltinProtocols):
             raise ValueError(f"unknown muxer {exc.args[0]!r} (yamux or mplex)") from None
         if not self.muxers:
             raise ValueError("at least one muxer is needed")
-        self.handshake_timeout = handshake_timeout
-        self._yamux_options = dict(yamux_options or {})
-        self._mplex_options = dict(mplex_options or {})
+        self.limits = limits or Limits()
+        self._inbound_count = 0
+        self._outbound_count = 0
+        #: (peer, protocol) -> inbound streams open; reactor thread only.
+        self._inbound_streams: dict[tuple[PeerId, str], int] = {}
         self._lock = threading.Lock()
         self._registry: dict[str, IncomingStreams | InternalHandler] = {}
         self._addresses: dict[PeerId, list[Multiaddr]] = {}
@@ -229,16 +230,42 @@ class Node(BuiltinProtocols):
         handler = self._registry.get(stream.protocol)
         if handler is None:
             return False
+        key = (stream.peer_id, stream.protocol)
+        count = self._inbound_streams.get(key, 0)
+        if count >= self.limits.max_inbound_streams_per_protocol_per_peer:
+            log.info("resetting a %s stream from %s: %d are open already", stream.protocol,
+                     stream.peer_id, count)
+            return False
         if isinstance(handler, IncomingStreams):
-            return handler._offer(stream.peer_id, stream)
-        handler(conn, stream)
+            if not handler._offer(stream.peer_id, stream):
+                return False
+        else:
+            handler(conn, stream)
+        self._inbound_streams[key] = count + 1
+        stream._counted = True
         return True
+
+    def _inbound_stream_finished(self, stream: Stream) -> None:
+        """Reactor side: an inbound stream counted by _deliver_inbound is gone."""
+        key = (stream.peer_id, stream.protocol)
+        count = self._inbound_streams.get(key, 0) - 1
+        if count > 0:
+            self._inbound_streams[key] = count
+        else:
+            self._inbound_streams.pop(key, None)
 
     # -- muxers --------------------------------------------------------------------------
     def _make_muxer(self, protocol: str, initiator: bool) -> Any:
+        limits = self.limits
         if protocol == YAMUX:
-            return YamuxSession(initiator, now=time.monotonic(), **self._yamux_options)
-        return MplexSession(initiator, **self._mplex_options)
+            return YamuxSession(initiator, now=time.monotonic(),
+                                max_window=limits.max_stream_buffer,
+                                max_streams=limits.max_streams_per_connection,
+                                max_pending_inbound=limits.yamux_backlog,
+                                keepalive_interval=limits.keepalive_interval,
+                                keepalive_timeout=limits.keepalive_timeout)
+        return MplexSession(initiator, max_streams=limits.max_streams_per_connection,
+                            max_buffered_per_stream=limits.max_stream_buffer)
 
     # -- connections (app-thread side) -------------------------------------------------------
     def _check_open(self) -> None:
@@ -339,7 +366,7 @@ class Node(BuiltinProtocols):
                 break
             future: Future = Future()
             self._reactor.call_soon(self._start_dial, family, sockaddr, peer, future,
-                                    min(remaining, self.handshake_timeout))
+                                    min(remaining, self.limits.handshake_timeout))
             try:
                 return future.result(remaining)
             except TimeoutError:
@@ -384,6 +411,10 @@ class Node(BuiltinProtocols):
             return
         if future.cancelled():
             return
+        if self._outbound_count >= self.limits.max_outbound_connections:
+            fail(future, DialError(f"outbound connection limit reached "
+                                   f"({self.limits.max_outbound_connections})"))
+            return
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             tcp.configure_stream_socket(sock)
@@ -408,10 +439,16 @@ class Node(BuiltinProtocols):
 
         conn = Connection(self, sock, initiator=True, remote_addr=sockaddr,
                           expected_peer=expected, on_ready=on_ready)
+        self._outbound_count += 1
         self._pending.add(conn)
         conn.start(timeout)
 
     def _accepted(self, sock: socket.socket, addr: tuple) -> None:
+        if self._inbound_count >= self.limits.max_inbound_connections:
+            log.info("refusing a connection from %s: inbound limit (%d) reached", addr,
+                     self.limits.max_inbound_connections)
+            sock.close()
+            return
         tcp.configure_stream_socket(sock)
 
         def on_ready(conn: Connection, error: BaseException | None) -> None:
@@ -422,8 +459,9 @@ class Node(BuiltinProtocols):
                 log.debug("inbound connection from %s failed: %s", addr, error)
 
         conn = Connection(self, sock, initiator=False, remote_addr=addr, on_ready=on_ready)
+        self._inbound_count += 1
         self._pending.add(conn)
-        conn.start(self.handshake_timeout)
+        conn.start(self.limits.handshake_timeout)
 
     def _connection_ready(self, conn: Connection) -> None:
         with self._lock:
@@ -438,6 +476,10 @@ class Node(BuiltinProtocols):
 
     def _connection_closed(self, conn: Connection, was_open: bool) -> None:
         self._pending.discard(conn)
+        if conn.initiator:
+            self._outbound_count -= 1
+        else:
+            self._inbound_count -= 1
         if not was_open:
             return
         with self._lock:

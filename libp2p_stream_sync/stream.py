@@ -38,7 +38,7 @@ class Stream:
         "peer_id", "protocol", "_conn", "_sid", "_lock", "_readable", "_writable",
         "_recv", "_recv_len", "_recv_eof", "_unreported", "_error", "_send",
         "_send_len", "_write_closed", "_flush_scheduled", "_timeout", "_finished",
-        "__weakref__",
+        "_counted", "__weakref__",
     )
 
     def __init__(self, conn: "Connection", stream_id: int, peer_id: "PeerId",
@@ -61,6 +61,7 @@ class Stream:
         self._flush_scheduled = False
         self._timeout: float | None = None
         self._finished = False  # the reactor has forgotten this stream
+        self._counted = False  # counted in the node's inbound-streams-per-peer limit
 
     def __repr__(self) -> str:
         return f"<Stream {self.protocol} with {self.peer_id} id={self._sid}>"

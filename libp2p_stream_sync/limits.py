@@ -1,0 +1,48 @@
+"""Resource limits of a node, with defaults that suit a single-process service."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what remote peers (and our own application) may make a node hold.
+
+    Pass an instance as ``Node(limits=Limits(...))``; every field has a default.
+    """
+
+    #: Open connections that remote peers dialed; further inbound TCP connections
+    #: are closed at once.
+    max_inbound_connections: int = 1024
+    #: Open connections we dialed; further dials fail with ``DialError``.
+    max_outbound_connections: int = 1024
+    #: Streams open at once on one connection (both directions, per muxer session).
+    max_streams_per_connection: int = 8192
+    #: Inbound streams of one protocol from one peer open at once; more are reset.
+    max_inbound_streams_per_protocol_per_peer: int = 1024
+    #: yamux: inbound streams not yet acknowledged (the spec's backlog); more are reset.
+    yamux_backlog: int = 256
+    #: Seconds a new connection may take to finish TCP + Noise + muxer negotiation.
+    handshake_timeout: float = 10.0
+    #: Seconds a connection may stay without any stream before we close it
+    #: (``None``: never).
+    idle_connection_timeout: float | None = 300.0
+    #: Most unread bytes a stream may hold: the largest yamux receive window it grows
+    #: to, and mplex's per-stream buffer bound (mplex resets a stream beyond it).
+    max_stream_buffer: int = 16 * 1024 * 1024
+    #: yamux keepalive: ping after this many idle seconds (``None``: no keepalive) ...
+    keepalive_interval: float | None = 15.0
+    #: ... and close the connection when the ping is not answered within this time.
+    keepalive_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_inbound_connections", "max_outbound_connections",
+                     "max_streams_per_connection",
+                     "max_inbound_streams_per_protocol_per_peer", "yamux_backlog"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+        if self.handshake_timeout <= 0 or self.keepalive_timeout <= 0:
+            raise ValueError("timeouts must be positive")
+        if self.max_stream_buffer < 256 * 1024:
+            raise ValueError("max_stream_buffer must be at least 256 KiB (yamux's window)")
