@@ -1,0 +1,468 @@
+#!/usr/bin/env node
+// js-libp2p 2.x peer program for libp2p_stream_sync interop tests.
+//
+// Command-line contract (same as ../py/peer.py):
+//
+//   listen --muxer yamux|mplex [--perf] [--timeout S]
+//       Listen on /ip4/127.0.0.1/tcp/0 (Noise + the chosen muxer), print exactly
+//       one line "LISTEN <multiaddr>/p2p/<peerid>" and serve /echo/1.0.0,
+//       /ipfs/ping/1.0.0, identify and /perf/1.0.0 until stdin closes, SIGTERM
+//       or SIGINT arrives, or --timeout seconds pass (0 = no limit); exit 0.
+//   echo <ma> --muxer M --bytes N --streams K [--lockstep] [--chunk C]
+//   ping <ma> --muxer M
+//   id   <ma> --muxer M
+//   perf <ma> --muxer M --upload N --download M
+//   open <ma> --muxer M --protocol P
+//
+// Client commands print one result line on stdout: "OK ..." (exit 0),
+// "UNSUPPORTED <protocol>" (exit 3, `open` only) or "FAIL <reason>" (exit 1).
+// Every client command has an overall --timeout (default 60 s).
+// Diagnostics go to stderr.
+
+// ---------------------------------------------------------------------------
+// Node 20 polyfill: a transitive dependency of js-libp2p 2.x calls
+// Promise.withResolvers (Node >= 22).  It must be installed before libp2p is
+// loaded, hence the dynamic imports below (static imports are hoisted).
+if (typeof Promise.withResolvers !== 'function') {
+  Object.defineProperty(Promise, 'withResolvers', {
+    configurable: true,
+    writable: true,
+    value: function withResolvers () {
+      let resolve
+      let reject
+      const promise = new this((res, rej) => { resolve = res; reject = rej })
+      return { promise, resolve, reject }
+    }
+  })
+}
+
+const { createLibp2p } = await import('libp2p')
+const { tcp } = await import('@libp2p/tcp')
+const { noise } = await import('@chainsafe/libp2p-noise')
+const { yamux } = await import('@chainsafe/libp2p-yamux')
+const { mplex } = await import('@libp2p/mplex')
+const { identify } = await import('@libp2p/identify')
+const { ping } = await import('@libp2p/ping')
+const { multiaddr } = await import('@multiformats/multiaddr')
+const { peerIdFromString } = await import('@libp2p/peer-id')
+const crypto = await import('node:crypto')
+
+const EXIT_OK = 0
+const EXIT_FAIL = 1
+const EXIT_UNSUPPORTED = 3
+
+const ECHO_PROTOCOL = '/echo/1.0.0'
+const PERF_PROTOCOL = '/perf/1.0.0'
+const LISTEN_ADDR = '/ip4/127.0.0.1/tcp/0'
+const PERF_BLOCK = 65536
+const STREAM_LIMIT = 1024
+
+function out (line) {
+  process.stdout.write(line + '\n')
+}
+
+function err (msg) {
+  process.stderr.write(`[js-peer] ${msg}\n`)
+}
+
+function oneLine (e) {
+  const text = (e != null && e.message != null) ? `${e.name ?? 'Error'}: ${e.message}` : String(e)
+  return text.split(/\s+/).join(' ').trim() || 'error'
+}
+
+function finish (code, line) {
+  if (line != null) out(line)
+  // stdout/stderr writes to pipes and files are synchronous on Linux.
+  process.exit(code)
+}
+
+// --------------------------------- args ----------------------------------
+
+const USAGE = `usage:
+  peer.mjs listen --muxer yamux|mplex [--perf] [--timeout S]
+  peer.mjs echo <multiaddr> --muxer M --bytes N --streams K [--lockstep] [--chunk C] [--timeout S]
+  peer.mjs ping <multiaddr> --muxer M [--timeout S]
+  peer.mjs id   <multiaddr> --muxer M [--timeout S]
+  peer.mjs perf <multiaddr> --muxer M --upload N --download M [--timeout S]
+  peer.mjs open <multiaddr> --muxer M --protocol P [--timeout S]`
+
+function usage (msg) {
+  process.stderr.write(`peer.mjs: ${msg}\n${USAGE}\n`)
+  process.exit(2)
+}
+
+function parseArgs (argv) {
+  const cmd = argv[0]
+  const commands = ['listen', 'echo', 'ping', 'id', 'perf', 'open']
+  if (!commands.includes(cmd)) usage(`unknown command ${cmd}`)
+  const flags = { lockstep: false, perf: false }
+  const positional = []
+  const valued = new Set(['--muxer', '--bytes', '--streams', '--chunk', '--upload', '--download', '--protocol', '--timeout'])
+  for (let i = 1; i < argv.length; i++) {
+    const a = argv[i]
+    if (a === '--lockstep') flags.lockstep = true
+    else if (a === '--perf') flags.perf = true
+    else if (valued.has(a)) {
+      if (i + 1 >= argv.length) usage(`${a} needs a value`)
+      flags[a.slice(2)] = argv[++i]
+    } else if (a.startsWith('--')) usage(`unknown option ${a}`)
+    else positional.push(a)
+  }
+  const int = (name, dflt) => {
+    if (flags[name] == null) {
+      if (dflt === undefined) usage(`--${name} is required for ${cmd}`)
+      return dflt
+    }
+    const v = Number(flags[name])
+    if (!Number.isSafeInteger(v) || v < 0) usage(`--${name} must be a non-negative integer`)
+    return v
+  }
+  const args = { cmd }
+  if (flags.muxer !== 'yamux' && flags.muxer !== 'mplex') usage('--muxer yamux|mplex is required')
+  args.muxer = flags.muxer
+  const t = Number(flags.timeout ?? (cmd === 'listen' ? 0 : 60))
+  if (!Number.isFinite(t) || t < 0) usage('--timeout must be a number of seconds')
+  args.timeout = t
+  if (cmd === 'listen') {
+    if (positional.length !== 0) usage('listen takes no positional arguments')
+    return args
+  }
+  if (positional.length !== 1) usage(`${cmd} needs exactly one multiaddr`)
+  args.multiaddr = positional[0]
+  if (cmd === 'echo') {
+    args.bytes = int('bytes')
+    args.streams = int('streams', 1)
+    args.lockstep = flags.lockstep
+    args.chunk = Math.max(1, int('chunk', 16384))
+  } else if (cmd === 'perf') {
+    args.upload = int('upload')
+    args.download = int('download')
+  } else if (cmd === 'open') {
+    if (flags.protocol == null) usage('--protocol is required for open')
+    args.protocol = flags.protocol
+  }
+  return args
+}
+
+// --------------------------------- node ----------------------------------
+
+async function makeNode (muxer, listen) {
+  return createLibp2p({
+    addresses: { listen: listen ? [LISTEN_ADDR] : [] },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [muxer === 'yamux' ? yamux() : mplex()],
+    services: {
+      identify: identify(),
+      ping: ping()
+    },
+    connectionManager: {
+      // Loopback only; never rate-limit the test's own connections.
+      allow: ['/ip4/127.0.0.1'],
+      inboundConnectionThreshold: 10000,
+      maxIncomingPendingConnections: 1000
+    }
+  })
+}
+
+// ------------------------------- handlers --------------------------------
+
+function handleEcho ({ stream }) {
+  // Echo every byte until the remote half-closes its write side, then close.
+  stream.sink(stream.source).catch(e => {
+    err(`echo handler: ${oneLine(e)}`)
+    stream.abort(e)
+  })
+}
+
+async function handlePerf ({ stream }) {
+  // libp2p/specs perf/perf.md, server side.
+  try {
+    let header = new Uint8Array(0)
+    let bytesToSend = null
+    for await (const chunk of stream.source) {
+      if (bytesToSend == null) {
+        const buf = chunk.subarray()
+        const need = 8 - header.length
+        const merged = new Uint8Array(header.length + Math.min(need, buf.length))
+        merged.set(header)
+        merged.set(buf.subarray(0, need), header.length)
+        header = merged
+        if (header.length === 8) {
+          bytesToSend = new DataView(header.buffer, header.byteOffset, 8).getBigUint64(0, false)
+        }
+      }
+    }
+    if (bytesToSend == null) throw new Error('perf: stream closed before the 8-byte header')
+    const block = new Uint8Array(PERF_BLOCK)
+    await stream.sink((async function * () {
+      let left = bytesToSend
+      while (left > 0n) {
+        const n = left < BigInt(PERF_BLOCK) ? Number(left) : PERF_BLOCK
+        yield n === PERF_BLOCK ? block : block.subarray(0, n)
+        left -= BigInt(n)
+      }
+    })())
+    await stream.close()
+  } catch (e) {
+    err(`perf handler: ${oneLine(e)}`)
+    stream.abort(e)
+  }
+}
+
+async function runListen (args) {
+  const node = await makeNode(args.muxer, true)
+  const opts = { maxInboundStreams: STREAM_LIMIT, maxOutboundStreams: STREAM_LIMIT }
+  await node.handle(ECHO_PROTOCOL, handleEcho, opts)
+  await node.handle(PERF_PROTOCOL, handlePerf, opts)
+  const addrs = node.getMultiaddrs().map(a => a.toString()).filter(a => a.startsWith('/ip4/127.0.0.1/tcp/'))
+  if (addrs.length === 0) {
+    await node.stop()
+    finish(EXIT_FAIL, `FAIL no loopback listen address in ${node.getMultiaddrs().join(' ')}`)
+  }
+  out(`LISTEN ${addrs[0]}`)
+
+  let stopping = false
+  const stop = async (why) => {
+    if (stopping) return
+    stopping = true
+    err(`${why}, shutting down`)
+    const force = setTimeout(() => finish(EXIT_OK), 5000)
+    force.unref()
+    try { await node.stop() } catch (e) { err(`stop: ${oneLine(e)}`) }
+    finish(EXIT_OK)
+  }
+  process.on('SIGTERM', () => { stop('SIGTERM') })
+  process.on('SIGINT', () => { stop('SIGINT') })
+  process.stdin.on('end', () => { stop('stdin closed') })
+  process.stdin.on('close', () => { stop('stdin closed') })
+  process.stdin.on('error', () => { stop('stdin error') })
+  process.stdin.resume()
+  if (args.timeout > 0) setTimeout(() => { stop(`--timeout ${args.timeout}s reached`) }, args.timeout * 1000)
+}
+
+// -------------------------------- client ---------------------------------
+
+class Unsupported extends Error {}
+
+async function newStream (conn, protocol) {
+  try {
+    return await conn.newStream(protocol, { maxOutboundStreams: STREAM_LIMIT })
+  } catch (e) {
+    if (e?.name === 'UnsupportedProtocolError') throw new Unsupported(protocol)
+    throw e
+  }
+}
+
+function concat (chunks, total) {
+  const outBuf = new Uint8Array(total)
+  let off = 0
+  for (const c of chunks) { outBuf.set(c, off); off += c.length }
+  return outBuf
+}
+
+async function echoOne (conn, args, index) {
+  const payload = crypto.randomBytes(args.bytes)
+  const stream = await newStream(conn, ECHO_PROTOCOL)
+  const chunks = []
+  let received = 0
+  try {
+    if (args.lockstep) {
+      // Write a chunk, wait until it has been echoed back, repeat.
+      let wake = null
+      let readerDone = false
+      const notify = () => { if (wake != null) { const w = wake; wake = null; w() } }
+      const reader = (async () => {
+        try {
+          for await (const c of stream.source) {
+            const u = c.subarray()
+            chunks.push(u)
+            received += u.length
+            notify()
+          }
+        } finally {
+          readerDone = true
+          notify()
+        }
+      })()
+      await stream.sink((async function * () {
+        for (let off = 0; off < payload.length; off += args.chunk) {
+          const piece = payload.subarray(off, off + args.chunk)
+          const want = off + piece.length
+          yield piece
+          while (received < want && !readerDone) {
+            await new Promise(resolve => { wake = resolve })
+          }
+          if (received < want) throw new Error(`stream ${index}: EOF after ${received} of ${want} bytes in lockstep`)
+        }
+      })())
+      await reader
+    } else {
+      const reader = (async () => {
+        for await (const c of stream.source) {
+          const u = c.subarray()
+          chunks.push(u)
+          received += u.length
+        }
+      })()
+      await stream.sink((async function * () {
+        for (let off = 0; off < payload.length; off += args.chunk) {
+          yield payload.subarray(off, off + args.chunk)
+        }
+      })())
+      await reader
+    }
+  } catch (e) {
+    stream.abort(e)
+    throw e
+  }
+  await stream.close().catch(() => {})
+  const got = concat(chunks, received)
+  if (received !== payload.length || !Buffer.from(got).equals(payload)) {
+    throw new Error(`stream ${index}: echoed data differs (sent ${payload.length} bytes, got ${received})`)
+  }
+}
+
+async function cmdEcho (node, conn, args) {
+  const start = performance.now()
+  const tasks = []
+  for (let i = 0; i < args.streams; i++) tasks.push(echoOne(conn, args, i))
+  const results = await Promise.allSettled(tasks)
+  const failed = results.find(r => r.status === 'rejected')
+  if (failed != null) throw failed.reason
+  const secs = (performance.now() - start) / 1000
+  return `OK echo streams=${args.streams} bytes=${args.bytes} seconds=${secs.toFixed(3)}`
+}
+
+async function cmdPing (node, conn, args) {
+  try {
+    const rtt = await node.services.ping.ping(conn.remoteAddr.encapsulate(`/p2p/${conn.remotePeer}`))
+    return `OK ping rtt_ms=${Number(rtt).toFixed(3)}`
+  } catch (e) {
+    if (e?.name === 'UnsupportedProtocolError') throw new Unsupported('/ipfs/ping/1.0.0')
+    throw e
+  }
+}
+
+async function cmdId (node, conn, args, identified) {
+  // js-libp2p runs identify by itself on every new connection; wait for the
+  // outcome (a failed identify is only logged, so bound the wait).
+  const waitS = args.timeout > 0 ? Math.max(1, args.timeout - 2) : 30
+  let timer
+  const result = await Promise.race([
+    identified,
+    new Promise((resolve, reject) => {
+      timer = setTimeout(() => reject(new Error(`no completed identify from ${conn.remotePeer} within ${waitS}s (DEBUG=libp2p:identify* shows why)`)), waitS * 1000)
+    })
+  ]).finally(() => clearTimeout(timer))
+  const protocols = [...new Set(result.protocols)].sort()
+  return `OK id protocols=${protocols.join(',')} agent=${result.agentVersion}`
+}
+
+async function cmdPerf (node, conn, args) {
+  const start = performance.now()
+  const stream = await newStream(conn, PERF_PROTOCOL)
+  let downloaded = 0
+  let uploaded = 0
+  try {
+    const reader = (async () => {
+      for await (const c of stream.source) downloaded += c.byteLength
+    })()
+    const header = new Uint8Array(8)
+    new DataView(header.buffer).setBigUint64(0, BigInt(args.download), false)
+    const block = new Uint8Array(PERF_BLOCK)
+    await stream.sink((async function * () {
+      yield header
+      let left = args.upload
+      while (left > 0) {
+        const n = Math.min(left, PERF_BLOCK)
+        yield n === PERF_BLOCK ? block : block.subarray(0, n)
+        left -= n
+        uploaded += n
+      }
+    })())
+    await reader
+  } catch (e) {
+    stream.abort(e)
+    throw e
+  }
+  await stream.close().catch(() => {})
+  const secs = (performance.now() - start) / 1000
+  if (downloaded !== args.download) throw new Error(`perf: expected ${args.download} bytes back, got ${downloaded}`)
+  return `OK perf upload_bytes=${uploaded} download_bytes=${downloaded} seconds=${secs.toFixed(3)}`
+}
+
+async function cmdOpen (node, conn, args) {
+  const stream = await newStream(conn, args.protocol)
+  await stream.close().catch(() => {})
+  return 'OK open'
+}
+
+const COMMANDS = { echo: cmdEcho, ping: cmdPing, id: cmdId, perf: cmdPerf, open: cmdOpen }
+
+async function runClient (args) {
+  let ma, expected
+  try {
+    ma = multiaddr(args.multiaddr)
+    const id = ma.getPeerId()
+    if (id == null) throw new Error('multiaddr has no /p2p/<peer id>')
+    expected = peerIdFromString(id)
+  } catch (e) {
+    finish(EXIT_FAIL, `FAIL bad multiaddr ${args.multiaddr}: ${oneLine(e)}`)
+  }
+  if (args.timeout > 0) {
+    setTimeout(() => finish(EXIT_FAIL, `FAIL timeout after ${args.timeout}s`), args.timeout * 1000).unref()
+  }
+  const node = await makeNode(args.muxer, false)
+  // Identify runs automatically on every new connection; catch its event.
+  const identified = new Promise((resolve) => {
+    node.addEventListener('peer:identify', (evt) => {
+      if (evt.detail.peerId.equals(expected)) resolve(evt.detail)
+    })
+  })
+  let code = EXIT_FAIL
+  let line
+  let conn
+  try {
+    const c = await node.dial(ma)
+    // js-libp2p 2.x does not make Noise check the dialed /p2p/ id over TCP
+    // (the upgrader never hands the expected peer to the encrypter), so a
+    // wrong id yields a working connection to someone else: check it here.
+    if (!c.remotePeer.equals(expected)) {
+      await c.close().catch(() => {})
+      throw new Error(`peer id mismatch: dialed ${expected}, remote is ${c.remotePeer}`)
+    }
+    conn = c
+  } catch (e) {
+    err(e?.stack ?? String(e))
+    line = `FAIL dial: ${oneLine(e)}`
+  }
+  if (conn != null) {
+    try {
+      line = await COMMANDS[args.cmd](node, conn, args, identified)
+      code = EXIT_OK
+    } catch (e) {
+      if (e instanceof Unsupported) {
+        code = EXIT_UNSUPPORTED
+        line = `UNSUPPORTED ${e.message}`
+      } else {
+        err(e?.stack ?? String(e))
+        line = `FAIL ${args.cmd}: ${oneLine(e)}`
+      }
+    }
+  }
+  const force = setTimeout(() => finish(code, line), 3000)
+  force.unref()
+  try { await node.stop() } catch (e) { err(`stop: ${oneLine(e)}`) }
+  finish(code, line)
+}
+
+const args = parseArgs(process.argv.slice(2))
+process.on('unhandledRejection', (e) => { err(`unhandled rejection: ${e?.stack ?? e}`) })
+try {
+  if (args.cmd === 'listen') await runListen(args)
+  else await runClient(args)
+} catch (e) {
+  err(e?.stack ?? String(e))
+  finish(EXIT_FAIL, `FAIL ${oneLine(e)}`)
+}

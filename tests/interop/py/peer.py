@@ -1,0 +1,442 @@
+#!/usr/bin/env python3
+"""py-libp2p peer program for libp2p_stream_sync interop tests.
+
+Runs in its own virtual environment (see tests/interop/peers.py), never in the
+project's environment.  Command-line contract (same as ../js/peer.mjs):
+
+  listen --muxer yamux|mplex [--perf] [--timeout S]
+      Listen on /ip4/127.0.0.1/tcp/0 (Noise + the chosen muxer), print exactly
+      one line "LISTEN <multiaddr>/p2p/<peerid>" and serve /echo/1.0.0,
+      /ipfs/ping/1.0.0, identify and /perf/1.0.0 until stdin closes, SIGTERM
+      or SIGINT arrives, or --timeout seconds pass (0 = no limit); exit 0.
+  echo <ma> --muxer M --bytes N --streams K [--lockstep] [--chunk C]
+  ping <ma> --muxer M
+  id   <ma> --muxer M
+  perf <ma> --muxer M --upload N --download M
+  open <ma> --muxer M --protocol P
+
+Client commands print one result line on stdout: "OK ..." (exit 0),
+"UNSUPPORTED <protocol>" (exit 3, `open` only) or "FAIL <reason>" (exit 1).
+Every client command has an overall --timeout (default 60 s).
+Diagnostics go to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+import traceback
+
+# --perf is accepted for contract compatibility: the perf service is always on.
+
+EXIT_OK = 0
+EXIT_FAIL = 1
+EXIT_UNSUPPORTED = 3
+
+ECHO_PROTOCOL = "/echo/1.0.0"
+LISTEN_ADDR = "/ip4/127.0.0.1/tcp/0"
+
+
+def out(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def err(msg: str) -> None:
+    sys.stderr.write(f"[py-peer] {msg}\n")
+    sys.stderr.flush()
+
+
+def one_line(text: object) -> str:
+    return " ".join(str(text).split()) or "error"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="peer.py", description="py-libp2p interop peer")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def common(sp: argparse.ArgumentParser, default_timeout: float) -> None:
+        sp.add_argument("--muxer", choices=["yamux", "mplex"], required=True)
+        sp.add_argument("--timeout", type=float, default=default_timeout,
+                        help="overall timeout in seconds (0 = none)")
+
+    sp = sub.add_parser("listen")
+    common(sp, 0.0)
+    sp.add_argument("--perf", action="store_true",
+                    help="serve /perf/1.0.0 (always served; accepted for compatibility)")
+
+    for name in ("echo", "ping", "id", "perf", "open"):
+        sp = sub.add_parser(name)
+        sp.add_argument("multiaddr")
+        common(sp, 60.0)
+        if name == "echo":
+            sp.add_argument("--bytes", type=int, required=True)
+            sp.add_argument("--streams", type=int, default=1)
+            sp.add_argument("--lockstep", action="store_true")
+            sp.add_argument("--chunk", type=int, default=None,
+                            help="write size in bytes (and lockstep round size); "
+                                 "default 16384, or 4076 (one mplex frame) in "
+                                 "lockstep mode")
+        elif name == "perf":
+            sp.add_argument("--upload", type=int, required=True)
+            sp.add_argument("--download", type=int, required=True)
+        elif name == "open":
+            sp.add_argument("--protocol", required=True)
+    return p.parse_args(argv)
+
+
+# --------------------------------------------------------------------------
+# Everything below imports py-libp2p lazily so `--help` works without it.
+# --------------------------------------------------------------------------
+
+class Unsupported(Exception):
+    pass
+
+
+def make_host(muxer: str):
+    from libp2p import new_host
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.crypto.x25519 import create_new_key_pair as create_x25519
+    from libp2p.security.noise.transport import (
+        PROTOCOL_ID as NOISE_PROTOCOL_ID,
+        Transport as NoiseTransport,
+    )
+    from libp2p.stream_muxer.mplex.mplex import MPLEX_PROTOCOL_ID, Mplex
+    from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID, Yamux
+    from libp2p.custom_types import TProtocol
+    import multiaddr
+
+    key_pair = create_new_key_pair()
+    sec_opt = {
+        NOISE_PROTOCOL_ID: NoiseTransport(key_pair, noise_privkey=create_x25519().private_key)
+    }
+    # Exactly one muxer: new_host()'s defaults offer both (preferred first).
+    if muxer == "yamux":
+        muxer_opt = {TProtocol(YAMUX_PROTOCOL_ID): Yamux}
+    else:
+        muxer_opt = {TProtocol(MPLEX_PROTOCOL_ID): Mplex}
+    return new_host(
+        key_pair=key_pair,
+        sec_opt=sec_opt,
+        muxer_opt=muxer_opt,
+        listen_addrs=[multiaddr.Multiaddr(LISTEN_ADDR)],
+    )
+
+
+async def read_some(stream, n: int = 65536) -> bytes:
+    """Read up to n bytes; b'' on a clean EOF."""
+    try:
+        data = await stream.read(n)
+    except EOFError:  # StreamEOF / MuxedStreamEOF / MplexStreamEOF
+        return b""
+    return data or b""
+
+
+async def read_exactly(stream, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = await read_some(stream, n - len(buf))
+        if not chunk:
+            raise EOFError(f"EOF after {len(buf)} of {n} bytes")
+        buf.extend(chunk)
+    return bytes(buf)
+
+
+async def read_to_eof(stream) -> bytes:
+    buf = bytearray()
+    while True:
+        chunk = await read_some(stream)
+        if not chunk:
+            return bytes(buf)
+        buf.extend(chunk)
+
+
+# ------------------------------ listener ---------------------------------
+
+async def echo_handler(stream) -> None:
+    try:
+        while True:
+            data = await read_some(stream)
+            if not data:
+                break
+            await stream.write(data)
+        await stream.close()
+    except Exception as exc:  # noqa: BLE001
+        err(f"echo handler: {one_line(exc)}")
+        try:
+            await stream.reset()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+async def run_listen(args: argparse.Namespace) -> int:
+    import trio
+    import multiaddr
+    from libp2p.perf import PerfService
+
+    host = make_host(args.muxer)
+    async with host.run(listen_addrs=[multiaddr.Multiaddr(LISTEN_ADDR)]):
+        host.set_stream_handler(ECHO_PROTOCOL, echo_handler)
+        perf = PerfService(host)
+        await perf.start()
+        addrs = [str(a) for a in host.get_addrs() if "/ip4/127.0.0.1/tcp/" in str(a)]
+        if not addrs:
+            out(f"FAIL no loopback listen address in {host.get_addrs()}")
+            return EXIT_FAIL
+        out(f"LISTEN {addrs[0]}")
+
+        async with trio.open_nursery() as nursery:
+
+            async def wait_stdin_eof() -> None:
+                def _drain() -> None:
+                    while os.read(sys.stdin.fileno(), 65536):
+                        pass
+                try:
+                    await trio.to_thread.run_sync(_drain, abandon_on_cancel=True)
+                except OSError:
+                    return  # no usable stdin: stop as if it closed
+                err("stdin closed, shutting down")
+                nursery.cancel_scope.cancel()
+
+            async def wait_signal() -> None:
+                with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as sigs:
+                    async for signum in sigs:
+                        err(f"signal {signum}, shutting down")
+                        nursery.cancel_scope.cancel()
+                        return
+
+            async def wait_timeout() -> None:
+                await trio.sleep(args.timeout)
+                err(f"--timeout {args.timeout}s reached, shutting down")
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(wait_stdin_eof)
+            nursery.start_soon(wait_signal)
+            if args.timeout and args.timeout > 0:
+                nursery.start_soon(wait_timeout)
+        with trio.move_on_after(5):
+            await perf.stop()
+    return EXIT_OK
+
+
+# ------------------------------ dialer -----------------------------------
+
+async def connect(host, ma_text: str):
+    import multiaddr
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+
+    ma = multiaddr.Multiaddr(ma_text)
+    info = info_from_p2p_addr(ma)
+    await host.connect(info)
+    return info.peer_id
+
+
+async def new_stream(host, peer_id, protocol: str):
+    from libp2p.custom_types import TProtocol
+    from libp2p.host.exceptions import StreamFailure
+
+    try:
+        return await host.new_stream(peer_id, [TProtocol(protocol)])
+    except StreamFailure as exc:
+        cause = exc.__cause__
+        if cause is not None and "protocols not supported" in str(cause):
+            raise Unsupported(protocol) from exc
+        raise
+
+
+async def echo_one(host, peer_id, args, index: int) -> None:
+    import trio
+
+    payload = os.urandom(args.bytes)
+    stream = await new_stream(host, peer_id, ECHO_PROTOCOL)
+    lockstep = args.lockstep or args.muxer == "mplex"
+    chunk = max(1, args.chunk or (4076 if lockstep else 16384))
+    received = bytearray()
+    try:
+        if lockstep:
+            # One direction at a time.  py-libp2p's mplex cannot do anything
+            # else: a pending read holds the stream's ReadWriteLock and blocks
+            # every write on that stream (a concurrent reader task deadlocks),
+            # and writing everything before reading deadlocks too once the
+            # echo fills the TCP buffers (mplex has no flow control and
+            # py-libp2p's connection reader blocks, up to 5 s, on any stream
+            # whose reader is not waiting, then resets that stream).  So for
+            # mplex this client always runs lockstep, --lockstep or not.
+            for off in range(0, len(payload), chunk):
+                piece = payload[off:off + chunk]
+                await stream.write(piece)
+                received.extend(await read_exactly(stream, len(piece)))
+            await stream.close_write()
+            received.extend(await read_to_eof(stream))
+        else:
+            async def writer() -> None:
+                for off in range(0, len(payload), chunk):
+                    await stream.write(payload[off:off + chunk])
+                await stream.close_write()
+
+            async def reader() -> None:
+                received.extend(await read_to_eof(stream))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(writer)
+                nursery.start_soon(reader)
+    except BaseException:
+        try:
+            await stream.reset()
+        except Exception:  # noqa: BLE001
+            pass
+        raise
+    try:
+        await stream.close()
+    except Exception:  # noqa: BLE001
+        pass
+    if bytes(received) != payload:
+        raise AssertionError(
+            f"stream {index}: echoed data differs (sent {len(payload)} bytes, "
+            f"got {len(received)})")
+
+
+async def cmd_echo(host, peer_id, args) -> str:
+    import trio
+
+    start = time.monotonic()
+    async with trio.open_nursery() as nursery:
+        for i in range(args.streams):
+            nursery.start_soon(echo_one, host, peer_id, args, i)
+    secs = time.monotonic() - start
+    return f"OK echo streams={args.streams} bytes={args.bytes} seconds={secs:.3f}"
+
+
+async def cmd_ping(host, peer_id, args) -> str:
+    from libp2p.host.ping import ID as PING_ID, perform_ping_roundtrip
+
+    stream = await new_stream(host, peer_id, PING_ID)
+    start = time.monotonic()
+    await perform_ping_roundtrip(stream)  # the library's ping (32-byte round trip)
+    rtt_ms = (time.monotonic() - start) * 1000.0
+    try:
+        await stream.close_write()
+        await stream.close()
+    except Exception:  # noqa: BLE001
+        pass
+    return f"OK ping rtt_ms={rtt_ms:.3f}"
+
+
+async def cmd_id(host, peer_id, args) -> str:
+    from libp2p.identity.identify.identify import ID as IDENTIFY_ID
+    from libp2p.identity.identify.pb.identify_pb2 import Identify
+    from libp2p.utils.varint import read_length_prefixed_protobuf
+
+    # py-libp2p runs identify automatically on connect, but keeps only the
+    # protocols (not agentVersion) in its peerstore, so run the library's
+    # identify exchange once more ourselves and decode the message it reads.
+    stream = await new_stream(host, peer_id, IDENTIFY_ID)
+    data = await read_length_prefixed_protobuf(stream, use_varint_format=True)
+    msg = Identify()
+    msg.ParseFromString(data)
+    try:
+        await stream.close()
+    except Exception:  # noqa: BLE001
+        pass
+    protocols = ",".join(sorted(set(msg.protocols)))
+    return f"OK id protocols={protocols} agent={msg.agent_version}"
+
+
+async def cmd_perf(host, peer_id, args) -> str:
+    import multiaddr
+    from libp2p.perf import PerfService
+
+    perf = PerfService(host)
+    final = None
+    start = time.monotonic()
+    async for result in perf.measure_performance(
+            multiaddr.Multiaddr(args.multiaddr), args.upload, args.download):
+        if result["type"] == "final":
+            final = result
+    secs = time.monotonic() - start
+    if final is None:
+        raise RuntimeError("perf produced no final result")
+    if final["upload_bytes"] != args.upload or final["download_bytes"] != args.download:
+        raise RuntimeError(f"perf byte counts differ: {final}")
+    return (f"OK perf upload_bytes={final['upload_bytes']} "
+            f"download_bytes={final['download_bytes']} seconds={secs:.3f}")
+
+
+async def cmd_open(host, peer_id, args) -> str:
+    stream = await new_stream(host, peer_id, args.protocol)
+    try:
+        await stream.close()
+    except Exception:  # noqa: BLE001
+        pass
+    return "OK open"
+
+
+COMMANDS = {"echo": cmd_echo, "ping": cmd_ping, "id": cmd_id, "perf": cmd_perf,
+            "open": cmd_open}
+
+
+async def run_client(args: argparse.Namespace) -> int:
+    import trio
+    import multiaddr
+
+    if "/p2p/" not in args.multiaddr:
+        out(f"FAIL multiaddr has no /p2p/<peer id>: {args.multiaddr}")
+        return EXIT_FAIL
+    timeout = args.timeout if args.timeout and args.timeout > 0 else float("inf")
+    result: tuple[int, str] = (EXIT_FAIL, "FAIL no result")
+    host = make_host(args.muxer)
+    try:
+        with trio.fail_after(timeout):
+            # The dialer listens too (loopback, ephemeral port): py-libp2p's
+            # host.run() is what starts the swarm service that dialing needs.
+            async with host.run(listen_addrs=[multiaddr.Multiaddr(LISTEN_ADDR)]):
+                try:
+                    peer_id = await connect(host, args.multiaddr)
+                except Exception as exc:  # noqa: BLE001
+                    err(traceback.format_exc())
+                    result = (EXIT_FAIL, f"FAIL dial: {one_line(exc)}")
+                else:
+                    try:
+                        line = await COMMANDS[args.cmd](host, peer_id, args)
+                        result = (EXIT_OK, line)
+                    except Unsupported as exc:
+                        result = (EXIT_UNSUPPORTED, f"UNSUPPORTED {exc}")
+                    except Exception as exc:  # noqa: BLE001
+                        err(traceback.format_exc())
+                        result = (EXIT_FAIL, f"FAIL {args.cmd}: {type(exc).__name__}: "
+                                             f"{one_line(exc)}")
+                    with trio.move_on_after(5):
+                        await host.disconnect(peer_id)
+    except trio.TooSlowError:
+        if result[0] == EXIT_FAIL and result[1] == "FAIL no result":
+            result = (EXIT_FAIL, f"FAIL timeout after {args.timeout}s")
+    out(result[1])
+    return result[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    # py-libp2p configures its own logging on import: warnings and errors go
+    # to stderr; LIBP2P_DEBUG=DEBUG (or "libp2p.stream_muxer:DEBUG", ...) for more.
+    import trio
+
+    try:
+        if args.cmd == "listen":
+            code = trio.run(run_listen, args)
+        else:
+            code = trio.run(run_client, args)
+    except KeyboardInterrupt:
+        code = EXIT_OK if args.cmd == "listen" else EXIT_FAIL
+    except Exception as exc:  # noqa: BLE001
+        err(traceback.format_exc())
+        out(f"FAIL {type(exc).__name__}: {one_line(exc)}")
+        code = EXIT_FAIL
+    sys.stdout.flush()
+    # py-libp2p can leave non-daemon threads behind; do not wait for them.
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()
