@@ -10,7 +10,8 @@ import pytest
 from libp2p_stream_sync import UnsupportedProtocol
 from libp2p_stream_sync.protocols.echo import PROTOCOL, echo_roundtrip, serve_echo
 
-from conftest import eventually, p2p_addr
+from protocol_helpers import eventually, p2p_addr
+from protocol_helpers import connected, nodes  # noqa: F401  (fixtures)
 
 
 @pytest.mark.parametrize("size", [0, 1, 3 << 20])

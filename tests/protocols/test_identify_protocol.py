@@ -10,7 +10,8 @@ from libp2p_stream_sync.codec.protobuf import encode
 from libp2p_stream_sync.codec.varint import encode_uvarint
 from libp2p_stream_sync.protocols import identify
 
-from conftest import FakeStream, eventually
+from protocol_helpers import FakeStream, eventually
+from protocol_helpers import connected, nodes  # noqa: F401  (fixtures)
 
 BUILTINS = {identify.PROTOCOL, identify.PUSH_PROTOCOL, "/ipfs/ping/1.0.0"}
 

@@ -10,6 +10,8 @@ import pytest
 from libp2p_stream_sync import UnsupportedProtocol
 from libp2p_stream_sync.protocols import perf
 
+from protocol_helpers import connected, nodes  # noqa: F401  (fixtures)
+
 
 @pytest.mark.parametrize("up,down", [(0, 0), (1, 0), (0, 1), (3 << 20, 5 << 20 | 7)])
 def test_perf_moves_the_requested_bytes(connected, up, down):

@@ -7,7 +7,8 @@ import pytest
 from libp2p_stream_sync import Keypair, OpenStreamError
 from libp2p_stream_sync.protocols import ping
 
-from conftest import FakeStream, p2p_addr
+from protocol_helpers import FakeStream, p2p_addr
+from protocol_helpers import connected, nodes  # noqa: F401  (fixtures)
 
 
 def test_ping_returns_one_rtt_per_round(connected):

@@ -1,4 +1,8 @@
-"""Fixtures for the built-in protocol tests: pairs of real nodes over loopback TCP."""
+"""Helpers and fixtures for the built-in protocol tests (imported by the test modules).
+
+Not a conftest.py: tests/node imports its own conftest by name, and a second one
+would shadow it. Fixtures imported into a test module are found by pytest.
+"""
 
 from __future__ import annotations
 

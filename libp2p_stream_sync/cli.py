@@ -1,0 +1,317 @@
+"""``libp2p-stream`` / ``python -m libp2p_stream_sync``: a small libp2p command line.
+
+Output contract (stdout, one line each, flushed)::
+
+    listen ...  ->  LISTEN <multiaddr>/p2p/<peer id>      (one per address), then serves
+    echo ...    ->  OK echo streams=K bytes=N seconds=S
+    ping ...    ->  OK ping rtt_ms=X
+    perf ...    ->  OK perf upload_bytes=N download_bytes=M seconds=S
+    id ...      ->  OK id protocols=<comma-separated> agent=<agent version>
+    peerid ...  ->  OK peerid <peer id>
+    failure     ->  FAIL <reason>                          (exit status 1)
+
+Usage errors exit with status 2 (argparse). Logs go to stderr; ``-v`` shows debug logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Sequence
+
+from . import __version__
+from .identity import Keypair, PeerId
+from .node import Node
+from .protocols import echo as echo_proto
+
+log = logging.getLogger("libp2p_stream_sync.cli")
+
+DEFAULT_LISTEN = "/ip4/127.0.0.1/tcp/0"
+DEFAULT_TIMEOUT = 30.0
+_MUXER_CHOICES = {"yamux": ("yamux",), "mplex": ("mplex",), "both": ("yamux", "mplex")}
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmg]?)(i?b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+class CommandFailed(Exception):
+    """A command failed in an expected way; the message becomes the FAIL line."""
+
+
+# -- argument helpers ----------------------------------------------------------------------
+def parse_size(text: str) -> int:
+    """``"1024"``, ``"64K"``, ``"10M"``, ``"1G"`` (binary units; ``KiB``/``MB`` accepted)."""
+    match = _SIZE_RE.match(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r} (e.g. 1024, 64K, 10M, 1G)")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} must be positive")
+    return value
+
+
+def load_or_create_key(path: str) -> Keypair:
+    """Load the key pair stored at ``path``, or create it (mode 0600) if absent."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        keypair = Keypair.generate()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # created meanwhile by another process: use theirs
+            return load_or_create_key(path)
+        with os.fdopen(fd, "wb") as f:
+            f.write(keypair.to_bytes())
+        return keypair
+    try:
+        return Keypair.from_bytes(raw)
+    except ValueError as exc:
+        raise CommandFailed(f"cannot load key file {path}: {exc}") from exc
+
+
+def _keypair(args: argparse.Namespace) -> Keypair | None:
+    path = getattr(args, "key_file", None)
+    return load_or_create_key(path) if path else None
+
+
+# -- commands ----------------------------------------------------------------------------
+def cmd_listen(args: argparse.Namespace) -> int:
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    listen = args.listen or [DEFAULT_LISTEN]
+    with Node(_keypair(args), listen=listen, muxers=_MUXER_CHOICES[args.muxer],
+              enable_perf=args.perf) as node:
+        server = echo_proto.serve_echo(node.new_control())
+        try:
+            for addr in node.listen_addrs:
+                print(f"LISTEN {addr}/p2p/{node.peer_id}", flush=True)
+            while not stop.wait(0.5):
+                pass
+            log.info("signal received: shutting down")
+        finally:
+            server.close()
+    return 0
+
+
+def _client_node(args: argparse.Namespace) -> Node:
+    return Node(_keypair(args), muxers=_MUXER_CHOICES[args.muxer])
+
+
+def _connect(node: Node, args: argparse.Namespace) -> PeerId:
+    return node.dial(args.multiaddr, timeout=args.timeout)
+
+
+def cmd_echo(args: argparse.Namespace) -> int:
+    with _client_node(args) as node:
+        start = time.monotonic()
+        peer = _connect(node, args)
+        deadline = start + args.timeout
+        control = node.new_control()
+
+        def one_stream(_: int) -> None:
+            data = os.urandom(args.bytes)
+            echoed = echo_proto.echo_roundtrip(
+                control, peer, data, timeout=max(0.001, deadline - time.monotonic()))
+            if echoed != data:
+                raise CommandFailed(f"echo mismatch: sent {len(data)} bytes, "
+                                    f"got {len(echoed)} different bytes back")
+
+        with ThreadPoolExecutor(args.streams) as pool:
+            for _ in pool.map(one_stream, range(args.streams)):
+                pass
+        seconds = time.monotonic() - start
+    print(f"OK echo streams={args.streams} bytes={args.bytes} seconds={seconds:.3f}",
+          flush=True)
+    return 0
+
+
+def cmd_ping(args: argparse.Namespace) -> int:
+    with _client_node(args) as node:
+        peer = _connect(node, args)
+        rtts = node.ping(peer, count=args.count, timeout=args.timeout)
+    rtt_ms = sum(rtts) / len(rtts) * 1000.0
+    print(f"OK ping rtt_ms={rtt_ms:.3f}", flush=True)
+    return 0
+
+
+def cmd_perf(args: argparse.Namespace) -> int:
+    progress = _ProgressDisplay(args.upload, args.download) if sys.stderr.isatty() else None
+    with _client_node(args) as node:
+        peer = _connect(node, args)
+        try:
+            result = node.perf(peer, args.upload, args.download, timeout=args.timeout,
+                               progress=progress)
+        finally:
+            if progress is not None:
+                progress.finish()
+    print(f"OK perf upload_bytes={result.upload_bytes} "
+          f"download_bytes={result.download_bytes} seconds={result.seconds:.3f}",
+          flush=True)
+    return 0
+
+
+def cmd_id(args: argparse.Namespace) -> int:
+    with _client_node(args) as node:
+        peer = _connect(node, args)
+        info = node.wait_identified(peer, timeout=args.timeout)
+    protocols = ",".join(sorted(info.protocols))
+    print(f"OK id protocols={protocols} agent={info.agent_version}", flush=True)
+    return 0
+
+
+def cmd_peerid(args: argparse.Namespace) -> int:
+    keypair = _keypair(args) or Keypair.generate()
+    print(f"OK peerid {keypair.peer_id}", flush=True)
+    return 0
+
+
+class _ProgressDisplay:
+    """Redraws one status line on stderr (only used when stderr is a terminal)."""
+
+    def __init__(self, upload: int, download: int) -> None:
+        self.upload = upload
+        self.download = download
+        self.start = time.monotonic()
+        self._last = 0.0
+
+    def __call__(self, uploaded: int, downloaded: int) -> None:
+        now = time.monotonic()
+        if now - self._last < 0.1:
+            return
+        self._last = now
+        rate = (uploaded + downloaded) / max(now - self.start, 1e-9) / (1 << 20)
+        sys.stderr.write(f"\rperf: up {_mib(uploaded)}/{_mib(self.upload)} MiB, "
+                         f"down {_mib(downloaded)}/{_mib(self.download)} MiB, "
+                         f"{rate:.1f} MiB/s ")
+        sys.stderr.flush()
+
+    def finish(self) -> None:
+        sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f}"
+
+
+# -- parser ------------------------------------------------------------------------------
+def _common(verbose_default: Any) -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("-v", "--verbose", action="store_true", default=verbose_default,
+                        help="debug logs on stderr")
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="libp2p-stream", parents=[_common(False)],
+        description="libp2p streams from the command line (libp2p_stream_sync).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _common(argparse.SUPPRESS)
+
+    def add(name: str, handler: Callable[[argparse.Namespace], int], help: str,
+            client: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help, description=help)
+        p.set_defaults(handler=handler)
+        if client:
+            p.add_argument("multiaddr", help="peer address, e.g. /ip4/1.2.3.4/tcp/4001/p2p/12D3...")
+            p.add_argument("--timeout", type=_positive_float, default=DEFAULT_TIMEOUT,
+                           help=f"seconds (default {DEFAULT_TIMEOUT:g})")
+        if name != "peerid":
+            p.add_argument("--muxer", choices=sorted(_MUXER_CHOICES), default="both",
+                           help="stream muxer(s) to offer (default both, yamux first)")
+        if name in ("listen", "peerid"):
+            p.add_argument("--key-file", metavar="PATH",
+                           help="private key file (created with mode 0600 if absent)")
+        return p
+
+    listen = add("listen", cmd_listen, "listen and serve echo, ping and identify",
+                 client=False)
+    listen.add_argument("--listen", action="append", metavar="MULTIADDR",
+                        help=f"address to listen on (repeatable; default {DEFAULT_LISTEN})")
+    listen.add_argument("--perf", action="store_true", help="also serve /perf/1.0.0")
+
+    echo = add("echo", cmd_echo, "send random bytes on echo streams and check them")
+    echo.add_argument("--bytes", type=parse_size, default=1024, metavar="N",
+                      help="bytes per stream (K/M/G suffixes; default 1024)")
+    echo.add_argument("--streams", type=_positive_int, default=1, metavar="K",
+                      help="concurrent streams (default 1)")
+
+    ping = add("ping", cmd_ping, "measure round-trip time with /ipfs/ping/1.0.0")
+    ping.add_argument("--count", type=_positive_int, default=1, metavar="C",
+                      help="round trips (default 1; the mean is printed)")
+
+    perf = add("perf", cmd_perf, "measure throughput with /perf/1.0.0")
+    perf.add_argument("--upload", type=parse_size, required=True, metavar="N")
+    perf.add_argument("--download", type=parse_size, required=True, metavar="M")
+
+    add("id", cmd_id, "show a peer's identify protocols and agent version")
+    add("peerid", cmd_peerid, "print the peer id of a key file (or of a new key)",
+        client=False)
+    return parser
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(logging.WARNING)
+    logging.getLogger("libp2p_stream_sync").setLevel(
+        logging.DEBUG if verbose else logging.WARNING)
+    logging.getLogger("multiaddr").setLevel(logging.WARNING)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, TimeoutError) and "time" not in text.lower():
+        text = f"timed out: {text}"
+    return " ".join(text.split())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 failure, 2 usage)."""
+    args = build_parser().parse_args(argv)
+    _setup_logging(bool(getattr(args, "verbose", False)))
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        print("FAIL interrupted", flush=True)
+        return 1
+    except Exception as exc:  # every failure becomes one FAIL line
+        log.debug("command failed", exc_info=True)
+        print(f"FAIL {_reason(exc)}", flush=True)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
