@@ -289,8 +289,9 @@ class StreamServer:
         self._accepted: IncomingStreams | None = None
         self._serve_thread: threading.Thread | None = None
         self._names = itertools.count(1)
-        self._slots = threading.BoundedSemaphore(max_workers)
         self._lock = threading.Lock()
+        self._slot_freed = threading.Condition(self._lock)
+        self._free_slots = max_workers
         self._workers: dict[threading.Thread, StreamSocket] = {}
         self._worker_count = 0
         self._slot_handed_off = False
@@ -333,21 +334,21 @@ class StreamServer:
         self._serve_thread = threading.current_thread()
         self._serving = True
         try:
-            while not self._shutdown_request:
-                if not self._slots.acquire(timeout=poll_interval):
+            while not self._shutdown_request and not self._closed:
+                if not self._acquire_slot(poll_interval):
                     self.service_actions()
                     continue
                 if self._shutdown_request:
-                    self._slots.release()
+                    self._release_slot()
                     break
                 try:
                     request, client_address = self.get_request(poll_interval)
                 except TimeoutError:
-                    self._slots.release()
+                    self._release_slot()
                     self.service_actions()
                     continue
                 except EOFError:  # server_close() (or the node) closed the queue
-                    self._slots.release()
+                    self._release_slot()
                     break
                 self._handle_with_slot(request, client_address)
                 self.service_actions()
@@ -361,9 +362,13 @@ class StreamServer:
 
         Call it from another thread than the one running :meth:`serve_forever` (a
         handler may call it: handlers run on worker threads). Running handlers go on;
-        :meth:`server_close` waits for them. Returns at once if not serving.
+        :meth:`server_close` waits for them. Returns at once if not serving; the
+        request then stands, so a :meth:`serve_forever` that was about to start on
+        another thread returns at once instead of running on.
         """
         self._shutdown_request = True
+        with self._lock:
+            self._slot_freed.notify_all()
         if self._serving and threading.current_thread() is not self._serve_thread:
             self._is_shut_down.wait()
 
@@ -373,18 +378,18 @@ class StreamServer:
         Calls :meth:`handle_timeout` when no stream came in time.
         """
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
-        if not self._slots.acquire(timeout=self.timeout):
+        if not self._acquire_slot(self.timeout):
             self.handle_timeout()
             return
         try:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             request, client_address = self.get_request(remaining)
         except TimeoutError:
-            self._slots.release()
+            self._release_slot()
             self.handle_timeout()
             return
         except EOFError:
-            self._slots.release()
+            self._release_slot()
             return
         self._handle_with_slot(request, client_address)
 
@@ -401,8 +406,13 @@ class StreamServer:
                 return
             self._closed = True
             incoming, self._incoming = self._incoming, None
+            self._slot_freed.notify_all()
         if incoming is not None:
             incoming.close()
+        if self._serving and threading.current_thread() is not self._serve_thread:
+            # serve_forever returns within its poll_interval; let it hand over the
+            # stream it may hold, so that no worker starts after the join below.
+            self._is_shut_down.wait(self.close_timeout)
         if self.block_on_close:
             self._join_workers()
 
@@ -554,8 +564,25 @@ class StreamServer:
                 self.shutdown_request(request)
         finally:
             if not self._slot_handed_off:
-                self._slots.release()
+                self._release_slot()
             self._slot_handed_off = False
+
+    def _acquire_slot(self, timeout: float | None) -> bool:
+        """Wait for a free worker slot; False on timeout, shutdown or close."""
+        with self._lock:
+            self._slot_freed.wait_for(
+                lambda: self._free_slots > 0 or self._shutdown_request or self._closed,
+                timeout)
+            if self._free_slots > 0 and not self._closed:
+                self._free_slots -= 1
+                return True
+            return False
+
+    def _release_slot(self) -> None:
+        with self._lock:
+            self._free_slots += 1
+            assert self._free_slots <= self.max_workers
+            self._slot_freed.notify()
 
     def _worker(self, request: StreamSocket, client_address: tuple) -> None:
         try:
@@ -564,4 +591,5 @@ class StreamServer:
             with self._lock:
                 self._workers.pop(threading.current_thread(), None)
                 self._worker_count -= 1
-            self._slots.release()
+                self._free_slots += 1
+                self._slot_freed.notify()

@@ -399,3 +399,45 @@ def test_stream_socket_close_waits_for_makefile_files(pair):
         with pytest.raises(OSError):
             sock.fileno()
         remote.close()
+
+
+def test_shutdown_and_close_are_prompt_while_all_workers_are_busy(pair):
+    """The serve loop waiting for a free worker wakes for shutdown/server_close."""
+    server_node, _client_node, control = pair
+    entered = threading.Event()
+    release = threading.Event()
+
+    class Busy(socketserver.BaseRequestHandler):
+        def handle(self):
+            entered.set()
+            release.wait(10)
+
+    server = RecordingServer(server_node, PROTO, Busy, max_workers=1)
+    thread = threading.Thread(target=server.serve_forever, args=(30,))  # very long poll
+    thread.start()
+    try:
+        stream = control.open_stream(server_node.peer_id, PROTO)
+        assert entered.wait(5)
+        began = time.monotonic()
+        server.shutdown()
+        assert time.monotonic() - began < 2
+        thread.join(5)
+        assert not thread.is_alive()
+        release.set()
+        server.server_close()
+        stream.settimeout(5)
+        assert stream.read() == b""
+    finally:
+        release.set()
+        server.shutdown()
+        thread.join(5)
+        server.server_close()
+
+
+def test_shutdown_before_serve_forever_starts_is_not_lost(pair):
+    server_node, _client_node, _control = pair
+    with RecordingServer(server_node, PROTO, UpperEcho) as server:
+        server.shutdown()
+        began = time.monotonic()
+        server.serve_forever(poll_interval=30)
+        assert time.monotonic() - began < 2
