@@ -58,11 +58,17 @@ class BuiltinProtocols:
 
         def _register_internal(self, protocol: str,
                                handler: Callable[[Connection, Stream], None]) -> None: ...
+
         def _run_in_worker(self, fn: Callable[..., Any], *args: Any) -> Any: ...
+
         def _open_on(self, conn: Connection, protocol: Any, deadline: float) -> Stream: ...
+
         def _usable_connection(self, peer_id: PeerId) -> Connection | None: ...
+
         def connected_peers(self) -> list[PeerId]: ...
+
         def add_address(self, peer_id: PeerId, addr: Any) -> None: ...
+
         def new_control(self) -> Control: ...
 
     def _install_builtins(self, *, enable_perf: bool = False) -> None:
@@ -177,6 +183,7 @@ class BuiltinProtocols:
     def _identify_connection(self, conn: "Connection") -> None:
         """Worker: ask the peer on ``conn`` who it is and remember the answer."""
         peer = conn.remote_peer_id
+        assert peer is not None  # connections are ready only once authenticated
         deadline = time.monotonic() + self._identify_timeout
         try:
             stream = self._open_on(conn, identify.PROTOCOL, deadline)
@@ -193,6 +200,8 @@ class BuiltinProtocols:
             return
         stream.close()
         self._store_message(peer, message, push=False)
+        log.debug("identified %s: %s, %d protocols", peer, message.get("agentVersion", "?"),
+                  len(message.get("protocols", ())))
 
     def _receive_push(self, stream: "Stream") -> None:
         """Worker: read an identify push from the peer and apply it."""

@@ -154,7 +154,7 @@ def echo_roundtrip(control: Control, peer: PeerLike, data: bytes, *,
 
 
 def _read_until(stream: "Stream", deadline: float) -> bytes:
-    parts = []
+    parts: list[bytes] = []
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:

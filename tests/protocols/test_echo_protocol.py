@@ -11,7 +11,10 @@ from libp2p_stream_sync import UnsupportedProtocol
 from libp2p_stream_sync.protocols.echo import PROTOCOL, echo_roundtrip, serve_echo
 
 from protocol_helpers import eventually, p2p_addr
-from protocol_helpers import connected, nodes  # noqa: F401  (fixtures)
+import protocol_helpers
+
+connected = protocol_helpers.connected  # fixtures
+nodes = protocol_helpers.nodes
 
 
 @pytest.mark.parametrize("size", [0, 1, 3 << 20])

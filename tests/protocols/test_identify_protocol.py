@@ -11,9 +11,12 @@ from libp2p_stream_sync.codec.varint import encode_uvarint
 from libp2p_stream_sync.protocols import identify
 
 from protocol_helpers import FakeStream, eventually
-from protocol_helpers import connected, nodes  # noqa: F401  (fixtures)
+import protocol_helpers
 
 BUILTINS = {identify.PROTOCOL, identify.PUSH_PROTOCOL, "/ipfs/ping/1.0.0"}
+
+connected = protocol_helpers.connected  # fixtures
+nodes = protocol_helpers.nodes
 
 
 def test_both_sides_learn_protocols_addresses_and_versions(connected):

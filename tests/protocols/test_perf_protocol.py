@@ -10,7 +10,10 @@ import pytest
 from libp2p_stream_sync import UnsupportedProtocol
 from libp2p_stream_sync.protocols import perf
 
-from protocol_helpers import connected, nodes  # noqa: F401  (fixtures)
+import protocol_helpers
+
+connected = protocol_helpers.connected  # fixtures
+nodes = protocol_helpers.nodes
 
 
 @pytest.mark.parametrize("up,down", [(0, 0), (1, 0), (0, 1), (3 << 20, 5 << 20 | 7)])

@@ -8,7 +8,10 @@ from libp2p_stream_sync import Keypair, OpenStreamError
 from libp2p_stream_sync.protocols import ping
 
 from protocol_helpers import FakeStream, p2p_addr
-from protocol_helpers import connected, nodes  # noqa: F401  (fixtures)
+import protocol_helpers
+
+connected = protocol_helpers.connected  # fixtures
+nodes = protocol_helpers.nodes
 
 
 def test_ping_returns_one_rtt_per_round(connected):
