@@ -35,6 +35,8 @@ __all__ = ["BuiltinProtocols", "IdentifyInfo", "PerfResult"]
 
 #: How many peers' identify information we keep (least recently updated dropped first).
 MAX_KNOWN_PEERS = 4096
+#: At most this many of a peer's advertised listen addresses go into the address book.
+MAX_ADDRS_PER_PEER = 16
 
 
 class _IdentifyFailed:
@@ -227,7 +229,7 @@ class BuiltinProtocols:
                     self._store_failure_locked(peer, str(exc))
                 return
             self._remember_locked(peer, info)
-        for addr in info.listen_addrs:
+        for addr in info.listen_addrs[:MAX_ADDRS_PER_PEER]:
             try:
                 self.add_address(peer, addr)
             except ValueError:
