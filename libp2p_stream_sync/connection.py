@@ -42,6 +42,9 @@ _WIRE_HIGH_WATER = 1024 * 1024
 #: Largest piece of one stream's data handed to the muxer at once.
 _STREAM_CHUNK = 256 * 1024
 _MAX_SENDMSG_BUFFERS = 64
+#: The yamux spec's ACK backlog: at most this many of our new streams may wait for
+#: the remote's ACK; further opens wait their turn (peers reset streams beyond it).
+_MAX_UNACKED_OUTBOUND = 256
 #: Muxers without flow control (mplex): stop reading the socket while a stream holds
 #: this much unread data, so TCP pushes back on the sender (go-mplex does the same).
 _PAUSE_READING_AT = 1024 * 1024
@@ -107,6 +110,7 @@ class Connection:
         self._negotiating: dict[int, _Negotiation] = {}
         self._to_flush: dict[int, Stream] = {}
         self._window_blocked: dict[int, Stream] = {}
+        self._deferred_opens: collections.deque[tuple[str, Future]] = collections.deque()
         self._timer: Any = None
         self._timer_when: float | None = None
         self._deadline_timer: Any = None
@@ -481,6 +485,21 @@ class Connection:
             fail(future, ConnectionResetError(f"connection to {self.remote_peer_id} "
                                               f"is closing: {self.closed_reason}"))
             return
+        if self._deferred_opens or self._ack_backlog_full():
+            self._deferred_opens.append((protocol, future))
+            return
+        self._start_open(protocol, future)
+
+    def _ack_backlog_full(self) -> bool:
+        return getattr(self._muxer, "outbound_unacked", 0) >= _MAX_UNACKED_OUTBOUND
+
+    def _start_deferred_opens(self) -> None:
+        while self._deferred_opens and not self._ack_backlog_full():
+            protocol, future = self._deferred_opens.popleft()
+            if not future.cancelled():
+                self._start_open(protocol, future)
+
+    def _start_open(self, protocol: str, future: Future) -> None:
         try:
             sid = self._muxer.open_stream()
         except mev.StreamLimitError as exc:
@@ -518,6 +537,8 @@ class Connection:
         if self._state == _CLOSED:
             return
         if self._state == _OPEN:
+            if self._deferred_opens:
+                self._start_deferred_opens()
             if self._to_flush:
                 self._pull_streams()
             out = self._muxer.data_to_send()
@@ -713,6 +734,9 @@ class Connection:
         for neg in self._negotiating.values():
             fail(neg.future, error)
         self._negotiating.clear()
+        for _, future in self._deferred_opens:
+            fail(future, error)
+        self._deferred_opens.clear()
         for sid, stream in list(self._streams.items()):
             stream._fail(_copy_error(error))
             self._forget(sid)

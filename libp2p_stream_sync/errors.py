@@ -21,8 +21,10 @@ class AlreadyRegistered(Exception):
         self.protocol = protocol
 
 
-class OpenStreamError(Exception):
+class OpenStreamError(ConnectionError):
     """``Control.open_stream`` failed. The message says why; ``__cause__`` is the OSError.
+
+    A ``ConnectionError`` (so an ``OSError``), as a failed ``socket.connect`` would be.
 
     ``kind`` is a short machine-readable reason: ``"no-address"``, ``"dial"``,
     ``"handshake"``, ``"wrong-peer"``, ``"timeout"``, ``"connection-lost"``,

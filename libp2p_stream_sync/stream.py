@@ -9,6 +9,7 @@ waiting for the network.
 from __future__ import annotations
 
 import collections
+import errno
 import io
 import socket
 import threading
@@ -84,6 +85,8 @@ class Stream:
             if self._timeout is not None:
                 if deadline is None:
                     deadline = time.monotonic() + self._timeout
+                if not self._timeout:
+                    raise BlockingIOError(errno.EAGAIN, "no data available (timeout is 0)")
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError("stream read timed out")
@@ -219,6 +222,9 @@ class Stream:
             if deadline is None:
                 self._writable.wait()
                 continue
+            if not self._timeout:
+                # Like a non-blocking socket, except the data was taken: it is queued.
+                return
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError("stream write timed out")
@@ -299,6 +305,12 @@ class Stream:
             with self._lock:
                 self._recv_eof = True
                 self._readable.notify_all()
+
+    def setsockopt(self, *args: Any) -> None:
+        """Accepted and ignored: socket options mean nothing on a muxed stream."""
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("a libp2p stream has no file descriptor")
 
     def makefile(self, mode: str = "r", buffering: int | None = None, *,
                  encoding: str | None = None, errors: str | None = None,

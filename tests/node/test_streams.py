@@ -385,3 +385,39 @@ def test_mplex_unread_stream_is_reset_after_stalling_the_connection(make_node, m
         while ignored.read(1 << 20):
             pass
     echo.close()
+
+
+def test_opens_beyond_the_yamux_ack_backlog_wait_for_acks(make_node):
+    from concurrent.futures import Future
+    server = make_node()
+    client = make_node(listen=[])
+    client.dial(p2p_addr(server))
+    deadline = time.monotonic() + 5
+    while client.peer_id not in server.connected_peers() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    server_conn = server._connections[client.peer_id][0]
+    ignored = []
+    server_conn._on_inbound_stream = ignored.append  # never ACKs: the backlog fills
+    control = client.new_control()
+    errors = []
+
+    def opener():
+        try:
+            control.open_stream(server.peer_id, "/many/1.0.0", timeout=1.0)
+        except OpenStreamError as exc:
+            errors.append(exc.kind)
+
+    threads = [threading.Thread(target=opener) for _ in range(300)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    conn = client._connections[server.peer_id][0]
+    probe: Future = Future()
+    client._reactor.call_soon(
+        lambda: probe.set_result((conn._muxer.outbound_unacked, len(conn._deferred_opens))))
+    unacked, deferred = probe.result(5)
+    for t in threads:
+        t.join(10)
+    assert (unacked, deferred) == (256, 44)
+    assert len(ignored) == 256
+    assert errors == ["timeout"] * 300
