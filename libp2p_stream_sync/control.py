@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Default bound of the queue of accepted-but-not-yet-taken streams.
-DEFAULT_ACCEPT_CAPACITY = 64
+DEFAULT_ACCEPT_CAPACITY = 256
 _CLOSED = object()
 
 

@@ -13,7 +13,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from ..control import Control, PeerLike
+from ..control import DEFAULT_ACCEPT_CAPACITY, Control, PeerLike
 
 if TYPE_CHECKING:
     from ..control import IncomingStreams
@@ -36,11 +36,12 @@ class EchoServer:
     """
 
     def __init__(self, control: Control, protocol: str = PROTOCOL, *,
-                 max_streams: int = 64, idle_timeout: float = 30.0) -> None:
+                 max_streams: int = 64, idle_timeout: float = 30.0,
+                 capacity: int = DEFAULT_ACCEPT_CAPACITY) -> None:
         self.protocol = protocol
         self.idle_timeout = idle_timeout
         self.served = 0
-        self._incoming: IncomingStreams = control.accept(protocol)
+        self._incoming: IncomingStreams = control.accept(protocol, capacity=capacity)
         self._slots = threading.BoundedSemaphore(max_streams)
         self._lock = threading.Lock()
         self._active: dict[Stream, threading.Thread] = {}
@@ -98,9 +99,11 @@ class EchoServer:
 
 
 def serve_echo(control: Control, protocol: str = PROTOCOL, *, max_streams: int = 64,
-               idle_timeout: float = 30.0) -> EchoServer:
+               idle_timeout: float = 30.0,
+               capacity: int = DEFAULT_ACCEPT_CAPACITY) -> EchoServer:
     """Start echoing streams of ``protocol``; call ``close()`` on the result to stop."""
-    return EchoServer(control, protocol, max_streams=max_streams, idle_timeout=idle_timeout)
+    return EchoServer(control, protocol, max_streams=max_streams, idle_timeout=idle_timeout,
+                      capacity=capacity)
 
 
 def echo_stream(stream: "Stream", idle_timeout: float | None = 30.0) -> int:
