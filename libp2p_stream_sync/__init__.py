@@ -17,10 +17,14 @@ from .errors import (AlreadyRegistered, DialError, IncompleteReadError,  # noqa:
                      UnsupportedProtocol)
 from .identity import Keypair, PeerId, PublicKey  # noqa: E402
 from .node import Node  # noqa: E402
+from .protocols.echo import serve_echo  # noqa: E402
+from .protocols.identify import IdentifyInfo  # noqa: E402
+from .protocols.perf import PerfResult  # noqa: E402
+from .limits import Limits  # noqa: E402
 from .stream import Stream  # noqa: E402
 
 __all__ = [
-    "AlreadyRegistered", "Control", "DialError", "IncomingStreams", "IncompleteReadError",
-    "Keypair", "Node", "OpenStreamError", "PeerId", "PeerMismatchError", "ProtocolError",
+    "AlreadyRegistered", "Control", "DialError", "IdentifyInfo", "IncomingStreams",
+    "IncompleteReadError", "Keypair", "Limits", "Node", "PerfResult", "serve_echo", "OpenStreamError", "PeerId", "PeerMismatchError", "ProtocolError",
     "PublicKey", "Stream", "StreamProtocol", "UnsupportedProtocol", "__version__",
 ]

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 _MUXER_NAMES = {"yamux": YAMUX, "mplex": MPLEX, YAMUX: YAMUX, MPLEX: MPLEX}
 _CLOSE_TIMEOUT = 5.0
+_MAX_ADDRESSES_PER_PEER = 32
 
 InternalHandler = Callable[["Connection", Stream], None]
 
@@ -47,7 +48,7 @@ class Node(BuiltinProtocols):
     def __init__(self, keypair: Keypair | None = None, listen: Iterable[str] = (), *,
                  muxers: Sequence[str] = ("yamux", "mplex"),
                  limits: Limits | None = None,
-                 max_handler_threads: int = 16,
+                 max_handler_threads: int = 64,
                  enable_perf: bool = False) -> None:
         self.keypair = keypair or Keypair.generate()
         self.peer_id: PeerId = self.keypair.peer_id
@@ -122,8 +123,11 @@ class Node(BuiltinProtocols):
             ma = ma.decapsulate_code(421) if hasattr(ma, "decapsulate_code") else ma
         with self._lock:
             known = self._addresses.setdefault(peer_id, [])
-            if ma not in known:
-                known.append(ma)
+            if ma in known:
+                return
+            known.append(ma)
+            if len(known) > _MAX_ADDRESSES_PER_PEER:
+                del known[0]  # the oldest goes first
 
     def addresses_of(self, peer_id: PeerId) -> list[Multiaddr]:
         with self._lock:
@@ -223,7 +227,8 @@ class Node(BuiltinProtocols):
         return protocol in self._registry
 
     def _supported_protocols(self) -> list[str]:
-        return sorted(self._registry)
+        with self._lock:
+            return sorted(self._registry)
 
     def _deliver_inbound(self, conn: Connection, stream: Stream) -> bool:
         """Reactor side: hand a negotiated inbound stream to its handler or queue."""
