@@ -125,6 +125,8 @@ class YamuxSession:
 
         self._streams: dict[int, _Stream] = {}
         self._next_id = 1 if is_initiator else 2
+        #: Highest stream id the remote opened: ids are never reused in a session.
+        self._last_inbound_id = 0
         self._pending_inbound = 0   # inbound streams we have not acknowledged
         self._outbound_unacked = 0  # outbound streams the remote has not acknowledged
         self._out = bytearray()
@@ -419,6 +421,12 @@ class YamuxSession:
             if (sid & 1) == self.is_initiator:
                 return self._violation(f"SYN with stream id {sid} of the wrong parity",
                                        events)
+            # Every implementation numbers streams upwards. A reused id would make
+            # events of the old and the new stream (e.g. DataReceived before and
+            # after a StreamReset in one batch) indistinguishable to the caller.
+            if sid <= self._last_inbound_id:
+                return self._violation(f"SYN reuses stream id {sid}", events)
+            self._last_inbound_id = sid
             st = self._accept_syn(sid, events)
             if st is None:
                 return self._skip(is_data, length)
