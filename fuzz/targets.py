@@ -270,18 +270,34 @@ def _run_noise_transport(data: bytes, rng: random.Random) -> None:
 
 
 def _drive_muxer(sess, events: list, rng: random.Random) -> None:
-    """Exercise the local API after hostile input; none of it may misbehave."""
+    """Exercise the local API after hostile input; none of it may misbehave.
+
+    Events are handled in order, as the node does: a stream id reused after a reset
+    names a new stream, so unread data of the old one is not consumed on it.
+    """
     now = 1.0
+    unread: dict[int, int] = {}
     for ev in events:
         sid = getattr(ev, "stream_id", None)
         try:
             if isinstance(ev, mev.DataReceived):
-                sess.consumed(sid, len(ev.data), now)
+                unread[sid] = unread.get(sid, 0) + len(ev.data)
+                if rng.random() < 0.5:
+                    sess.consumed(sid, unread.pop(sid), now)
+            elif isinstance(ev, mev.StreamReset):
+                unread.pop(sid, None)
             elif isinstance(ev, mev.StreamOpened) and rng.random() < 0.5:
+                unread.pop(sid, None)
                 sess.send_data(sid, b"reply")
                 sess.close_stream(sid)
             elif isinstance(ev, mev.StreamOpened):
+                unread.pop(sid, None)
                 sess.reset_stream(sid)
+        except mev.StreamClosedError:
+            unread.pop(sid, None)
+    for sid, n in unread.items():
+        try:
+            sess.consumed(sid, n, now)
         except mev.StreamClosedError:
             pass
     sess.data_to_send()

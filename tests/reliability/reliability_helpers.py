@@ -11,12 +11,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
+import pytest
+
 from libp2p_stream_sync import Keypair, Node
 from libp2p_stream_sync.engines import muxer_events as mev
 from libp2p_stream_sync.engines.multistream import (Agreed, MultistreamDialer,
                                                     encode_message)
 from libp2p_stream_sync.engines.noise import NoiseHandshake
 from libp2p_stream_sync.engines.yamux import YamuxSession
+from libp2p_stream_sync.limits import Limits
 
 ECHO = "/echo/1.0.0"
 YAMUX = "/yamux/1.0.0"
@@ -275,3 +278,61 @@ class YamuxClient(SecureClient):
 
 def ms_header_and(proposal: str) -> bytes:
     return encode_message("/multistream/1.0.0") + encode_message(proposal)
+
+
+# -- fixtures (imported by the test modules: no conftest.py, whose module name
+# "conftest" would clash with tests/node/conftest.py under the prepend import mode)
+
+LOOPBACK = "/ip4/127.0.0.1/tcp/0"
+#: RELIABILITY_LONG=1 runs the long variants (more iterations, more load).
+LONG = os.environ.get("RELIABILITY_LONG", "") not in ("", "0")
+
+
+@pytest.fixture
+def make_node():
+    nodes: list[Node] = []
+
+    def make(**kwargs) -> Node:
+        kwargs.setdefault("listen", [LOOPBACK])
+        node = Node(**kwargs)
+        nodes.append(node)
+        return node
+
+    yield make
+    for node in nodes:
+        node.close()
+
+
+class Guarded:
+    """A listening server with an echo service, and a well-behaved client connected to
+    it over its own connection: ``check()`` proves the node still serves others."""
+
+    def __init__(self, server: Node, good: Node, echo: PoolEchoServer) -> None:
+        self.server, self.good, self.echo = server, good, echo
+        self.control = good.new_control()
+        self.checks = 0
+
+    def check(self, size: int = 4096) -> None:
+        echo_once(self.control, p2p_addr(self.server), os.urandom(size), timeout=10)
+        self.checks += 1
+
+
+@pytest.fixture
+def guarded(make_node):
+    """(Guarded) server with Limits(handshake_timeout=0.5) and a good client."""
+    def build(limits: Limits | None = None, **kw) -> Guarded:
+        server = make_node(limits=limits or Limits(handshake_timeout=0.5), **kw)
+        echo = PoolEchoServer(server)
+        good = make_node(listen=[])
+        g = Guarded(server, good, echo)
+        g.check()
+        return g
+    made = []
+
+    def factory(*a, **kw):
+        g = build(*a, **kw)
+        made.append(g)
+        return g
+    yield factory
+    for g in made:
+        g.echo.close()

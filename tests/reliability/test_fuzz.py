@@ -13,6 +13,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fuzz.run import fuzz_target, mutate  # noqa: E402
 from fuzz.targets import build_targets  # noqa: E402
 

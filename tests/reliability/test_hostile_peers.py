@@ -23,6 +23,7 @@ from libp2p_stream_sync.engines.noise import (SIGNATURE_PREFIX, NoiseHandshake,
 from libp2p_stream_sync.identity.keys import KeyType, encode_key_message
 from libp2p_stream_sync.limits import Limits
 
+from reliability_helpers import guarded, make_node  # noqa: F401 (fixtures)
 from reliability_helpers import (ECHO, YamuxClient, closed_by_peer, connect_raw, fd_count,
                                  ms_header_and, node_tables, rss_bytes, send_quietly,
                                  wait_until)
@@ -57,7 +58,7 @@ class Budget:
         assert wait_until(lambda: node_threads() <= self.threads + 4, 5), \
             f"threads grew from {self.threads} to {node_threads()}: " \
             f"{[t.name for t in threading.enumerate()]}"
-        assert handler_threads() <= 2 * 16  # two nodes, max_handler_threads=16 each
+        assert handler_threads() <= sum(n._max_handler_threads for n in (g.server, g.good))
         assert wait_until(lambda: fd_count() <= self.fds + 4, 5), \
             f"fds grew from {self.fds} to {fd_count()}"
         assert rss_bytes() - self.rss < rss_slack, \
