@@ -1,0 +1,527 @@
+#!/usr/bin/env python3
+"""libp2p_stream_sync benchmark suite (issue #6): one command, one Markdown table.
+
+    python3 bench/run.py                 # everything, a few minutes
+    python3 bench/run.py --quick         # smoke version, about a minute
+    python3 bench/run.py --only throughput,rtt --runs 3
+    python3 bench/run.py --list
+
+Every figure comes from two (or more) processes over loopback TCP, measured side by
+side in this one run: the rounds of related benchmarks are interleaved (round 1 of
+each, then round 2 of each, ...), every figure is the median of its rounds, and the
+ratios divide figures of the same run. The table goes to stdout and bench/RESULTS.md.
+
+Benchmarks (names for --only / --skip):
+  throughput  perf 256 MiB up + 256 MiB down, ours<->ours, yamux and mplex, beside the
+              ceilings: raw TCP (blocking sendall/recv_into 256 KiB) and a bare
+              ChaCha20-Poly1305 encrypt -> send -> receive -> decrypt pipeline of
+              65519-byte frames (encrypt_into/decrypt_into, reused buffers, batched
+              sends); CPU seconds per GB of both processes
+  interop     perf against js-libp2p 2.x and py-libp2p 0.8.1 (ours as client and as
+              server), and js<->js, py<->py, ours<->ours at the same size
+  opens       streams opened per second on one connection (open + negotiate +
+              1-byte echo + close), 1 and 8 threads
+  rtt         16-byte round trip on an open echo stream vs raw TCP (two processes)
+  handshakes  TCP + Noise + muxer handshakes per second accepted by one node
+  scale       1,000 idle connections and 10,000 idle streams: RSS per connection /
+              stream in the server process, time to establish them
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _harness import (BENCH, ROOT, BenchError, Client, Proc, fields, median,  # noqa: E402
+                      spread)
+
+MiB = 1 << 20
+ALL = ("throughput", "interop", "opens", "rtt", "handshakes", "scale")
+
+
+# -- result rows --------------------------------------------------------------------------
+@dataclass
+class Row:
+    num: str
+    name: str
+    value: float
+    unit: str
+    fmt: str = ",.0f"
+    runs: list[float] = field(default_factory=list)
+    ref: str = ""            # same-run reference (ceiling / baseline) text
+    ratio: str = ""          # ratio text
+    target: str = ""         # e.g. ">= 500 MB/s"
+    met: bool | None = None
+    shortfall: str = ""
+
+    def status(self) -> str:
+        if self.met is None:
+            return ""
+        return "met" if self.met else f"**missed** ({self.shortfall})"
+
+    def measured(self) -> str:
+        if self.value != self.value:
+            return "n/a"
+        text = f"{self.value:{self.fmt}} {self.unit}"
+        s = spread(self.runs) if self.fmt == ",.0f" else ""
+        if s and len(self.runs) > 1:
+            text += f" ({s})"
+        return text
+
+
+def check_min(row: Row, target: float, what: str = "") -> Row:
+    """Target: value >= target."""
+    row.target = row.target or f"≥ {target:,.0f} {what or row.unit}"
+    if row.value == row.value:
+        row.met = row.value >= target
+        if not row.met:
+            row.shortfall = f"{row.value / target:.0%} of target, −{target - row.value:,.0f}"
+    return row
+
+
+def check_max(row: Row, value: float, target: float, text: str, unit: str = "") -> Row:
+    """Target: value <= target (value may be a ratio)."""
+    row.target = text
+    if value == value:
+        row.met = value <= target
+        if not row.met:
+            row.shortfall = f"{value / target:.1f}× the limit{unit}"
+    return row
+
+
+def mbps(r: dict) -> float:
+    return r["bytes"] / r["seconds"] / 1e6
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b and b == b and a == a else float("nan")
+
+
+# -- runner -------------------------------------------------------------------------------
+class Suite:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.quick = args.quick
+        self.runs = args.runs or (2 if self.quick else 5)
+        self.rows: list[Row] = []
+        self.notes: list[str] = []
+        self.procs: list[Proc] = []
+
+    def log(self, text: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+    def server(self, role: str, *args: object, expect: str = "LISTEN") -> tuple[Proc, str]:
+        proc = Proc.role(role, *args)
+        self.procs.append(proc)
+        line = proc.expect(expect, 30)
+        return proc, line.split()[1]
+
+    def client(self, role: str, *args: object, server: Proc | None = None) -> Client:
+        proc = Proc.role(role, *args)
+        self.procs.append(proc)
+        return Client(proc, server)
+
+    def cleanup(self) -> None:
+        for proc in reversed(self.procs):
+            try:
+                proc.close(wait=3)
+            except Exception:
+                pass
+        self.procs.clear()
+
+    # -- 1, 3, 8: throughput, ceilings, CPU per GB -------------------------------------------
+    def bench_throughput(self) -> None:
+        size = (64 if self.quick else 256) * MiB
+        muxers = ["yamux", "mplex"]
+        tcp_srv, tcp_port = self.server("tcp-server", "--mode", "sink", expect="PORT")
+        aead_srv, aead_port = self.server("aead-server", expect="PORT")
+        cases: dict[str, Client] = {
+            "tcp": self.client("tcp-send", "--port", tcp_port, "--bytes", 2 * size,
+                               server=tcp_srv),
+            "aead": self.client("aead-send", "--port", aead_port, "--bytes", 2 * size,
+                                server=aead_srv),
+        }
+        for m in muxers:
+            srv, ma = self.server("node-server", "--muxer", m)
+            cases[m] = self.client("node-perf", "--addr", ma, "--muxer", m,
+                                   "--upload", size, "--download", size, server=srv)
+        results: dict[str, list[dict]] = {k: [] for k in cases}
+        for r in range(self.runs):
+            for name, client in cases.items():
+                results[name].append(client.run(timeout=180))
+            self.log(f"throughput round {r + 1}/{self.runs}: " + ", ".join(
+                f"{k} {mbps(v[-1]):,.0f} MB/s" for k, v in results.items()))
+        for c in cases.values():
+            c.close()
+        rate = {k: median([mbps(x) for x in v]) for k, v in results.items()}
+        cpu_gb = {k: median([(x["cpu"] + x["server_cpu"]) / (x["bytes"] / 1e9) for x in v])
+                  for k, v in results.items()}
+        self.throughput = rate
+        mib = size // MiB
+        for m in muxers:
+            row = Row("1", f"perf ours⇄ours, {m}, {mib} MiB up + {mib} MiB down, 2 processes",
+                      rate[m], "MB/s", runs=[mbps(x) for x in results[m]],
+                      ref=f"raw TCP {rate['tcp']:,.0f}; AEAD pipeline {rate['aead']:,.0f}",
+                      ratio=f"{ratio(rate[m], rate['tcp']):.0%} of TCP, "
+                            f"{ratio(rate[m], rate['aead']):.0%} of AEAD")
+            self.rows.append(check_min(row, 500))
+        self.rows.append(Row("3", "ceiling: raw Python TCP loopback, sendall/recv_into 256 KiB",
+                             rate["tcp"], "MB/s", runs=[mbps(x) for x in results["tcp"]],
+                             ref="PERF-FACTS: ≈ 3,200–3,900"))
+        self.rows.append(Row("3", "ceiling: ChaCha20-Poly1305 65519-byte frames, encrypt → "
+                                  "send → recv → decrypt, 2 processes",
+                             rate["aead"], "MB/s", runs=[mbps(x) for x in results["aead"]],
+                             ref="PERF-FACTS: ≈ 1,600"))
+        for m in muxers:
+            self.rows.append(Row(
+                "8", f"CPU per GB moved, perf ours⇄ours {m} (client + server process)",
+                cpu_gb[m], "CPU s/GB", fmt=",.2f",
+                ref=f"raw TCP {cpu_gb['tcp']:.2f}; AEAD pipeline {cpu_gb['aead']:.2f}",
+                ratio=f"{ratio(cpu_gb[m], cpu_gb['aead']):.1f}× AEAD pipeline"))
+        self.cleanup()
+
+    # -- 2: interop ----------------------------------------------------------------------------
+    def bench_interop(self) -> None:
+        sys.path.insert(0, str(ROOT / "tests" / "interop"))
+        import peers  # type: ignore
+
+        size = (16 if self.quick else 64) * MiB
+        runs = max(1, self.runs - 2) if not self.quick else 1
+        muxers = self.args.interop_muxers.split(",")
+        kinds = []
+        for kind, ensure in (("js", peers.ensure_js_peer), ("py", peers.ensure_py_peer)):
+            try:
+                ensure()
+                kinds.append(kind)
+            except Exception as exc:  # noqa: BLE001
+                self.notes.append(f"interop: {kind} peer unavailable: {exc}")
+        for m in muxers:
+            listeners: dict[str, object] = {}
+            our_srv, our_ma = self.server("node-server", "--muxer", m)
+            ours = self.client("node-perf", "--addr", our_ma, "--muxer", m,
+                               "--upload", size, "--download", size, server=our_srv)
+            ours_to: dict[str, Client] = {}
+            for kind in kinds:
+                lp = peers.PeerProcess(kind, m)
+                lp.start()
+                listeners[kind] = lp
+                ours_to[kind] = self.client("node-perf", "--addr", lp.multiaddr, "--muxer", m,
+                                            "--upload", size, "--download", size)
+
+            def foreign(kind: str, ma: str) -> float:
+                cp = peers.run_peer_command(kind, ["perf", ma, "--muxer", m, "--upload",
+                                                   str(size), "--download", str(size)],
+                                            timeout=180)
+                res = peers.parse_result(cp.stdout)
+                if not res.ok:
+                    raise BenchError(f"{kind} perf to {ma}: {res.line} "
+                                     f"{cp.stderr[-500:]}")
+                f = res.fields
+                return (int(f["upload_bytes"]) + int(f["download_bytes"])) / \
+                    float(f["seconds"]) / 1e6
+
+            pairs: dict[str, list[float]] = {"ours⇄ours": []}
+            for kind in kinds:
+                for key in (f"ours→{kind}", f"{kind}→ours", f"{kind}⇄{kind}"):
+                    pairs[key] = []
+            for r in range(runs):
+                pairs["ours⇄ours"].append(mbps(ours.run(180)))
+                for kind in kinds:
+                    for key, fn in ((f"ours→{kind}", lambda: mbps(ours_to[kind].run(180))),
+                                    (f"{kind}→ours", lambda: foreign(kind, our_ma)),
+                                    (f"{kind}⇄{kind}",
+                                     lambda: foreign(kind, listeners[kind].multiaddr))):
+                        try:
+                            pairs[key].append(fn())
+                        except Exception as exc:  # noqa: BLE001
+                            pairs[key].append(float("nan"))
+                            self.notes.append(f"interop {m} {key}: {str(exc)[:300]}")
+                self.log(f"interop {m} round {r + 1}/{runs}: " + ", ".join(
+                    f"{k} {v[-1]:,.0f}" for k, v in pairs.items()))
+            ours.close()
+            for c in ours_to.values():
+                c.close()
+            for lp in listeners.values():
+                lp.stop()
+            self.cleanup()
+            med = {k: median(v) for k, v in pairs.items()}
+            mib = size // MiB
+            for kind in kinds:
+                base = med[f"{kind}⇄{kind}"]
+                need = 2.0 if kind == "js" else 2.5
+                self.rows.append(Row(
+                    "2", f"perf {kind}⇄{kind} ({kind} client and server), {m}, "
+                         f"{mib}+{mib} MiB", base, "MB/s", runs=pairs[f"{kind}⇄{kind}"],
+                    ref="their own baseline"))
+                for key in (f"ours→{kind}", f"{kind}→ours"):
+                    self.rows.append(Row(
+                        "2", f"perf {key.replace('→', ' client → ')} server, {m}",
+                        med[key], "MB/s", runs=pairs[key],
+                        ref=f"{kind}⇄{kind} {base:,.0f}",
+                        ratio=f"{ratio(med[key], base):.2f}×"))
+                rr = ratio(med["ours⇄ours"], base)
+                row = Row("2", f"perf ours⇄ours vs {kind}⇄{kind}, {m}, {mib}+{mib} MiB",
+                          med["ours⇄ours"], "MB/s", runs=pairs["ours⇄ours"],
+                          ref=f"{kind}⇄{kind} {base:,.0f}", ratio=f"{rr:.2f}×",
+                          target=f"≥ {need:g}× {kind}")
+                if rr == rr:
+                    row.met = rr >= need
+                    row.shortfall = f"{rr:.2f}× < {need:g}×, need {need * base:,.0f} MB/s"
+                self.rows.append(row)
+        self.notes.append(
+            "interop MB/s = (upload + download bytes) / the `seconds` each perf client "
+            "reports: ours and js time from opening the perf stream to the end (after the "
+            "dial, no process start); py-libp2p's `PerfService.measure_performance` times "
+            "its own stream open as well. None includes process start.")
+
+    # -- 4: stream opens -------------------------------------------------------------------------
+    def bench_opens(self) -> None:
+        seconds = 1.0 if self.quick else 2.0
+        srv, ma = self.server("node-server", "--muxer", "yamux")
+        clients = {t: self.client("node-opens", "--addr", ma, "--threads", t,
+                                  "--seconds", seconds, server=srv) for t in (1, 8)}
+        res: dict[int, list[dict]] = {1: [], 8: []}
+        for r in range(self.runs):
+            for t, c in clients.items():
+                res[t].append(c.run(seconds + 60))
+            self.log(f"opens round {r + 1}: " + ", ".join(
+                f"{t} thr {v[-1]['opens'] / v[-1]['seconds']:,.0f}/s" for t, v in res.items()))
+        for c in clients.values():
+            c.close()
+        self.cleanup()
+        for t, target in ((1, 5000), (8, 10000)):
+            rates = [x["opens"] / x["seconds"] for x in res[t]]
+            cpu = median([(x["cpu"] + x["server_cpu"]) / max(1, x["opens"]) * 1e6
+                          for x in res[t]])
+            errs = sum(x["errors"] for x in res[t])
+            row = Row("4", f"stream opens on one connection (open + negotiate + 1-byte echo "
+                           f"+ close), {t} thread{'s' if t > 1 else ''}, yamux",
+                      median(rates), "/s", runs=rates,
+                      ref=f"CPU {cpu:,.0f} µs/open (both processes)"
+                          + (f"; {errs:.0f} errors" if errs else ""))
+            self.rows.append(check_min(row, target, "/s"))
+
+    # -- 5: round trip ---------------------------------------------------------------------------
+    def bench_rtt(self) -> None:
+        count = 500 if self.quick else 2000
+        srv, ma = self.server("node-server", "--muxer", "yamux")
+        tsrv, port = self.server("tcp-server", "--mode", "echo", expect="PORT")
+        ours = self.client("node-rtt", "--addr", ma, "--count", count, server=srv)
+        raw = self.client("tcp-rtt", "--port", port, "--count", count, server=tsrv)
+        ro, rr = [], []
+        for r in range(self.runs):
+            ro.append(ours.run(120))
+            rr.append(raw.run(120))
+        ours.close()
+        raw.close()
+        self.cleanup()
+        mo, po = median([x["median_us"] for x in ro]), median([x["p99_us"] for x in ro])
+        mr, pr = median([x["median_us"] for x in rr]), median([x["p99_us"] for x in rr])
+        q = ratio(mo, mr)
+        row = Row("5", f"16-byte round trip on an open echo stream, yamux, median "
+                       f"({count} per run)", mo, "µs", fmt=",.1f",
+                  ref=f"raw TCP median {mr:,.1f} µs", ratio=f"{q:.1f}×")
+        self.rows.append(check_max(row, q, 2.0, "median ≤ 2× raw TCP"))
+        self.rows.append(Row("5", "16-byte round trip on an open echo stream, yamux, p99",
+                             po, "µs", fmt=",.1f", ref=f"raw TCP p99 {pr:,.1f} µs",
+                             ratio=f"{ratio(po, pr):.1f}×"))
+
+    # -- 6: handshakes ---------------------------------------------------------------------------
+    def bench_handshakes(self) -> None:
+        seconds = 1.5 if self.quick else 3.0
+        nproc = 2
+        threads = 4
+        srv, ma = self.server("node-server", "--muxer", "yamux")
+        port = ma.split("/")[4]
+        clients = [self.client("lean-dial", "--port", port, "--threads", threads,
+                               "--seconds", seconds) for _ in range(nproc)]
+        for c in clients:
+            c.proc.expect("READY", 60)
+            c._ready = True
+        rates, lat, srv_cpu, cli_cpu = [], [], [], []
+        for r in range(self.runs):
+            srv.send("stats")
+            s0 = fields(srv.expect("STATS", 10))
+            t0 = time.perf_counter()
+            for c in clients:
+                c.proc.send("go")
+            outs = [fields(c.proc.expect("RUN", seconds + 60)) for c in clients]
+            elapsed = time.perf_counter() - t0
+            for c in clients:
+                c.proc.expect("READY", 30)
+            srv.send("stats")
+            s1 = fields(srv.expect("STATS", 10))
+            accepted = int(s1["ready"]) - int(s0["ready"])
+            dur = max(float(o["seconds"]) for o in outs)
+            rates.append(accepted / dur)
+            lat.append(median([float(o["median_ms"]) for o in outs]))
+            srv_cpu.append((float(s1["cpu"]) - float(s0["cpu"])) / max(1, accepted) * 1e6)
+            cli_cpu.append(sum(float(o["cpu"]) for o in outs) / max(1, accepted) * 1e6)
+            self.log(f"handshakes round {r + 1}: {rates[-1]:,.0f}/s accepted "
+                     f"(elapsed {elapsed:.1f}s)")
+        srv.send("stats")
+        rss_after = int(fields(srv.expect("STATS", 10))["rss"])
+        for c in clients:
+            c.close()
+        self.cleanup()
+        row = Row("6", f"connections accepted per second by one node (TCP + Noise XX + "
+                       f"yamux), {nproc}×{threads} lean dialing threads in {nproc} processes",
+                  median(rates), "/s", runs=rates,
+                  ref=f"server CPU {median(srv_cpu):,.0f} µs/conn, dialers "
+                      f"{median(cli_cpu):,.0f} µs/conn; handshake median "
+                      f"{median(lat):.1f} ms; server RSS after {rss_after / MiB:,.0f} MiB")
+        self.rows.append(check_min(row, 800, "/s"))
+
+    # -- 7: scale --------------------------------------------------------------------------------
+    def bench_scale(self) -> None:
+        nconn = 200 if self.quick else 1000
+        nstream = 2000 if self.quick else 10000
+        holders = 4
+        # connections
+        srv, ma = self.server("node-server", "--muxer", "yamux")
+        srv.send("gc"), srv.expect("GC", 10)
+        srv.send("stats")
+        s0 = fields(srv.expect("STATS", 10))
+        t0 = time.perf_counter()
+        hs = [Proc.role("hold-conns", "--addr", ma, "--count",
+                        nconn // holders + (1 if i < nconn % holders else 0), "--threads", 8,
+                        name=f"hold-conns-{i}") for i in range(holders)]
+        self.procs.extend(hs)
+        held = [fields(h.expect("HELD", 300)) for h in hs]
+        wall = time.perf_counter() - t0
+        conns = sum(int(h["conns"]) for h in held)
+        dur = max(float(h["seconds"]) for h in held)
+        time.sleep(2.0)  # let identify and window updates settle
+        srv.send("gc"), srv.expect("GC", 10)
+        srv.send("stats")
+        s1 = fields(srv.expect("STATS", 10))
+        per_conn = (int(s1["rss"]) - int(s0["rss"])) / max(1, int(s1["conns"]))
+        fails = sum(int(h["failures"]) for h in held)
+        self.cleanup()
+        row = Row("7", f"memory per idle connection, {s1['conns']} connections "
+                       f"(server RSS delta / count)", per_conn / 1024, "KiB", fmt=",.1f",
+                  ref=f"established in {dur:.1f} s ({conns / dur:,.0f}/s; {holders} client "
+                      f"processes with one Node per connection; {wall:.1f} s incl. process "
+                      f"start)" + (f"; {fails} failed" if fails else ""))
+        self.rows.append(check_max(row, per_conn / 1024, 64, "≤ 64 KiB"))
+        # streams
+        srv, ma = self.server("node-server", "--muxer", "yamux", "--max-streams", nstream + 1000)
+        hold = Proc.role("hold-streams", "--addr", ma, "--conns", 4, "--streams", nstream)
+        self.procs.append(hold)
+        hold.expect("CONNECTED", 60)
+        time.sleep(1.0)
+        srv.send("gc"), srv.expect("GC", 10)
+        srv.send("stats")
+        s0 = fields(srv.expect("STATS", 10))
+        hold.send("go")
+        h = fields(hold.expect("HELD", 300))
+        time.sleep(2.0)
+        srv.send("gc"), srv.expect("GC", 10)
+        srv.send("stats")
+        s1 = fields(srv.expect("STATS", 10))
+        n = int(s1["held"])
+        per_stream = (int(s1["rss"]) - int(s0["rss"])) / max(1, n)
+        self.cleanup()
+        dur = float(h["seconds"])
+        row = Row("7", f"memory per idle stream, {n:,} streams over 4 connections "
+                       f"(server RSS delta / count)", per_stream / 1024, "KiB", fmt=",.2f",
+                  ref=f"opened in {dur:.1f} s ({int(h['streams']) / dur:,.0f}/s, 4 threads)"
+                      + (f"; {h['failures']} failed" if h["failures"] != "0" else ""))
+        self.rows.append(check_max(row, per_stream / 1024, 8, "≤ 8 KiB"))
+
+    # -- report ----------------------------------------------------------------------------------
+    def table(self) -> str:
+        lines = ["| # | benchmark | measured (median; range) | same-run reference | ratio "
+                 "| target | status |",
+                 "|---|---|---|---|---|---|---|"]
+        for r in self.rows:
+            lines.append(f"| {r.num} | {r.name} | {r.measured()} | {r.ref} | {r.ratio} | "
+                         f"{r.target} | {r.status()} |")
+        return "\n".join(lines)
+
+    def header(self, started: float, elapsed: float) -> str:
+        try:
+            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                    capture_output=True, text=True, timeout=10).stdout.strip()
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no",
+                                    "libp2p_stream_sync"], cwd=ROOT, capture_output=True,
+                                   text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            commit, dirty = "?", ""
+        try:
+            import cryptography
+            crypto = cryptography.__version__
+        except ImportError:
+            crypto = "?"
+        load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+        when = datetime.datetime.fromtimestamp(started).strftime("%Y-%m-%d %H:%M")
+        return (f"Run {when}, `python3 bench/run.py {' '.join(sys.argv[1:])}`, "
+                f"{elapsed:.0f} s; commit {commit}{' + uncommitted library changes' if dirty else ''}; "
+                f"{os.cpu_count()} CPUs, Python {platform.python_version()}, cryptography "
+                f"{crypto}; load average at the end {load}; {self.runs} rounds per figure "
+                f"unless noted. MB = 10^6 bytes; perf MB/s = (upload + download) / seconds.")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description="libp2p_stream_sync benchmark suite",
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("Benchmarks (", 1)[1].join(["Benchmarks (", ""]))
+    p.add_argument("--quick", action="store_true", help="smoke version (about a minute)")
+    p.add_argument("--only", help=f"comma-separated subset of {','.join(ALL)}")
+    p.add_argument("--skip", help="comma-separated benchmarks to leave out")
+    p.add_argument("--runs", type=int, help="rounds per figure (default 5, quick 2)")
+    p.add_argument("--interop-muxers", default="yamux",
+                   help="muxers for the interop benchmark (default yamux; yamux,mplex)")
+    p.add_argument("--output", default=str(BENCH / "RESULTS.md"),
+                   help="Markdown file to write ('' for none)")
+    p.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    args = p.parse_args()
+    if args.list:
+        print("\n".join(ALL))
+        return 0
+    chosen = [b for b in (args.only.split(",") if args.only else ALL)]
+    unknown = set(chosen) - set(ALL) | (set(args.skip.split(",")) - set(ALL)
+                                          if args.skip else set())
+    if unknown:
+        p.error(f"unknown benchmark(s) {sorted(unknown)}; choose from {', '.join(ALL)}")
+    if args.skip:
+        chosen = [b for b in chosen if b not in args.skip.split(",")]
+    suite = Suite(args)
+    started = time.time()
+    failed = []
+    for name in ALL:
+        if name not in chosen:
+            continue
+        suite.log(f"--- {name}")
+        t0 = time.perf_counter()
+        try:
+            getattr(suite, f"bench_{name}")()
+        except Exception as exc:  # noqa: BLE001
+            failed.append(name)
+            suite.notes.append(f"{name} FAILED: {str(exc).splitlines()[0][:300]}")
+            traceback.print_exc()
+        finally:
+            suite.cleanup()
+        suite.log(f"    {name}: {time.perf_counter() - t0:.0f} s")
+    text = ("# libp2p_stream_sync benchmarks\n\n" + suite.header(started, time.time() - started)
+            + "\n\n" + suite.table() + "\n")
+    if suite.notes:
+        text += "\nNotes:\n" + "".join(f"- {n}\n" for n in suite.notes)
+    print(text)
+    if args.output:
+        Path(args.output).write_text(text)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
