@@ -163,18 +163,31 @@ class Connection:
     # -- socket events ---------------------------------------------------------------------
     def on_readable(self) -> None:
         for _ in range(4):
+            transport = self._transport
+            # Once secure, receive straight into the Noise engine's buffer: frames
+            # split across reads are then never copied.
+            buffer = transport.get_buffer(_RECV_BUFFER) if transport else self._rbuf
             try:
-                n = self.sock.recv_into(self._rbuf)
+                n = self.sock.recv_into(buffer)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
                 self.abort(exc)
                 return
+            finally:
+                if transport:
+                    buffer.release()
             if n == 0:
                 self._remote_closed()
                 return
             try:
-                self._received(self._rview[:n])
+                if transport:
+                    plain = transport.buffer_updated(n)
+                    if plain:
+                        self._secure_received(plain)
+                    self._reactor.mark_dirty(self)
+                else:
+                    self._received(self._rview[:n])
             except (ProtocolError, DialError) as exc:
                 log.info("%r: closing after a protocol error: %s", self, exc)
                 self.abort(ConnectionAbortedError(f"protocol error: {exc}"), cause=exc)
@@ -198,11 +211,8 @@ class Connection:
 
     # -- input pipeline ---------------------------------------------------------------------
     def _received(self, data: memoryview) -> None:
-        if self._transport is not None:
-            plain = self._transport.receive_data(data)
-            if plain:
-                self._secure_received(plain)
-        elif self._state == _SECURING:
+        """Bytes that arrived before the connection was secured."""
+        if self._state == _SECURING:
             self._negotiate_security(data)
         elif self._state == _HANDSHAKING:
             self._continue_handshake(data)
@@ -472,7 +482,7 @@ class Connection:
             stream._flush_done()
 
     def _stream_consumed(self, stream: Stream, n: int) -> None:
-        if self._streams.get(stream._sid) is stream or self._muxer is not None:
+        if self._streams.get(stream._sid) is stream:
             self._muxer_consumed(stream._sid, n)
             self._reactor.mark_dirty(self)
         if self._congested:
@@ -741,6 +751,8 @@ class Connection:
             stream._fail(_copy_error(error))
             self._forget(sid)
         self._wire.clear()
+        self._rbuf = bytearray()  # let the 256 KiB receive buffer go with the socket
+        self._rview = memoryview(self._rbuf)
         on_ready, self._on_ready = self._on_ready, None
         if on_ready is not None:
             on_ready(self, error)

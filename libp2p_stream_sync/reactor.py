@@ -25,15 +25,19 @@ _IDLE_WAIT = 3600.0
 class TimerHandle:
     """A scheduled call; :meth:`cancel` it from the reactor thread."""
 
-    __slots__ = ("when", "callback", "cancelled")
+    __slots__ = ("when", "callback", "cancelled", "_reactor")
 
-    def __init__(self, when: float, callback: Callable[[], Any]) -> None:
+    def __init__(self, when: float, callback: Callable[[], Any], reactor: "Reactor") -> None:
         self.when = when
-        self.callback = callback
+        self.callback: Callable[[], Any] | None = callback
         self.cancelled = False
+        self._reactor = reactor
 
     def cancel(self) -> None:
-        self.cancelled = True
+        if not self.cancelled:
+            self.cancelled = True
+            self.callback = None  # do not keep its owner alive until the deadline
+            self._reactor._timer_cancelled()
 
 
 class Reactor:
@@ -54,8 +58,10 @@ class Reactor:
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._calls: collections.deque[tuple[Callable[..., Any], tuple]] = collections.deque()
         self._wake_pending = False
+        self._sleeping = False  # True while the loop is (about to be) blocked in select
         self._wake_lock = threading.Lock()
         self._timers: list[tuple[float, int, TimerHandle]] = []
+        self._cancelled_timers = 0
         self._timer_seq = itertools.count()
         self._dirty: dict[int, Any] = {}
         self._stopping = False
@@ -87,7 +93,9 @@ class Reactor:
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on the reactor thread (callable from any thread)."""
         self._calls.append((fn, args))
-        if self.in_reactor_thread():
+        # A busy loop finds the call when it next looks (it sets _sleeping before its
+        # last look at _calls), so only a sleeping loop needs the wake-up syscall.
+        if not self._sleeping or self.in_reactor_thread():
             return
         with self._wake_lock:
             if self._wake_pending:
@@ -100,9 +108,18 @@ class Reactor:
 
     def call_later(self, delay: float, fn: Callable[[], Any]) -> TimerHandle:
         """Schedule ``fn()`` after ``delay`` seconds (reactor thread only)."""
-        handle = TimerHandle(time.monotonic() + delay, fn)
+        handle = TimerHandle(time.monotonic() + delay, fn, self)
         heapq.heappush(self._timers, (handle.when, next(self._timer_seq), handle))
         return handle
+
+    def _timer_cancelled(self) -> None:
+        # Cancelled timers stay in the heap until they reach its front; when they
+        # are most of it, rebuild it so long-dead timers cost no memory.
+        self._cancelled_timers += 1
+        if self._cancelled_timers > 64 and self._cancelled_timers * 2 > len(self._timers):
+            self._timers = [entry for entry in self._timers if not entry[2].cancelled]
+            heapq.heapify(self._timers)
+            self._cancelled_timers = 0
 
     def mark_dirty(self, obj: Any) -> None:
         """Have ``obj.flush()`` called at the end of this iteration (reactor thread only)."""
@@ -130,8 +147,11 @@ class Reactor:
             self._close_resources()
 
     def _iterate(self) -> None:
+        self._sleeping = True
         timeout = self._next_timeout()
-        for key, mask in self._selector.select(timeout):
+        events = self._selector.select(timeout)
+        self._sleeping = False
+        for key, mask in events:
             handler = key.data
             if handler is None:
                 self._drain_wakeups()
@@ -146,6 +166,7 @@ class Reactor:
             return 0.0
         while self._timers and self._timers[0][2].cancelled:
             heapq.heappop(self._timers)
+            self._cancelled_timers -= 1
         if not self._timers:
             return _IDLE_WAIT
         return max(0.0, self._timers[0][0] - time.monotonic())
@@ -174,8 +195,12 @@ class Reactor:
         now = time.monotonic()
         while self._timers and self._timers[0][0] <= now:
             _, _, handle = heapq.heappop(self._timers)
-            if not handle.cancelled:
-                self._guarded(handle.callback)
+            if handle.cancelled:
+                self._cancelled_timers -= 1
+            else:
+                callback, handle.callback = handle.callback, None
+                handle.cancelled = True  # fired: a later cancel() is a no-op
+                self._guarded(callback)
 
     def _run_calls(self) -> None:
         # Calls queued while we run wait for the next iteration, so timers and I/O

@@ -388,16 +388,12 @@ def test_many_hostile_peers_at_once(guarded):
             t.join(10)
     assert not failures, failures
     g.check()
-    # generous: closed connections linger until their cancelled timers expire (see
-    # test_closed_connections_are_released, an xfail for that bug)
-    budget.check(g, rss_slack=256 << 20)
+    budget.check(g, rss_slack=64 << 20)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a closed Connection (256 KiB receive buffer, "
-                   "engines) stays referenced by its cancelled TimerHandles in the reactor's "
-                   "heap until their deadline (idle timer: 300 s) whenever a live timer sits "
-                   "at the head of the heap; a peer churning connections grows memory")
 def test_closed_connections_are_released(guarded):
+    """Regression: cancelled timers used to keep closed connections (and their
+    256 KiB buffers) alive until the timers' deadlines."""
     import gc
 
     from libp2p_stream_sync.connection import Connection
