@@ -181,6 +181,7 @@ def role_tcp_rtt(args: argparse.Namespace) -> None:
     view = memoryview(buf)
     while wait_for_go():
         samples = []
+        c0 = cpu_self()
         for _ in range(args.count):
             t0 = time.perf_counter()
             sock.sendall(msg)
@@ -192,7 +193,8 @@ def role_tcp_rtt(args: argparse.Namespace) -> None:
                 got += n
             samples.append(time.perf_counter() - t0)
         out(f"RUN median_us={statistics.median(samples) * 1e6:.2f} "
-            f"p99_us={percentile(samples, 0.99) * 1e6:.2f} count={len(samples)}")
+            f"p99_us={percentile(samples, 0.99) * 1e6:.2f} count={len(samples)} "
+            f"cpu={cpu_self() - c0:.4f}")
     sock.close()
 
 
@@ -325,7 +327,8 @@ def role_node_server(args: argparse.Namespace) -> None:
             if cmd == "stats":
                 conns = sum(len(v) for v in node._connections.values())
                 out(f"STATS rss={rss_bytes()} conns={conns} ready={ready[0]} "
-                    f"held={len(held)} cpu={cpu_self():.4f}")
+                    f"held={len(held)} cpu={cpu_self():.4f} "
+                    f"threads={threading.active_count()}")
             elif cmd == "gc":
                 gc.collect()
                 out("GC")
@@ -342,6 +345,12 @@ def role_node_server(args: argparse.Namespace) -> None:
                 import tracemalloc
                 cur, _peak = tracemalloc.get_traced_memory()
                 out(f"TM current={cur}")
+            elif cmd == "tracemalloc-top":
+                import tracemalloc
+                stats = tracemalloc.take_snapshot().statistics("lineno")[:8]
+                out("TOP " + " | ".join(f"{st.traceback[0].filename.split('/')[-1]}:"
+                                        f"{st.traceback[0].lineno} {st.size}"
+                                        for st in stats))
     finally:
         echo.close()
         incoming.close()
@@ -424,6 +433,7 @@ def role_node_rtt(args: argparse.Namespace) -> None:
         stream.read_exactly(args.size)
     while wait_for_go():
         samples = []
+        c0 = cpu_self()
         for _ in range(args.count):
             t0 = time.perf_counter()
             stream.write(msg)
@@ -435,7 +445,8 @@ def role_node_rtt(args: argparse.Namespace) -> None:
                 got += n
             samples.append(time.perf_counter() - t0)
         out(f"RUN median_us={statistics.median(samples) * 1e6:.2f} "
-            f"p99_us={percentile(samples, 0.99) * 1e6:.2f} count={len(samples)}")
+            f"p99_us={percentile(samples, 0.99) * 1e6:.2f} count={len(samples)} "
+            f"cpu={cpu_self() - c0:.4f}")
     os._exit(0)
 
 

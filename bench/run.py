@@ -196,7 +196,7 @@ class Suite:
         import peers  # type: ignore
 
         size = (16 if self.quick else 64) * MiB
-        runs = max(1, self.runs - 2) if not self.quick else 1
+        runs = 1 if self.quick else self.runs
         muxers = self.args.interop_muxers.split(",")
         kinds = []
         for kind, ensure in (("js", peers.ensure_js_peer), ("py", peers.ensure_py_peer)):
@@ -325,12 +325,16 @@ class Suite:
         ours.close()
         raw.close()
         self.cleanup()
+        n = float(count)
+        cpu_o = median([(x["cpu"] + x["server_cpu"]) / n * 1e6 for x in ro])
+        cpu_r = median([(x["cpu"] + x["server_cpu"]) / n * 1e6 for x in rr])
         mo, po = median([x["median_us"] for x in ro]), median([x["p99_us"] for x in ro])
         mr, pr = median([x["median_us"] for x in rr]), median([x["p99_us"] for x in rr])
         q = ratio(mo, mr)
         row = Row("5", f"16-byte round trip on an open echo stream, yamux, median "
                        f"({count} per run)", mo, "µs", fmt=",.1f",
-                  ref=f"raw TCP median {mr:,.1f} µs", ratio=f"{q:.1f}×")
+                  ref=f"raw TCP median {mr:,.1f} µs; CPU per round trip (both processes) "
+                      f"{cpu_o:,.0f} µs vs raw TCP {cpu_r:,.0f} µs", ratio=f"{q:.1f}×")
         self.rows.append(check_max(row, q, 2.0, "median ≤ 2× raw TCP"))
         self.rows.append(Row("5", "16-byte round trip on an open echo stream, yamux, p99",
                              po, "µs", fmt=",.1f", ref=f"raw TCP p99 {pr:,.1f} µs",
@@ -408,12 +412,19 @@ class Suite:
         per_conn = (int(s1["rss"]) - int(s0["rss"])) / max(1, int(s1["conns"]))
         fails = sum(int(h["failures"]) for h in held)
         self.cleanup()
+        tm_conn, top = self._tracemalloc_conns(min(nconn, 200))
         row = Row("7", f"memory per idle connection, {s1['conns']} connections "
                        f"(server RSS delta / count)", per_conn / 1024, "KiB", fmt=",.1f",
                   ref=f"established in {dur:.1f} s ({conns / dur:,.0f}/s; {holders} client "
                       f"processes with one Node per connection; {wall:.1f} s incl. process "
-                      f"start)" + (f"; {fails} failed" if fails else ""))
+                      f"start); server threads {s0['threads']} → {s1['threads']}"
+                      + (f"; {fails} failed" if fails else ""))
         self.rows.append(check_max(row, per_conn / 1024, 64, "≤ 64 KiB"))
+        self.rows.append(Row("7", "Python heap per idle connection (tracemalloc in the server, "
+                                  "separate run of 200 connections)", tm_conn / 1024, "KiB",
+                             fmt=",.1f", ref="largest allocation sites in the notes"))
+        self.notes.append("tracemalloc, largest allocation sites in a server holding 200 "
+                          "idle connections (bytes): " + top)
         # streams
         srv, ma = self.server("node-server", "--muxer", "yamux", "--max-streams", nstream + 1000)
         hold = Proc.role("hold-streams", "--addr", ma, "--conns", 4, "--streams", nstream)
@@ -438,6 +449,26 @@ class Suite:
                   ref=f"opened in {dur:.1f} s ({int(h['streams']) / dur:,.0f}/s, 4 threads)"
                       + (f"; {h['failures']} failed" if h["failures"] != "0" else ""))
         self.rows.append(check_max(row, per_stream / 1024, 8, "≤ 8 KiB"))
+
+    def _tracemalloc_conns(self, n: int) -> tuple[float, str]:
+        srv, ma = self.server("node-server", "--muxer", "yamux")
+        srv.send("tracemalloc-start"), srv.expect("TM", 10)
+        srv.send("gc"), srv.expect("GC", 10)
+        srv.send("tracemalloc")
+        m0 = int(fields(srv.expect("TM", 10))["current"])
+        h = Proc.role("hold-conns", "--addr", ma, "--count", n, "--threads", 8)
+        self.procs.append(h)
+        h.expect("HELD", 300)
+        time.sleep(1.5)
+        srv.send("gc"), srv.expect("GC", 10)
+        srv.send("stats")
+        conns = int(fields(srv.expect("STATS", 10))["conns"])
+        srv.send("tracemalloc")
+        m1 = int(fields(srv.expect("TM", 10))["current"])
+        srv.send("tracemalloc-top")
+        top = srv.expect("TOP", 60)[4:]
+        self.cleanup()
+        return (m1 - m0) / max(1, conns), top
 
     # -- report ----------------------------------------------------------------------------------
     def table(self) -> str:
