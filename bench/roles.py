@@ -285,6 +285,32 @@ def role_aead_send(args: argparse.Namespace) -> None:
         sock.close()
 
 
+class _PoolEcho:
+    """Echo served by a fixed pool of threads pulling from one IncomingStreams (for
+    comparison with serve_echo's thread per stream)."""
+
+    def __init__(self, control, workers: int) -> None:
+        from libp2p_stream_sync.protocols.echo import echo_stream
+        self._incoming = control.accept(ECHO_PROTOCOL, capacity=4096)
+
+        def work() -> None:
+            while True:
+                try:
+                    _, stream = self._incoming.get()
+                except Exception:
+                    return
+                try:
+                    echo_stream(stream, 30.0)
+                except OSError:
+                    stream.reset()
+
+        for _ in range(workers):
+            threading.Thread(target=work, daemon=True).start()
+
+    def close(self) -> None:
+        self._incoming.close()
+
+
 # -- our node: server ---------------------------------------------------------------------
 def role_node_server(args: argparse.Namespace) -> None:
     """A Node serving perf, echo (serve_echo) and an idle-stream protocol.
@@ -304,7 +330,10 @@ def role_node_server(args: argparse.Namespace) -> None:
     ready = [0]
     node.on_connection_ready.append(lambda conn: ready.__setitem__(0, ready[0] + 1))
     control = node.new_control()
-    echo = serve_echo(control, max_streams=args.echo_threads, capacity=4096)
+    if args.echo_mode == "pool":
+        echo = _PoolEcho(control, args.echo_threads)
+    else:
+        echo = serve_echo(control, max_streams=args.echo_threads, capacity=4096)
     held: list = []
     incoming = control.accept(IDLE_PROTOCOL, capacity=args.max_streams)
 
@@ -635,6 +664,8 @@ def main() -> None:
     s.add_argument("--max-streams", type=int, default=16384)
     s.add_argument("--echo-threads", type=int, default=64)
     s.add_argument("--handler-threads", type=int, default=64)
+    s.add_argument("--echo-mode", choices=["serve_echo", "pool"], default="serve_echo",
+                   help="serve_echo (a thread per stream) or a fixed pool of threads")
     s.set_defaults(fn=role_node_server)
     for name, fn in (("node-perf", role_node_perf), ("node-opens", role_node_opens),
                      ("node-rtt", role_node_rtt), ("hold-conns", role_hold_conns),
