@@ -36,7 +36,11 @@ NOISE = "/noise"
 YAMUX = "/yamux/1.0.0"
 MPLEX = "/mplex/6.7.0"
 
+#: Reads once the connection is secure go straight into the Noise receive buffer,
+#: sized between these bounds: it doubles while reads fill it, halves while they
+#: use little of it, and is dropped when drained, so idle connections hold none.
 _RECV_BUFFER = 256 * 1024
+_MIN_RECV_BUFFER = 8 * 1024
 #: Stop taking data from streams while this much ciphertext waits for the socket.
 _WIRE_HIGH_WATER = 1024 * 1024
 #: Largest piece of one stream's data handed to the muxer at once.
@@ -89,8 +93,7 @@ class Connection:
         self._on_ready: Callable | None = on_ready
         self._reactor = node._reactor
         self._state = _CONNECTING if initiator else _SECURING
-        self._rbuf = bytearray(_RECV_BUFFER)
-        self._rview = memoryview(self._rbuf)
+        self._recv_size = _MIN_RECV_BUFFER
         self._wire: collections.deque[Any] = collections.deque()
         self._wire_len = 0
         self._want_write = False
@@ -166,9 +169,10 @@ class Connection:
             transport = self._transport
             # Once secure, receive straight into the Noise engine's buffer: frames
             # split across reads are then never copied.
-            buffer = transport.get_buffer(_RECV_BUFFER) if transport else self._rbuf
+            size = self._recv_size
+            buffer = transport.get_buffer(size) if transport else self._reactor.scratch
             try:
-                n = self.sock.recv_into(buffer)
+                n = self.sock.recv_into(buffer, size)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -183,11 +187,12 @@ class Connection:
             try:
                 if transport:
                     plain = transport.buffer_updated(n)
+                    self._adapt_recv_size(n, transport)
                     if plain:
                         self._secure_received(plain)
                     self._reactor.mark_dirty(self)
                 else:
-                    self._received(self._rview[:n])
+                    self._received(memoryview(self._reactor.scratch)[:n])
             except (ProtocolError, DialError) as exc:
                 log.info("%r: closing after a protocol error: %s", self, exc)
                 self.abort(ConnectionAbortedError(f"protocol error: {exc}"), cause=exc)
@@ -196,8 +201,17 @@ class Connection:
                 log.exception("%r: internal error while handling input", self)
                 self.abort(ConnectionAbortedError(f"internal error: {exc!r}"), cause=exc)
                 return
-            if self._state == _CLOSED or n < _RECV_BUFFER or self._congested:
+            if self._state == _CLOSED or n < size or self._congested:
                 return
+
+    def _adapt_recv_size(self, n: int, transport: Any) -> None:
+        size = self._recv_size
+        if n >= size:
+            self._recv_size = min(size * 2, _RECV_BUFFER)
+        else:
+            if n < size >> 3 and size > _MIN_RECV_BUFFER:
+                self._recv_size = size >> 1
+            transport.trim(self._recv_size)  # drained: keep no big idle buffer
 
     def on_writable(self) -> None:
         if self._state == _CONNECTING:
@@ -751,8 +765,6 @@ class Connection:
             stream._fail(_copy_error(error))
             self._forget(sid)
         self._wire.clear()
-        self._rbuf = bytearray()  # let the 256 KiB receive buffer go with the socket
-        self._rview = memoryview(self._rbuf)
         on_ready, self._on_ready = self._on_ready, None
         if on_ready is not None:
             on_ready(self, error)

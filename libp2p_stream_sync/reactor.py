@@ -64,6 +64,9 @@ class Reactor:
         self._cancelled_timers = 0
         self._timer_seq = itertools.count()
         self._dirty: dict[int, Any] = {}
+        #: Scratch receive buffer shared by every handler: only this thread reads
+        #: sockets, and engines copy what they keep.
+        self.scratch = bytearray(64 * 1024)
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 

@@ -234,6 +234,16 @@ class NoiseTransport:
         self._rbuf[:len(rest)] = rest
         self._rend = len(rest)
 
+    def trim(self, keep: int) -> None:
+        """Drop the receive buffer when it holds no partial frame and is over ``2 * keep``.
+
+        An idle connection then costs no receive buffer; the next :meth:`get_buffer`
+        allocates what it asks for.
+        """
+        if self._rstart == self._rend and len(self._rbuf) > 2 * keep:
+            self._rbuf = bytearray()
+            self._rstart = self._rend = 0
+
     def _reserve(self, free: int) -> None:
         """Make room for ``free`` bytes after the buffered data, moving it to the front."""
         pending = self._rend - self._rstart
