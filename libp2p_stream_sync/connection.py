@@ -243,7 +243,8 @@ class Connection:
             self._select = None
             self._handshake = NoiseHandshake(
                 self.node.keypair, initiator=self.initiator,
-                expected_peer=self._expected_peer, muxers=self.node.muxers)
+                expected_peer=self._expected_peer, muxers=self.node.muxers,
+                identity=self.node._noise_identity)
             self._queue_plain(self._handshake.data_to_send())
             if result.leftover:
                 self._continue_handshake(result.leftover)

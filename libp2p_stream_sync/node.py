@@ -15,7 +15,7 @@ from multiaddr import Multiaddr
 from .connection import MPLEX, YAMUX, Connection
 from .control import Control, IncomingStreams, PeerLike, StreamProtocol
 from .engines.mplex import MplexSession
-from .engines.noise import PeerIdMismatch
+from .engines.noise import NoiseIdentity, PeerIdMismatch
 from .engines.yamux import YamuxSession
 from .errors import (AlreadyRegistered, DialError, OpenStreamError, PeerMismatchError,
                      UnsupportedProtocol)
@@ -59,6 +59,7 @@ class Node(BuiltinProtocols):
         if not self.muxers:
             raise ValueError("at least one muxer is needed")
         self.limits = limits or Limits()
+        self._noise_identity = NoiseIdentity(self.keypair)
         self._inbound_count = 0
         self._outbound_count = 0
         #: (peer, protocol) -> inbound streams open; reactor thread only.

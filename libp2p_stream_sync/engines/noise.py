@@ -107,6 +107,33 @@ def decode_handshake_payload(raw: bytes) -> tuple[bytes, bytes, list[str]]:
     return key, sig, muxers
 
 
+class NoiseIdentity:
+    """A node's long-lived Noise static key with its signed libp2p payload.
+
+    Made once per node and shared by every handshake (go and js keep one static key
+    per node too): each connection then saves an X25519 key generation and an
+    Ed25519 signature.
+    """
+
+    def __init__(self, keypair: Keypair, static_key: bytes | None = None) -> None:
+        self.keypair = keypair
+        self.static = x25519_private_key(static_key)
+        self.static_public = x25519_public_bytes(self.static)
+        self._identity_key = keypair.public_key.to_protobuf()
+        self._signature = keypair.sign(SIGNATURE_PREFIX + self.static_public)
+        self._payloads: dict[tuple[str, ...], bytes] = {}
+
+    def payload(self, muxers: Sequence[str]) -> bytes:
+        """The encoded handshake payload announcing ``muxers`` (cached)."""
+        key = tuple(muxers)
+        payload = self._payloads.get(key)
+        if payload is None:
+            payload = encode_handshake_payload(self._identity_key, self._signature, key)
+            if len(self._payloads) < 16:
+                self._payloads[key] = payload
+        return payload
+
+
 def _frame(message: bytes) -> bytes:
     return len(message).to_bytes(2, "big") + message
 
@@ -128,17 +155,20 @@ class NoiseHandshake:
 
     def __init__(self, keypair: Keypair, *, initiator: bool,
                  expected_peer: PeerId | None = None, muxers: Sequence[str] = (),
-                 static_key: bytes | None = None, _ephemeral_key: bytes | None = None) -> None:
+                 static_key: bytes | None = None, identity: NoiseIdentity | None = None,
+                 _ephemeral_key: bytes | None = None) -> None:
         self.initiator = initiator
         self.expected_peer = expected_peer
         self._muxers = list(muxers)
-        self._static = x25519_private_key(static_key)
-        self._static_public = x25519_public_bytes(self._static)
+        if identity is None:
+            identity = NoiseIdentity(keypair, static_key)
+        elif identity.keypair is not keypair or static_key is not None:
+            raise ValueError("identity must belong to keypair (and replaces static_key)")
+        self._static = identity.static
+        self._static_public = identity.static_public
         self._ephemeral = x25519_private_key(_ephemeral_key)
         self._ephemeral_public = x25519_public_bytes(self._ephemeral)
-        self._payload = encode_handshake_payload(
-            keypair.public_key.to_protobuf(),
-            keypair.sign(SIGNATURE_PREFIX + self._static_public), self._muxers)
+        self._payload = identity.payload(self._muxers)
         # Our payload goes in message 2 or 3 after 32 + 48 bytes of keys, plus a tag.
         if len(self._payload) + DHLEN + DHLEN + 2 * TAGLEN > MAX_MESSAGE_LEN:
             raise ValueError("Noise handshake payload too large (too many muxers?)")
