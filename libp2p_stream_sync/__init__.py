@@ -25,6 +25,7 @@ from .stream import Stream  # noqa: E402
 
 __all__ = [
     "AlreadyRegistered", "Control", "DialError", "IdentifyInfo", "IncomingStreams",
-    "IncompleteReadError", "Keypair", "Limits", "Node", "PerfResult", "serve_echo", "OpenStreamError", "PeerId", "PeerMismatchError", "ProtocolError",
-    "PublicKey", "Stream", "StreamProtocol", "UnsupportedProtocol", "__version__",
+    "IncompleteReadError", "Keypair", "Limits", "Node", "OpenStreamError", "PeerId",
+    "PeerMismatchError", "PerfResult", "ProtocolError", "PublicKey", "Stream",
+    "StreamProtocol", "UnsupportedProtocol", "__version__", "serve_echo",
 ]

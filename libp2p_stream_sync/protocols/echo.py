@@ -1,7 +1,7 @@
 """An echo protocol (``/echo/1.0.0``) built only on the public :class:`Control` API.
 
 It is an example as much as a tool: :func:`serve_echo` accepts streams with
-``control.accept`` and echoes each one on its own thread (bounded), and
+``control.accept`` and echoes them on a bounded pool of threads, and
 :func:`echo_roundtrip` opens a stream, sends bytes and reads them back. Nothing in
 the node knows about it.
 """
@@ -30,25 +30,29 @@ _JOIN_TIMEOUT = 5.0
 class EchoServer:
     """Echoes every stream of one protocol back to its sender until :meth:`close`.
 
-    At most ``max_streams`` streams are served at once; further streams wait in the
-    accept queue (and are dropped by the node when that queue is full). A stream that
-    stays silent for ``idle_timeout`` seconds is reset.
+    A pool of at most ``max_streams`` worker threads, started as load needs them,
+    takes streams from the accept queue; further streams wait there (and the node
+    drops them when that queue is full). A stream silent for ``idle_timeout``
+    seconds is reset.
     """
 
     def __init__(self, control: Control, protocol: str = PROTOCOL, *,
                  max_streams: int = 64, idle_timeout: float = 30.0,
                  capacity: int = DEFAULT_ACCEPT_CAPACITY) -> None:
+        if max_streams < 1:
+            raise ValueError("max_streams must be at least 1")
         self.protocol = protocol
         self.idle_timeout = idle_timeout
         self.served = 0
+        self._max_workers = max_streams
         self._incoming: IncomingStreams = control.accept(protocol, capacity=capacity)
-        self._slots = threading.BoundedSemaphore(max_streams)
         self._lock = threading.Lock()
-        self._active: dict[Stream, threading.Thread] = {}
-        self._closed = threading.Event()
-        self._acceptor = threading.Thread(target=self._accept_loop, daemon=True,
-                                          name=f"echo-accept {protocol}")
-        self._acceptor.start()
+        self._workers: list[threading.Thread] = []
+        self._idle_workers = 0
+        self._active: set[Stream] = set()
+        self._closed = False
+        with self._lock:
+            self._spawn_worker()
 
     def __enter__(self) -> "EchoServer":
         return self
@@ -56,21 +60,30 @@ class EchoServer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _accept_loop(self) -> None:
-        for peer, stream in self._incoming:
-            while not self._slots.acquire(timeout=0.5):
-                if self._closed.is_set():
-                    stream.reset()
-                    return
-            worker = threading.Thread(target=self._serve, args=(peer, stream), daemon=True,
-                                      name=f"echo {peer}")
+    def _spawn_worker(self) -> None:
+        """Start one more worker (lock held)."""
+        worker = threading.Thread(target=self._work, daemon=True,
+                                  name=f"echo {self.protocol} #{len(self._workers)}")
+        self._workers.append(worker)
+        self._idle_workers += 1
+        worker.start()
+
+    def _work(self) -> None:
+        while True:
+            try:
+                peer, stream = self._incoming.get()
+            except EOFError:
+                return
             with self._lock:
-                if self._closed.is_set():
-                    self._slots.release()
-                    stream.reset()
-                    return
-                self._active[stream] = worker
-            worker.start()
+                self._idle_workers -= 1
+                self._active.add(stream)
+                if (not self._idle_workers and not self._closed
+                        and len(self._workers) < self._max_workers):
+                    self._spawn_worker()
+            self._serve(peer, stream)
+            with self._lock:
+                self._active.discard(stream)
+                self._idle_workers += 1
 
     def _serve(self, peer: "PeerId", stream: "Stream") -> None:
         try:
@@ -80,21 +93,17 @@ class EchoServer:
         except OSError as exc:
             log.debug("echo stream from %s failed: %s", peer, exc)
             stream.reset()
-        finally:
-            with self._lock:
-                self._active.pop(stream, None)
-            self._slots.release()
 
     def close(self) -> None:
-        """Stop accepting, reset the streams being served and join the threads."""
-        self._closed.set()
-        self._incoming.close()
+        """Stop accepting, reset the streams being served and join the workers."""
         with self._lock:
-            active = list(self._active.items())
-        for stream, _ in active:
+            self._closed = True
+            active = list(self._active)
+            workers = list(self._workers)
+        self._incoming.close()
+        for stream in active:
             stream.reset()
-        self._acceptor.join(_JOIN_TIMEOUT)
-        for _, worker in active:
+        for worker in workers:
             worker.join(_JOIN_TIMEOUT)
 
 
