@@ -269,7 +269,8 @@ class Node(BuiltinProtocols):
                                 max_streams=limits.max_streams_per_connection,
                                 max_pending_inbound=limits.yamux_backlog,
                                 keepalive_interval=limits.keepalive_interval,
-                                keepalive_timeout=limits.keepalive_timeout)
+                                keepalive_timeout=limits.keepalive_timeout,
+                                zero_copy=True)  # Noise hands out fresh buffers
         return MplexSession(initiator, max_streams=limits.max_streams_per_connection,
                             max_buffered_per_stream=limits.max_stream_buffer)
 

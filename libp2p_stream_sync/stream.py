@@ -51,7 +51,8 @@ class Stream:
         self._lock = threading.Lock()
         self._readable = threading.Condition(self._lock)
         self._writable = threading.Condition(self._lock)
-        self._recv: collections.deque[bytes] = collections.deque()
+        # bytes, or read-only memoryviews into decrypted buffers (zero-copy muxing)
+        self._recv: collections.deque[bytes | memoryview] = collections.deque()
         self._recv_len = 0
         self._recv_eof = False
         self._unreported = 0
@@ -101,6 +102,8 @@ class Stream:
         recv = self._recv
         if n < 0 or n >= self._recv_len:
             data = recv[0] if len(recv) == 1 else b"".join(recv)
+            if type(data) is not bytes:  # a zero-copy memoryview from the muxer
+                data = bytes(data)
             recv.clear()
         else:
             parts = []
@@ -115,6 +118,8 @@ class Stream:
                     recv[0] = chunk[need:]
                     need = 0
             data = parts[0] if len(parts) == 1 else b"".join(parts)
+            if type(data) is not bytes:
+                data = bytes(data)
         self._recv_len -= len(data)
         self._note_consumed(len(data))
         return data

@@ -100,6 +100,9 @@ class YamuxSession:
 
     ``is_initiator`` is True on the side that dialed the connection (the yamux
     "client", odd stream ids). ``now`` is the monotonic time in seconds.
+    ``zero_copy`` promises that buffers given to :meth:`receive_data` are never
+    modified or reused afterwards: ``DataReceived.data`` may then be a read-only
+    ``memoryview`` into them instead of a copy.
     """
 
     def __init__(self, is_initiator: bool, *, now: float = 0.0,
@@ -108,7 +111,8 @@ class YamuxSession:
                  max_streams: int = 8192,
                  max_pending_inbound: int = 256,
                  keepalive_interval: float | None = 30.0,
-                 keepalive_timeout: float = 10.0) -> None:
+                 keepalive_timeout: float = 10.0,
+                 zero_copy: bool = False) -> None:
         if not DEFAULT_WINDOW <= initial_window <= max_window <= _U32_MAX:
             raise ValueError("need 256 KiB <= initial_window <= max_window < 4 GiB")
         if max_streams < 1 or max_pending_inbound < 0:
@@ -116,6 +120,7 @@ class YamuxSession:
         if keepalive_interval is not None and keepalive_interval <= 0:
             raise ValueError("keepalive_interval must be positive (or None)")
         self.is_initiator = is_initiator
+        self._zero_copy = zero_copy
         self._initial_window = initial_window
         self._max_window = max_window
         self._max_streams = max_streams
@@ -362,7 +367,13 @@ class YamuxSession:
                 if take > payload.left:
                     take = payload.left
                 if payload.sid in streams:
-                    events.append(DataReceived(payload.sid, bytes(view[pos:pos + take])))
+                    chunk = view[pos:pos + take]
+                    # Zero-copy only for chunks that are a good part of the buffer: a
+                    # small slice must not keep a large buffer alive in a stream
+                    # nobody reads (at most 4x amplification).
+                    if not self._zero_copy or take * 4 < end:
+                        chunk = bytes(chunk)
+                    events.append(DataReceived(payload.sid, chunk))
                 pos += take
                 payload.left -= take
                 if not payload.left:
