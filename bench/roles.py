@@ -665,7 +665,7 @@ def main() -> None:
     s.add_argument("--echo-threads", type=int, default=64)
     s.add_argument("--handler-threads", type=int, default=64)
     s.add_argument("--echo-mode", choices=["serve_echo", "pool"], default="serve_echo",
-                   help="serve_echo (a thread per stream) or a fixed pool of threads")
+                   help="serve_echo (its own worker pool) or a fixed pool of 16 threads")
     s.set_defaults(fn=role_node_server)
     for name, fn in (("node-perf", role_node_perf), ("node-opens", role_node_opens),
                      ("node-rtt", role_node_rtt), ("hold-conns", role_hold_conns),

@@ -313,7 +313,7 @@ class Suite:
                 srv_cpu = median([x["server_cpu"] / max(1, x["opens"]) * 1e6 for x in runs])
                 errs = sum(x["errors"] for x in runs)
                 if mode == "serve_echo":
-                    what = "server: serve_echo (a thread per stream)"
+                    what = "server: serve_echo (worker pool)"
                 else:
                     what = "server: 16 threads pulling from control.accept (diagnostic)"
                 row = Row("4", f"stream opens on one connection (open + negotiate + 1-byte "

@@ -121,13 +121,22 @@ class Stream:
             if type(data) is not bytes:
                 data = bytes(data)
         self._recv_len -= len(data)
-        self._note_consumed(len(data))
         return data
 
-    def _note_consumed(self, n: int) -> None:
+    def _count_consumed(self, n: int) -> int:
+        """Note ``n`` bytes read (lock held); return how many to report to the muxer now.
+
+        Reports go out in steps, and after the lock is released: the reactor must
+        not wake up only to find the stream locked.
+        """
         self._unreported += n
         if self._unreported >= CONSUMED_REPORT_STEP and not self._finished:
             n, self._unreported = self._unreported, 0
+            return n
+        return 0
+
+    def _report(self, n: int) -> None:
+        if n:
             self._conn.report_consumed(self, n)
 
     def read(self, n: int = -1) -> bytes:
@@ -141,7 +150,10 @@ class Stream:
             self._wait_readable()
             if not self._recv:
                 return b""
-            return self._take(n)
+            data = self._take(n)
+            report = self._count_consumed(len(data))
+        self._report(report)
+        return data
 
     def readinto(self, buffer: Any) -> int:
         """Read into a writable buffer; return the number of bytes (0 at end of stream)."""
@@ -162,8 +174,9 @@ class Stream:
                 else:
                     recv[0] = chunk[take:]
             self._recv_len -= filled
-            self._note_consumed(filled)
-            return filled
+            report = self._count_consumed(filled)
+        self._report(report)
+        return filled
 
     def read_exactly(self, n: int) -> bytes:
         """Read exactly ``n`` bytes; raise :class:`IncompleteReadError` on an early end."""
@@ -203,8 +216,12 @@ class Stream:
                 return 0
             self._send.append(view)
             self._send_len += size
-            self._schedule_flush()
-            if self._send_len > SEND_BUFFER_HIGH_WATER:
+            schedule = self._claim_flush()
+            must_wait = self._send_len > SEND_BUFFER_HIGH_WATER
+        if schedule:
+            self._conn.schedule_stream_flush(self)
+        if must_wait:
+            with self._lock:
                 self._wait_drained()
         return size
 
@@ -214,10 +231,12 @@ class Stream:
         if self._write_closed:
             raise BrokenPipeError("stream closed for writing")
 
-    def _schedule_flush(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._conn.schedule_stream_flush(self)
+    def _claim_flush(self) -> bool:
+        """(Lock held.) True when the caller must schedule a flush, after unlocking."""
+        if self._flush_scheduled:
+            return False
+        self._flush_scheduled = True
+        return True
 
     def _wait_drained(self) -> None:
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
@@ -241,7 +260,9 @@ class Stream:
             if self._write_closed or self._error is not None:
                 return
             self._write_closed = True
-            self._schedule_flush()
+            schedule = self._claim_flush()
+        if schedule:
+            self._conn.schedule_stream_flush(self)
 
     def close(self) -> None:
         """Close both directions: FIN after pending data; later reads return what remains."""
