@@ -781,4 +781,3 @@ def _copy_error(error: OSError) -> OSError:
         copy = ConnectionResetError(str(error))
     copy.__cause__ = error
     return copy
-

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Iterator, Union
 
 from multiaddr import Multiaddr
 
-from .errors import AlreadyRegistered, OpenStreamError
+
 from .identity import PeerId
 from .stream import Stream
 

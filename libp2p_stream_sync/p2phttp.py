@@ -97,8 +97,9 @@ class HTTPStreamConnection(http.client.HTTPConnection):
     def connect(self) -> None:
         if self._tunnel_host:
             raise http.client.HTTPException("CONNECT tunnels are not supported over libp2p")
-        open_timeout = 10.0 if self.timeout is None or \
-            self.timeout is socket._GLOBAL_DEFAULT_TIMEOUT else self.timeout  # type: ignore[attr-defined]
+        default = socket._GLOBAL_DEFAULT_TIMEOUT  # type: ignore[attr-defined]
+        open_timeout = 10.0 if self.timeout is None or self.timeout is default \
+            else self.timeout
         try:
             stream = self.control.open_stream(self.peer, self.protocol, timeout=open_timeout)
         except OpenStreamError as exc:

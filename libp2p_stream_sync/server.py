@@ -49,7 +49,7 @@ import traceback
 from typing import TYPE_CHECKING, Any, Callable
 
 from .control import DEFAULT_ACCEPT_CAPACITY, IncomingStreams, StreamProtocol
-from .stream import Stream
+from .stream import Stream, buffered_file, check_file_mode
 
 if TYPE_CHECKING:
     from .identity import PeerId
@@ -139,35 +139,13 @@ class StreamSocket:
                  encoding: str | None = None, errors: str | None = None,
                  newline: str | None = None) -> Any:
         """A file over the stream, as ``socket.makefile`` (modes r, w, rw, with b)."""
-        if not set(mode) <= {"r", "w", "b"}:
-            raise ValueError(f"invalid mode {mode!r} (only r, w, b)")
-        reading, writing, binary = "r" in mode, "w" in mode, "b" in mode
-        if not reading and not writing:
-            raise ValueError("mode must include r or w")
+        reading, writing, _ = check_file_mode(mode)
         raw = _StreamSocketIO(self, ("r" if reading else "") + ("w" if writing else "") + "b")
         with self._lock:
             if self._closed:
                 raise OSError("the stream socket is closed")
             self._io_refs += 1
-        if buffering is None:
-            buffering = -1
-        if buffering < 0:
-            buffering = io.DEFAULT_BUFFER_SIZE
-        if buffering == 0:
-            if not binary:
-                raise ValueError("unbuffered streams must be binary")
-            return raw
-        if reading and writing:
-            buffered: Any = io.BufferedRWPair(raw, raw, buffering)
-        elif reading:
-            buffered = io.BufferedReader(raw, buffering)
-        else:
-            buffered = io.BufferedWriter(raw, buffering)
-        if binary:
-            return buffered
-        text = io.TextIOWrapper(buffered, encoding, errors, newline)
-        text.mode = mode
-        return text
+        return buffered_file(raw, mode, buffering, encoding, errors, newline)
 
     def close(self) -> None:
         """Close the stream, or mark it to close when the last ``makefile`` file closes."""

@@ -419,27 +419,41 @@ class _StreamRawIO(io.RawIOBase):
         return self._stream.write(data)
 
 
-def _make_stream_file(stream: Stream, mode: str, buffering: int | None, encoding: str | None,
-                      errors: str | None, newline: str | None) -> Any:
+def check_file_mode(mode: str) -> tuple[bool, bool, bool]:
+    """Validate a ``makefile`` mode; return (reading, writing, binary)."""
     if not set(mode) <= {"r", "w", "b"}:
         raise ValueError(f"invalid mode {mode!r} (only r, w, b)")
-    reading, writing, binary = "r" in mode, "w" in mode, "b" in mode
-    raw = _StreamRawIO(stream, mode)
-    if buffering is None:
-        buffering = -1
+    reading, writing = "r" in mode, "w" in mode
+    if not reading and not writing:
+        raise ValueError("mode must include r or w")
+    return reading, writing, "b" in mode
+
+
+def buffered_file(raw: io.RawIOBase, mode: str, buffering: int | None,
+                  encoding: str | None, errors: str | None, newline: str | None) -> Any:
+    """Layer buffering and text decoding over ``raw`` as ``socket.makefile`` does."""
+    reading, writing, binary = check_file_mode(mode)
+    if buffering is None or buffering < 0:
+        buffering = io.DEFAULT_BUFFER_SIZE
     if buffering == 0:
         if not binary:
             raise ValueError("unbuffered streams must be binary")
         return raw
-    size = io.DEFAULT_BUFFER_SIZE if buffering < 0 else buffering
     if reading and writing:
-        buffered: Any = io.BufferedRWPair(raw, raw, size)
+        buffered: Any = io.BufferedRWPair(raw, raw, buffering)
     elif reading:
-        buffered = io.BufferedReader(raw, size)
+        buffered = io.BufferedReader(raw, buffering)
     else:
-        buffered = io.BufferedWriter(raw, size)
+        buffered = io.BufferedWriter(raw, buffering)
     if binary:
         return buffered
     text = io.TextIOWrapper(buffered, encoding, errors, newline)
     text.mode = mode
     return text
+
+
+def _make_stream_file(stream: Stream, mode: str, buffering: int | None, encoding: str | None,
+                      errors: str | None, newline: str | None) -> Any:
+    check_file_mode(mode)
+    return buffered_file(_StreamRawIO(stream, mode), mode, buffering, encoding, errors,
+                         newline)

@@ -189,8 +189,8 @@ def _load_der_private(data: bytes, what: str) -> object:
 
 def _load_ecdsa(data: bytes) -> _PrivateKey:
     key = _load_der_private(data, "ECDSA")
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve,
-                                                                          ECDSA_CURVES):
+    if not (isinstance(key, ec.EllipticCurvePrivateKey)
+            and isinstance(key.curve, ECDSA_CURVES)):
         raise KeyDecodeError("ECDSA private key is not on P-256, P-384 or P-521")
     return key
 
