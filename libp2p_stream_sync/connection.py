@@ -60,7 +60,10 @@ _CONGESTION_TIMEOUT = 5.0
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
 
-_CONNECTING, _SECURING, _HANDSHAKING, _MUXER_SELECT, _OPEN, _CLOSED = range(6)
+_CONNECTING, _SECURING, _HANDSHAKING, _MUXER_SELECT, _OPEN, _CLOSED, _CLOSING = range(7)
+_MUXING = (_OPEN, _CLOSING)
+#: How long a gracefully closing connection may take to deliver what was written.
+_LINGER = 2.0
 
 
 class _Negotiation:
@@ -94,6 +97,8 @@ class Connection:
         self._reactor = node._reactor
         self._state = _CONNECTING if initiator else _SECURING
         self._recv_size = _MIN_RECV_BUFFER
+        self._max_recv_size = _RECV_BUFFER
+        self._pause_reading_at = _PAUSE_READING_AT
         self._wire: collections.deque[Any] = collections.deque()
         self._wire_len = 0
         self._want_write = False
@@ -102,6 +107,8 @@ class Connection:
         self._congested: dict[int, Stream] = {}
         self._congestion_timer: Any = None
         self._idle_timer: Any = None
+        self._linger_timer: Any = None
+        self._write_shut = False
         self._idle_since = 0.0
         self._select: Any = None
         self._handshake: NoiseHandshake | None = None
@@ -207,7 +214,7 @@ class Connection:
     def _adapt_recv_size(self, n: int, transport: Any) -> None:
         size = self._recv_size
         if n >= size:
-            self._recv_size = min(size * 2, _RECV_BUFFER)
+            self._recv_size = min(size * 2, self._max_recv_size)
         else:
             if n < size >> 3 and size > _MIN_RECV_BUFFER:
                 self._recv_size = size >> 1
@@ -276,7 +283,7 @@ class Connection:
                 self._secure_received(plain)
 
     def _secure_received(self, plain: Any) -> None:
-        if self._state == _OPEN:
+        if self._state in _MUXING:
             self._handle_events(self._muxer.receive_data(plain))
         elif self._state == _MUXER_SELECT:
             try:
@@ -294,6 +301,12 @@ class Connection:
         self.muxer_protocol = protocol
         self._muxer = self.node._make_muxer(protocol, self.initiator)
         self._tcp_flow_control = protocol == MPLEX
+        if self._tcp_flow_control:
+            # Pause early enough that one more read cannot push a stream past the
+            # muxer's buffer bound (mplex resets a stream beyond it).
+            quarter = self.node.limits.max_stream_buffer // 4
+            self._pause_reading_at = min(_PAUSE_READING_AT, quarter)
+            self._max_recv_size = min(_RECV_BUFFER, quarter)
         self._state = _OPEN
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
@@ -334,7 +347,7 @@ class Connection:
         stream = self._streams.get(sid)
         if stream is not None:
             stream._feed(data)
-            if self._tcp_flow_control and stream._recv_len > _PAUSE_READING_AT:
+            if self._tcp_flow_control and stream._recv_len > self._pause_reading_at:
                 self._congest(sid, stream)
             return
         neg = self._negotiating.get(sid)
@@ -343,17 +356,14 @@ class Connection:
             return
         try:
             result = neg.engine.receive_data(data)
-        except NegotiationFailed:
-            self._muxer_consumed(sid, len(data))
-            self._negotiating.pop(sid, None)
-            self._reset_muxer_stream(sid)
-            fail(neg.future, UnsupportedProtocol(neg.protocol, self.remote_peer_id))
-            return
         except ProtocolError as exc:
             self._muxer_consumed(sid, len(data))
-            self._negotiating.pop(sid, None)
+            self._drop_negotiation(sid)
             self._reset_muxer_stream(sid)
-            fail(neg.future, ConnectionAbortedError(f"stream negotiation failed: {exc}"))
+            if isinstance(exc, NegotiationFailed):
+                fail(neg.future, UnsupportedProtocol(neg.protocol, self.remote_peer_id))
+            else:
+                fail(neg.future, ConnectionAbortedError(f"stream negotiation failed: {exc}"))
             return
         out = neg.engine.data_to_send()
         if out:
@@ -404,8 +414,15 @@ class Connection:
         if sid in self._fin_sent:
             self._forget(sid)
 
-    def _on_reset(self, sid: int, reason: str) -> None:
+    def _drop_negotiation(self, sid: int) -> _Negotiation | None:
+        """Forget a negotiation that will not become a stream."""
         neg = self._negotiating.pop(sid, None)
+        if not self._streams and not self._negotiating:
+            self._became_idle()
+        return neg
+
+    def _on_reset(self, sid: int, reason: str) -> None:
+        neg = self._drop_negotiation(sid)
         if neg is not None:
             fail(neg.future, ConnectionResetError(f"stream reset during negotiation: {reason}"))
             return
@@ -542,7 +559,7 @@ class Connection:
     def _abandon_open(self, future: Future) -> None:
         for sid, neg in list(self._negotiating.items()):
             if neg.future is future:
-                del self._negotiating[sid]
+                self._drop_negotiation(sid)
                 self._reset_muxer_stream(sid)
                 self._reactor.mark_dirty(self)
 
@@ -561,16 +578,22 @@ class Connection:
         """Move stream data into the muxer, muxer output through Noise, and onto the socket."""
         if self._state == _CLOSED:
             return
-        if self._state == _OPEN:
-            if self._deferred_opens:
-                self._start_deferred_opens()
-            if self._to_flush:
-                self._pull_streams()
-            out = self._muxer.data_to_send()
-            if out:
-                self._queue_plain(self._transport.encrypt(out))
-            self._update_timer()
-        self._send_wire()
+        try:
+            if self._state in _MUXING:
+                if self._deferred_opens:
+                    self._start_deferred_opens()
+                if self._to_flush:
+                    self._pull_streams()
+                out = self._muxer.data_to_send()
+                if out:
+                    self._queue_plain(self._transport.encrypt(out))
+                self._update_timer()
+            self._send_wire()
+            if self._state == _CLOSING:
+                self._finish_closing()
+        except Exception as exc:  # a bug of ours must cost one connection, not the node
+            log.exception("%r: internal error while sending", self)
+            self.abort(ConnectionAbortedError(f"internal error: {exc!r}"), cause=exc)
 
     def _pull_streams(self) -> None:
         muxer = self._muxer
@@ -644,7 +667,7 @@ class Connection:
         if want_write != self._want_write:
             self._want_write = want_write
             self._set_interest()
-        if not wire and self._to_flush and self._state == _OPEN:
+        if not wire and self._to_flush and self._state in _MUXING:
             self._reactor.mark_dirty(self)
 
     def _set_interest(self) -> None:
@@ -676,7 +699,8 @@ class Connection:
 
     def _relieve_congestion(self) -> None:
         for sid, stream in list(self._congested.items()):
-            if stream._recv_len <= _PAUSE_READING_AT or self._streams.get(sid) is not stream:
+            if (stream._recv_len <= self._pause_reading_at
+                    or self._streams.get(sid) is not stream):
                 del self._congested[sid]
         if not self._congested:
             self._uncongested()
@@ -725,18 +749,34 @@ class Connection:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_when = None
-        if self._state != _OPEN:
+        if self._state not in _MUXING:
             return
         self._handle_events(self._muxer.handle_timer(time.monotonic()))
         self._reactor.mark_dirty(self)
 
     # -- closing ---------------------------------------------------------------------------
     def close(self) -> None:
-        """Close gracefully: GoAway, flush what is queued, close the socket."""
-        if self._state == _OPEN:
-            self._muxer.go_away(0)
-            self._flush_wire_now()
-        self.abort(ConnectionAbortedError("connection closed locally"))
+        """Close gracefully: no new streams (GoAway), deliver what streams have queued,
+        send FIN, and close once the remote closed too (at most ``_LINGER`` seconds)."""
+        if self._state != _OPEN:
+            if self._state != _CLOSING:
+                self.abort(ConnectionAbortedError("connection closed locally"))
+            return
+        self._state = _CLOSING
+        self._muxer.go_away(0)
+        self._linger_timer = self._reactor.call_later(
+            _LINGER, lambda: self.abort(ConnectionAbortedError("connection closed locally")))
+        self.flush()
+
+    def _finish_closing(self) -> None:
+        """Once everything queued is on the wire, send FIN; the remote's FIN ends it."""
+        if self._wire or self._to_flush or self._window_blocked or self._write_shut:
+            return
+        self._write_shut = True
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.abort(ConnectionAbortedError("connection closed locally"))
 
     def abort(self, error: OSError, cause: BaseException | None = None) -> None:
         """Close at once; every stream and waiter gets ``error``."""
@@ -744,11 +784,11 @@ class Connection:
             return
         if cause is not None and error.__cause__ is None:
             error.__cause__ = cause
-        was_open = self._state == _OPEN
+        was_open = self._state in _MUXING
         self._state = _CLOSED
         self.closed_reason = str(error)
         for timer in (self._timer, self._deadline_timer, self._congestion_timer,
-                      self._idle_timer):
+                      self._idle_timer, self._linger_timer):
             if timer is not None:
                 timer.cancel()
         self._reactor.unregister(self.sock)
@@ -763,7 +803,10 @@ class Connection:
             fail(future, error)
         self._deferred_opens.clear()
         for sid, stream in list(self._streams.items()):
-            stream._fail(_copy_error(error))
+            if sid in self._remote_ended:
+                stream._fail_writes(_copy_error(error))
+            else:
+                stream._fail(_copy_error(error))
             self._forget(sid)
         self._wire.clear()
         on_ready, self._on_ready = self._on_ready, None

@@ -7,8 +7,20 @@ undo what it did for it (reset a stream, close a connection) instead of raising
 
 from __future__ import annotations
 
+import concurrent.futures
 from concurrent.futures import Future
 from typing import Any
+
+
+def result(future: Future, timeout: float | None) -> Any:
+    """``future.result(timeout)`` raising the built-in ``TimeoutError`` on Python 3.10 too
+    (``concurrent.futures.TimeoutError`` became an alias of it only in 3.11)."""
+    try:
+        return future.result(timeout)
+    except concurrent.futures.TimeoutError as exc:
+        if isinstance(exc, TimeoutError):
+            raise
+        raise TimeoutError(str(exc) or "timed out") from None
 
 
 def complete(future: Future, value: Any) -> bool:
@@ -34,7 +46,7 @@ def wait(future: Future, timeout: float | None) -> Any:
     moments away and is returned.
     """
     try:
-        return future.result(timeout)
+        return result(future, timeout)
     except TimeoutError:
         if future.cancel():
             raise

@@ -19,7 +19,7 @@ from .engines.noise import NoiseIdentity, PeerIdMismatch
 from .engines.yamux import YamuxSession
 from .errors import (AlreadyRegistered, DialError, OpenStreamError, PeerMismatchError,
                      UnsupportedProtocol)
-from .futures import complete, fail, wait
+from .futures import complete, fail, result, wait
 from .identity import Keypair, PeerId
 from .limits import Limits
 from .protocols import BuiltinProtocols
@@ -317,7 +317,7 @@ class Node(BuiltinProtocols):
                 self._dials[peer_id] = mine
         if shared is not None:
             try:
-                return shared.result(max(0.0, deadline - time.monotonic()))
+                return result(shared, max(0.0, deadline - time.monotonic()))
             except TimeoutError as exc:
                 raise OpenStreamError(f"timed out connecting to {peer_id}", "timeout") \
                     from exc
@@ -375,7 +375,7 @@ class Node(BuiltinProtocols):
             self._reactor.call_soon(self._start_dial, family, sockaddr, peer, future,
                                     min(remaining, self.limits.handshake_timeout))
             try:
-                return future.result(remaining)
+                return result(future, remaining)
             except TimeoutError:
                 raise TimeoutError(f"dialing {target.host}:{target.port} timed out") \
                     from None
@@ -497,12 +497,23 @@ class Node(BuiltinProtocols):
                     del self._connections[conn.remote_peer_id]
 
     def _shutdown(self, done: Future) -> None:
+        """Close listeners and connections gracefully; resolve ``done`` once all are gone."""
         for listener in self._listeners:
             listener.close()
         with self._lock:
             conns = [c for cs in self._connections.values() for c in cs]
         for conn in conns + list(self._pending):
             conn.close()
+        self._await_connections_closed(done, time.monotonic() + _CLOSE_TIMEOUT - 1.0)
+
+    def _await_connections_closed(self, done: Future, deadline: float) -> None:
+        with self._lock:
+            left = [c for cs in self._connections.values() for c in cs]
+        if left and time.monotonic() < deadline:
+            self._reactor.call_later(0.01, lambda: self._await_connections_closed(done, deadline))
+            return
+        for conn in left:
+            conn.abort(ConnectionAbortedError("the node closed"))
         complete(done, None)
 
 

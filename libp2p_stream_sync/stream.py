@@ -39,7 +39,7 @@ class Stream:
         "peer_id", "protocol", "_conn", "_sid", "_lock", "_readable", "_writable",
         "_recv", "_recv_len", "_recv_eof", "_unreported", "_error", "_send",
         "_send_len", "_write_closed", "_flush_scheduled", "_timeout", "_finished",
-        "_counted", "__weakref__",
+        "_counted", "_write_error", "__weakref__",
     )
 
     def __init__(self, conn: "Connection", stream_id: int, peer_id: "PeerId",
@@ -57,6 +57,7 @@ class Stream:
         self._recv_eof = False
         self._unreported = 0
         self._error: OSError | None = None
+        self._write_error: OSError | None = None  # the sending side failed, reads go on
         self._send: collections.deque[memoryview] = collections.deque()
         self._send_len = 0
         self._write_closed = False
@@ -95,7 +96,7 @@ class Stream:
             else:
                 self._readable.wait()
         if not self._recv and self._error is not None:
-            raise self._error
+            raise _fresh(self._error)
 
     def _take(self, n: int) -> bytes:
         """Remove up to ``n`` buffered bytes (lock held; ``n < 0`` means all)."""
@@ -227,7 +228,9 @@ class Stream:
 
     def _check_writable(self) -> None:
         if self._error is not None:
-            raise self._error
+            raise _fresh(self._error)
+        if self._write_error is not None:
+            raise _fresh(self._write_error)
         if self._write_closed:
             raise BrokenPipeError("stream closed for writing")
 
@@ -241,8 +244,8 @@ class Stream:
     def _wait_drained(self) -> None:
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
         while self._send_len > SEND_BUFFER_HIGH_WATER:
-            if self._error is not None:
-                raise self._error
+            if self._error is not None or self._write_error is not None:
+                self._check_writable()
             if deadline is None:
                 self._writable.wait()
                 continue
@@ -368,6 +371,17 @@ class Stream:
                 self._error = error
             self._discard_locked()
 
+    def _fail_writes(self, error: OSError) -> None:
+        """The connection is gone but the remote had finished sending: what it sent
+        stays readable (then end of stream); only writing fails."""
+        with self._lock:
+            if self._write_error is None:
+                self._write_error = error
+            self._send.clear()
+            self._send_len = 0
+            self._readable.notify_all()
+            self._writable.notify_all()
+
     def _pop_send(self, limit: int) -> memoryview | None:
         """Take at most ``limit`` bytes queued for sending (None when nothing is)."""
         with self._lock:
@@ -395,6 +409,14 @@ class Stream:
         with self._lock:
             self._flush_scheduled = bool(self._send)
             return bool(self._send), self._write_closed and not self._send
+
+
+def _fresh(error: OSError) -> OSError:
+    """A new exception like ``error`` for each raise: re-raising one stored object
+    would grow its traceback on every call and share it between threads."""
+    copy = type(error)(*error.args)
+    copy.__cause__ = error.__cause__
+    return copy
 
 
 class _StreamRawIO(io.RawIOBase):

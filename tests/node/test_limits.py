@@ -79,7 +79,12 @@ def test_streams_per_connection(make_node):
     client = make_node(listen=[], limits=Limits(max_streams_per_connection=4))
     EchoServer(server)
     control = client.new_control()
-    streams = [control.open_stream(p2p_addr(server), "/echo/1.0.0", timeout=5)
+    client.dial(p2p_addr(server))
+    # Identify streams (both ways) count too: let them finish first.
+    client.wait_identified(server.peer_id)
+    conn = client._connections[server.peer_id][0]
+    assert wait_until(lambda: conn._muxer.stream_count == 0)
+    streams = [control.open_stream(server.peer_id, "/echo/1.0.0", timeout=5)
                for _ in range(4)]
     with pytest.raises(OpenStreamError):
         control.open_stream(server.peer_id, "/echo/1.0.0", timeout=5)
