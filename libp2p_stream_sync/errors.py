@@ -28,7 +28,7 @@ class OpenStreamError(ConnectionError):
 
     ``kind`` is a short machine-readable reason: ``"no-address"``, ``"dial"``,
     ``"handshake"``, ``"wrong-peer"``, ``"timeout"``, ``"connection-lost"``,
-    ``"unsupported-protocol"``, ``"closed"`` or ``"io"``.
+    ``"refused"`` (a stream limit), ``"unsupported-protocol"``, ``"closed"`` or ``"io"``.
     """
 
     def __init__(self, message: str, kind: str = "io") -> None:

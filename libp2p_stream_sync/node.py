@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 _MUXER_NAMES = {"yamux": YAMUX, "mplex": MPLEX, YAMUX: YAMUX, MPLEX: MPLEX}
 _CLOSE_TIMEOUT = 5.0
 _MAX_ADDRESSES_PER_PEER = 32
+_MAX_PEERS_IN_ADDRESS_BOOK = 10_000
 
 InternalHandler = Callable[["Connection", Stream], None]
 
@@ -123,7 +124,11 @@ class Node(BuiltinProtocols):
                 raise ValueError(f"address {ma} names peer {target.peer_id}, not {peer_id}")
             ma = ma.decapsulate_code(421) if hasattr(ma, "decapsulate_code") else ma
         with self._lock:
-            known = self._addresses.setdefault(peer_id, [])
+            known = self._addresses.get(peer_id)
+            if known is None:
+                if len(self._addresses) >= _MAX_PEERS_IN_ADDRESS_BOOK:
+                    del self._addresses[next(iter(self._addresses))]  # the oldest peer
+                known = self._addresses[peer_id] = []
             if ma in known:
                 return
             known.append(ma)
@@ -176,7 +181,8 @@ class Node(BuiltinProtocols):
         with self._lock:
             workers, self._workers = self._workers, None
         if workers is not None:
-            workers.shutdown(wait=True, cancel_futures=True)
+            # On the reactor thread (a hook closing the node) waiting could deadlock.
+            workers.shutdown(wait=not self._reactor.in_reactor_thread(), cancel_futures=True)
 
     @property
     def closed(self) -> bool:
@@ -401,6 +407,9 @@ class Node(BuiltinProtocols):
                                   "timeout") from exc
         except UnsupportedProtocol:
             raise
+        except ConnectionRefusedError as exc:
+            raise OpenStreamError(f"opening {protocol} to {conn.remote_peer_id} refused: "
+                                  f"{exc}", "refused") from exc
         except OSError as exc:
             raise OpenStreamError(f"opening {protocol} to {conn.remote_peer_id} failed: "
                                   f"{exc}", "connection-lost") from exc
