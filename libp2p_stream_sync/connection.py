@@ -79,6 +79,32 @@ class _Negotiation:
         self.remote_ended = False
 
 
+class _Collector:
+    """A reactor-side reader: gathers one stream's bytes for a ``collect`` call."""
+
+    __slots__ = ("limit", "callback", "data", "timer", "sid", "done")
+
+    def __init__(self, limit: int, callback: Callable[[bytes | None, BaseException | None],
+                                                      None]) -> None:
+        self.limit = limit
+        self.callback = callback
+        self.data = bytearray()
+        self.timer: Any = None
+        self.sid: int | None = None
+        self.done = False
+
+    def finish(self, data: bytes | None, error: BaseException | None) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+        try:
+            self.callback(data, error)
+        except Exception:
+            log.exception("collect callback %r failed", self.callback)
+
+
 class Connection:
     """A connection to one peer. Created by the node on the reactor thread."""
 
@@ -121,6 +147,7 @@ class Connection:
         self._to_flush: dict[int, Stream] = {}
         self._window_blocked: dict[int, Stream] = {}
         self._deferred_opens: collections.deque[tuple[str, Future]] = collections.deque()
+        self._collecting: dict[int, _Collector] = {}
         self._timer: Any = None
         self._timer_when: float | None = None
         self._deadline_timer: Any = None
@@ -352,8 +379,11 @@ class Connection:
             return
         neg = self._negotiating.get(sid)
         if neg is None:
-            self._muxer_consumed(sid, len(data))  # a stream we already let go of
-            return
+            self._muxer_consumed(sid, len(data))
+            collector = self._collecting.get(sid)
+            if collector is not None:
+                self._collected(collector, data)
+            return  # else a stream we already let go of
         try:
             result = neg.engine.receive_data(data)
         except ProtocolError as exc:
@@ -404,6 +434,10 @@ class Connection:
 
     def _on_remote_end(self, sid: int) -> None:
         stream = self._streams.get(sid)
+        collector = self._collecting.pop(sid, None) if stream is None else None
+        if collector is not None:
+            collector.finish(bytes(collector.data), None)
+            return
         if stream is None:
             neg = self._negotiating.get(sid)
             if neg is not None:
@@ -422,6 +456,9 @@ class Connection:
         return neg
 
     def _on_reset(self, sid: int, reason: str) -> None:
+        collector = self._collecting.pop(sid, None)
+        if collector is not None:
+            collector.finish(None, ConnectionResetError(f"stream reset: {reason}"))
         neg = self._drop_negotiation(sid)
         if neg is not None:
             fail(neg.future, ConnectionResetError(f"stream reset during negotiation: {reason}"))
@@ -551,6 +588,80 @@ class Connection:
         self._negotiating[sid] = _Negotiation(engine, future, protocol)
         self._send_negotiation(sid, engine.data_to_send())
         self._reactor.mark_dirty(self)
+
+    def collect(self, protocol: str, limit: int, timeout: float,
+                callback: Callable[[bytes | None, BaseException | None], None]) -> None:
+        """Reactor thread only: read a whole response without an application thread.
+
+        Opens a stream for ``protocol``, half-closes it at once and gathers what the
+        remote sends until it closes; then calls ``callback(data, None)``, or
+        ``callback(None, error)`` on failure, more than ``limit`` bytes, or
+        ``timeout``. For request-less exchanges such as identify.
+        """
+        collector = _Collector(limit, callback)
+        future: Future = Future()
+
+        def opened(done: Future) -> None:
+            if done.cancelled():
+                return
+            error = done.exception()
+            if error is not None:
+                collector.finish(None, error)
+            elif collector.done:  # timed out meanwhile
+                self._reset(done.result())
+            else:
+                self._start_collecting(done.result(), collector)
+
+        def expired() -> None:
+            collector.timer = None
+            if future.cancel():
+                self._abandon_open(future)
+            if collector.sid is not None and self._collecting.pop(collector.sid, None):
+                self._reset_muxer_stream(collector.sid)
+                self._reactor.mark_dirty(self)
+            collector.finish(None, TimeoutError(f"no complete {protocol} response "
+                                                f"within {timeout} s"))
+
+        collector.timer = self._reactor.call_later(timeout, expired)
+        future.add_done_callback(opened)
+        self._open_stream(protocol, future)
+
+    def _start_collecting(self, stream: Stream, collector: _Collector) -> None:
+        sid = stream._sid
+        remote_ended = sid in self._remote_ended
+        self._streams.pop(sid, None)
+        self._remote_ended.discard(sid)
+        self._to_flush.pop(sid, None)
+        stream._finished = True
+        collector.sid = sid
+        self._collecting[sid] = collector
+        if sid in self._fin_sent:
+            self._fin_sent.discard(sid)
+        else:
+            try:
+                self._muxer.close_stream(sid)  # the request is empty: half-close now
+            except mev.StreamClosedError:
+                pass
+        with stream._lock:
+            early = b"".join(stream._recv)
+            stream._recv.clear()
+            stream._recv_len = 0
+        if early:
+            self._muxer_consumed(sid, len(early))
+            self._collected(collector, early)
+        if remote_ended and self._collecting.pop(sid, None) is collector:
+            collector.finish(bytes(collector.data), None)
+        self._reactor.mark_dirty(self)
+
+    def _collected(self, collector: _Collector, data: Any) -> None:
+        collector.data += data
+        if len(collector.data) > collector.limit:
+            sid = collector.sid
+            if sid is not None and self._collecting.pop(sid, None) is collector:
+                self._reset_muxer_stream(sid)
+                self._reactor.mark_dirty(self)
+            collector.finish(None, ConnectionAbortedError(
+                f"response larger than {collector.limit} bytes"))
 
     def abandon_open(self, future: Future) -> None:
         """*Thread-safe.* The opener timed out: reset its stream if still negotiating."""
@@ -802,6 +913,9 @@ class Connection:
         for _, future in self._deferred_opens:
             fail(future, error)
         self._deferred_opens.clear()
+        for collector in list(self._collecting.values()):
+            collector.finish(None, _copy_error(error))
+        self._collecting.clear()
         for sid, stream in list(self._streams.items()):
             if sid in self._remote_ended:
                 stream._fail_writes(_copy_error(error))

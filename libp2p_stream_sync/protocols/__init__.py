@@ -180,30 +180,27 @@ class BuiltinProtocols:
 
     # -- identify client -------------------------------------------------------------------
     def _on_new_connection(self, conn: "Connection") -> None:
-        self._run_in_worker(self._identify_connection, conn)
-
-    def _identify_connection(self, conn: "Connection") -> None:
-        """Worker: ask the peer on ``conn`` who it is and remember the answer."""
+        """Reactor: ask the peer on ``conn`` who it is (no thread hand-off per connection)."""
         peer = conn.remote_peer_id
         assert peer is not None  # connections are ready only once authenticated
-        deadline = time.monotonic() + self._identify_timeout
-        try:
-            stream = self._open_on(conn, identify.PROTOCOL, deadline)
-        except OpenStreamError as exc:
-            log.debug("cannot identify %s: %s", peer, exc)
-            self._store_failure(peer, str(exc))
-            return
-        try:
-            message = identify.read_messages(stream, max(0.0, deadline - time.monotonic()))
-        except (OSError, ProtocolError) as exc:
-            log.info("identify of %s failed: %s", peer, exc)
-            stream.reset()
-            self._store_failure(peer, str(exc))
-            return
-        stream.close()
-        self._store_message(peer, message, push=False)
-        log.debug("identified %s: %s, %d protocols", peer, message.get("agentVersion", "?"),
-                  len(message.get("protocols", ())))
+
+        def answered(data: bytes | None, error: BaseException | None) -> None:
+            if error is not None:
+                log.debug("identify of %s failed: %s", peer, error)
+                self._store_failure(peer, str(error) or type(error).__name__)
+                return
+            try:
+                message = identify.merge_messages(identify.split_messages(data))
+            except ProtocolError as exc:
+                log.info("identify of %s failed: %s", peer, exc)
+                self._store_failure(peer, str(exc))
+                return
+            self._store_message(peer, message, push=False)
+            log.debug("identified %s: %s, %d protocols", peer,
+                      message.get("agentVersion", "?"), len(message.get("protocols", ())))
+
+        conn.collect(identify.PROTOCOL, identify.MAX_RECEIVE_SIZE, self._identify_timeout,
+                     answered)
 
     def _receive_push(self, stream: "Stream") -> None:
         """Worker: read an identify push from the peer and apply it."""

@@ -395,6 +395,7 @@ def test_opens_beyond_the_yamux_ack_backlog_wait_for_acks(make_node):
     deadline = time.monotonic() + 5
     while client.peer_id not in server.connected_peers() and time.monotonic() < deadline:
         time.sleep(0.01)
+    client.wait_identified(server.peer_id)  # its identify stream must not count below
     server_conn = server._connections[client.peer_id][0]
     ignored = []
     server_conn._on_inbound_stream = ignored.append  # never ACKs: the backlog fills
