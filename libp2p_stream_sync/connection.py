@@ -476,6 +476,9 @@ class Connection:
         self._window_blocked.pop(sid, None)
         if stream is not None:
             stream._finished = True
+            if stream._close_timer is not None:
+                stream._close_timer.cancel()
+                stream._close_timer = None
             if stream._counted:
                 stream._counted = False
                 self.node._inbound_stream_finished(stream)
@@ -537,6 +540,24 @@ class Connection:
     def reset_stream(self, stream: Stream) -> None:
         """*Thread-safe.* Reset the stream on the wire."""
         self._reactor.call_soon(self._reset, stream)
+
+    def stream_closed(self, stream: Stream, dropped: int) -> None:
+        """*Thread-safe.* The application closed a stream the remote has not finished."""
+        self._reactor.call_soon(self._stream_closed, stream, dropped)
+
+    def _stream_closed(self, stream: Stream, dropped: int) -> None:
+        if dropped:
+            self._stream_consumed(stream, dropped)
+        if self._streams.get(stream._sid) is stream and stream._close_timer is None:
+            stream._close_timer = self._reactor.call_later(
+                self.node.limits.stream_close_timeout, lambda: self._close_timed_out(stream))
+
+    def _close_timed_out(self, stream: Stream) -> None:
+        stream._close_timer = None
+        if self._streams.get(stream._sid) is stream:
+            log.debug("%r: resetting %r: closed by us, never finished by the remote", self,
+                      stream)
+            self._reset(stream)
 
     def open_stream(self, protocol: str, future: Future) -> None:
         """*Thread-safe.* Open a stream and negotiate ``protocol``; resolve ``future``."""

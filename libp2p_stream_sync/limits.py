@@ -28,6 +28,9 @@ class Limits:
     #: Seconds a connection may stay without any stream before we close it
     #: (``None``: never).
     idle_connection_timeout: float | None = 300.0
+    #: Seconds a stream we closed may wait for the remote to finish its side before
+    #: it is reset (so peers that never close cannot pin streams).
+    stream_close_timeout: float = 60.0
     #: Most unread bytes a stream may hold: the largest yamux receive window it grows
     #: to, and mplex's per-stream buffer bound (mplex resets a stream beyond it).
     max_stream_buffer: int = 16 * 1024 * 1024
@@ -42,7 +45,8 @@ class Limits:
                      "max_inbound_streams_per_protocol_per_peer", "yamux_backlog"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
-        if self.handshake_timeout <= 0 or self.keepalive_timeout <= 0:
+        if (self.handshake_timeout <= 0 or self.keepalive_timeout <= 0
+                or self.stream_close_timeout <= 0):
             raise ValueError("timeouts must be positive")
         if self.max_stream_buffer < 256 * 1024:
             raise ValueError("max_stream_buffer must be at least 256 KiB (yamux's window)")

@@ -39,7 +39,7 @@ class Stream:
         "peer_id", "protocol", "_conn", "_sid", "_lock", "_readable", "_writable",
         "_recv", "_recv_len", "_recv_eof", "_unreported", "_error", "_send",
         "_send_len", "_write_closed", "_flush_scheduled", "_timeout", "_finished",
-        "_counted", "_write_error", "__weakref__",
+        "_counted", "_write_error", "_close_timer", "__weakref__",
     )
 
     def __init__(self, conn: "Connection", stream_id: int, peer_id: "PeerId",
@@ -65,6 +65,7 @@ class Stream:
         self._timeout: float | None = None
         self._finished = False  # the reactor has forgotten this stream
         self._counted = False  # counted in the node's inbound-streams-per-peer limit
+        self._close_timer: Any = None  # reactor: resets a closed stream the remote keeps open
 
     def __repr__(self) -> str:
         return f"<Stream {self.protocol} with {self.peer_id} id={self._sid}>"
@@ -268,19 +269,21 @@ class Stream:
             self._conn.schedule_stream_flush(self)
 
     def close(self) -> None:
-        """Close both directions: FIN after pending data; later reads return what remains."""
+        """Close both directions: FIN after pending writes; unread data is discarded.
+
+        If the remote never finishes its side, the stream is reset after
+        ``Limits.stream_close_timeout`` seconds.
+        """
         self.close_write()
         with self._lock:
-            if not self._recv_eof and self._error is None:
-                # We will read no more: discard what comes and stop holding window.
-                self._recv_eof = True
-                dropped, self._recv_len = self._recv_len, 0
-                self._recv.clear()
-                self._readable.notify_all()
-            else:
-                dropped = 0
-        if dropped:
-            self._conn.report_consumed(self, dropped)
+            if self._recv_eof or self._error is not None:
+                return
+            # We will read no more: discard what comes and stop holding window.
+            self._recv_eof = True
+            dropped, self._recv_len = self._recv_len, 0
+            self._recv.clear()
+            self._readable.notify_all()
+        self._conn.stream_closed(self, dropped)
 
     def reset(self) -> None:
         """Abort the stream in both directions (RST); pending data is discarded."""

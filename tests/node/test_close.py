@@ -83,3 +83,20 @@ def test_each_raise_is_a_fresh_exception(make_node):
             stream.read()
         raised.append(info.value)
     assert len({id(e) for e in raised}) == 3
+
+
+def test_a_closed_stream_the_remote_never_finishes_is_reset(make_node):
+    client = make_node(listen=[], limits=Limits(stream_close_timeout=0.3))
+    server = make_node()
+    incoming = server.new_control().accept("/t/1.0.0")
+    stream = client.new_control().open_stream(p2p_addr(server), "/t/1.0.0", timeout=5)
+    _, accepted = incoming.get(timeout=5)
+    stream.close()  # the server never closes its side
+    conn = client._connections[server.peer_id][0]
+    deadline = time.monotonic() + 3
+    while conn._streams and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not conn._streams
+    time.sleep(0.2)
+    with pytest.raises(ConnectionResetError):  # the server saw the reset
+        accepted.write(b"late")
