@@ -305,6 +305,12 @@ class Stream:
     def closed(self) -> bool:
         return self._finished
 
+    @property
+    def input_finished(self) -> bool:
+        """True once nothing more will arrive: the remote finished (or reset) its side,
+        or we stopped reading. Buffered bytes may still be there to read."""
+        return self._recv_eof or self._error is not None
+
     def __enter__(self) -> "Stream":
         return self
 

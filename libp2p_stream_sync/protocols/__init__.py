@@ -164,12 +164,12 @@ class BuiltinProtocols:
             stream.reset()
 
     def _on_ping(self, conn: "Connection", stream: "Stream") -> None:
-        if not self._ping_responder.admit(stream.peer_id):
+        if not self._ping_responder.admit(stream):
             log.debug("too many ping streams from %s: resetting one", stream.peer_id)
             stream.reset()
             return
         if self._run_in_worker(self._ping_responder.serve, stream) is None:
-            self._ping_responder.release(stream.peer_id)
+            self._ping_responder.release(stream)
             stream.reset()
 
     def _on_perf(self, conn: "Connection", stream: "Stream") -> None:

@@ -39,24 +39,30 @@ class PingResponder:
     def __init__(self, idle_timeout: float = IDLE_TIMEOUT) -> None:
         self.idle_timeout = idle_timeout
         self._lock = threading.Lock()
-        self._active: dict["PeerId", int] = {}
+        self._active: dict["PeerId", set] = {}
 
-    def admit(self, peer: "PeerId") -> bool:
-        """Count a new stream from ``peer``; False when it already has too many."""
+    def admit(self, stream: "Stream") -> bool:
+        """Count a new stream; False when its peer already has too many."""
         with self._lock:
-            count = self._active.get(peer, 0)
-            if count >= MAX_STREAMS_PER_PEER:
-                return False
-            self._active[peer] = count + 1
+            streams = self._active.setdefault(stream.peer_id, set())
+            if len(streams) >= MAX_STREAMS_PER_PEER:
+                # A stream whose remote already finished is ending: a dialer that
+                # pings again right after closing (its FIN came before this SYN)
+                # must not be refused while our responder thread catches up.
+                streams.difference_update([s for s in streams
+                                           if getattr(s, "input_finished", False)])
+                if len(streams) >= MAX_STREAMS_PER_PEER:
+                    return False
+            streams.add(stream)
             return True
 
-    def release(self, peer: "PeerId") -> None:
+    def release(self, stream: "Stream") -> None:
         with self._lock:
-            count = self._active.get(peer, 0) - 1
-            if count > 0:
-                self._active[peer] = count
-            else:
-                self._active.pop(peer, None)
+            streams = self._active.get(stream.peer_id)
+            if streams is not None:
+                streams.discard(stream)
+                if not streams:
+                    del self._active[stream.peer_id]
 
     def serve(self, stream: "Stream") -> None:
         """Blocking: echo payloads until the remote closes, goes silent or resets."""
@@ -71,7 +77,7 @@ class PingResponder:
             log.debug("ping stream from %s ended: %s", stream.peer_id, exc)
             stream.reset()
         finally:
-            self.release(stream.peer_id)
+            self.release(stream)
 
 
 def ping_stream(stream: "Stream", count: int, deadline: float) -> list[float]:

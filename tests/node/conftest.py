@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -29,6 +30,24 @@ def make_node():
 
 def p2p_addr(node: Node) -> str:
     return f"{node.listen_addrs[0]}/p2p/{node.peer_id}"
+
+
+def wait_until(predicate, timeout: float = 5.0) -> bool:
+    """Poll ``predicate`` until it holds (True) or ``timeout`` passes (False)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def connect(client: Node, server: Node):
+    """Dial ``server`` and wait until both sides hold the connection; return the
+    server's side of it."""
+    client.dial(p2p_addr(server))
+    assert wait_until(lambda: client.peer_id in server.connected_peers())
+    return server._connections[client.peer_id][0]
 
 
 class EchoServer:

@@ -13,20 +13,11 @@ import pytest
 
 from libp2p_stream_sync import Node
 
-from conftest import EchoServer, p2p_addr
+from conftest import EchoServer, p2p_addr, wait_until
 
 
 def open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
-
-
-def wait_until(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")

@@ -6,19 +6,10 @@ import time
 
 import pytest
 
-from libp2p_stream_sync import Node, OpenStreamError
+from libp2p_stream_sync import OpenStreamError
 from libp2p_stream_sync.limits import Limits
 
-from conftest import EchoServer, p2p_addr
-
-
-def wait_until(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
+from conftest import EchoServer, p2p_addr, wait_until
 
 
 def test_limits_are_validated():

@@ -13,7 +13,7 @@ import pytest
 from libp2p_stream_sync import (AlreadyRegistered, IncompleteReadError, OpenStreamError,
                                 PeerId, UnsupportedProtocol)
 
-from conftest import EchoServer, p2p_addr
+from conftest import EchoServer, connect, p2p_addr
 
 MUXERS = ["yamux", "mplex"]
 
@@ -220,11 +220,7 @@ def test_open_times_out_against_silent_listener(make_node):
 def test_open_times_out_when_remote_never_answers_negotiation(make_node):
     server = make_node()
     client = make_node(listen=[])
-    client.dial(p2p_addr(server))
-    deadline = time.monotonic() + 5
-    while client.peer_id not in server.connected_peers() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    conn = server._connections[client.peer_id][0]
+    conn = connect(client, server)
     conn._on_inbound_stream = lambda sid: None  # the server ignores new streams
     start = time.monotonic()
     with pytest.raises(OpenStreamError) as info:
@@ -391,12 +387,8 @@ def test_opens_beyond_the_yamux_ack_backlog_wait_for_acks(make_node):
     from concurrent.futures import Future
     server = make_node()
     client = make_node(listen=[])
-    client.dial(p2p_addr(server))
-    deadline = time.monotonic() + 5
-    while client.peer_id not in server.connected_peers() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    server_conn = connect(client, server)
     client.wait_identified(server.peer_id)  # its identify stream must not count below
-    server_conn = server._connections[client.peer_id][0]
     ignored = []
     server_conn._on_inbound_stream = ignored.append  # never ACKs: the backlog fills
     control = client.new_control()

@@ -73,9 +73,21 @@ def test_ping_stream_writes_32_random_bytes_per_round():
 
 def test_responder_echoes_until_eof():
     responder = ping.PingResponder()
-    assert responder.admit(None) and responder.admit(None) and not responder.admit(None)
+    first, second = FakeStream(), FakeStream()
+    assert responder.admit(first) and responder.admit(second)
+    assert not responder.admit(FakeStream())
+    responder.release(second)
     stream = FakeStream([b"a" * 32, b"b" * 16, b"b" * 16])
+    assert responder.admit(stream)
     responder.serve(stream)
     assert stream.written == b"a" * 32 + b"b" * 32
     assert stream.closed
-    assert responder.admit(None)  # serve released its slot
+    assert responder.admit(FakeStream())  # serve released its slot
+
+
+def test_streams_whose_remote_finished_do_not_hold_slots():
+    responder = ping.PingResponder()
+    finishing = FakeStream()
+    assert responder.admit(finishing) and responder.admit(FakeStream())
+    finishing.input_finished = True  # its FIN arrived; the responder has not caught up
+    assert responder.admit(FakeStream())
