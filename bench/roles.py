@@ -413,7 +413,7 @@ def role_node_opens(args: argparse.Namespace) -> None:
     control = node.new_control()
     # warm-up: identify, windows, thread pools
     for _ in range(50):
-        s = control.open_stream(peer, ECHO_PROTOCOL, timeout=10)
+        s = control.open_stream(peer, ECHO_PROTOCOL, timeout=10, lazy=args.lazy)
         s.write(b"x")
         s.read_exactly(1)
         s.close()
@@ -426,7 +426,7 @@ def role_node_opens(args: argparse.Namespace) -> None:
             ctl = control.clone()
             while time.perf_counter() < stop_at:
                 try:
-                    s = ctl.open_stream(peer, ECHO_PROTOCOL, timeout=10)
+                    s = ctl.open_stream(peer, ECHO_PROTOCOL, timeout=10, lazy=args.lazy)
                     s.settimeout(10)
                     s.write(b"x")
                     s.read_exactly(1)
@@ -680,6 +680,7 @@ def main() -> None:
         elif name == "node-opens":
             s.add_argument("--threads", type=int, default=1)
             s.add_argument("--seconds", type=float, default=3.0)
+            s.add_argument("--lazy", action="store_true", help="open_stream(lazy=True)")
         elif name == "node-rtt":
             s.add_argument("--count", type=int, default=2000)
             s.add_argument("--size", type=int, default=16)

@@ -69,7 +69,7 @@ _LINGER = 2.0
 class _Negotiation:
     """A muxed stream whose protocol is still being negotiated."""
 
-    __slots__ = ("engine", "future", "protocol", "remote_ended")
+    __slots__ = ("engine", "future", "protocol", "remote_ended", "stream")
 
     def __init__(self, engine: Any, future: Future | None = None,
                  protocol: str | None = None) -> None:
@@ -77,6 +77,8 @@ class _Negotiation:
         self.future = future  # outbound opens only
         self.protocol = protocol
         self.remote_ended = False
+        #: Lazy opens: the stream already handed to the opener.
+        self.stream: Stream | None = None
 
 
 class _Collector:
@@ -146,7 +148,8 @@ class Connection:
         self._negotiating: dict[int, _Negotiation] = {}
         self._to_flush: dict[int, Stream] = {}
         self._window_blocked: dict[int, Stream] = {}
-        self._deferred_opens: collections.deque[tuple[str, Future]] = collections.deque()
+        self._deferred_opens: collections.deque[tuple[str, Future, bool]] = \
+            collections.deque()
         self._collecting: dict[int, _Collector] = {}
         self._timer: Any = None
         self._timer_when: float | None = None
@@ -371,14 +374,15 @@ class Connection:
                 pass
 
     def _on_data(self, sid: int, data: bytes) -> None:
-        stream = self._streams.get(sid)
-        if stream is not None:
-            stream._feed(data)
-            if self._tcp_flow_control and stream._recv_len > self._pause_reading_at:
-                self._congest(sid, stream)
-            return
-        neg = self._negotiating.get(sid)
+        # A lazily opened stream is in _streams while its negotiation finishes.
+        neg = self._negotiating.get(sid) if self._negotiating else None
         if neg is None:
+            stream = self._streams.get(sid)
+            if stream is not None:
+                stream._feed(data)
+                if self._tcp_flow_control and stream._recv_len > self._pause_reading_at:
+                    self._congest(sid, stream)
+                return
             self._muxer_consumed(sid, len(data))
             collector = self._collecting.get(sid)
             if collector is not None:
@@ -391,9 +395,13 @@ class Connection:
             self._drop_negotiation(sid)
             self._reset_muxer_stream(sid)
             if isinstance(exc, NegotiationFailed):
-                fail(neg.future, UnsupportedProtocol(neg.protocol, self.remote_peer_id))
+                error: OSError = UnsupportedProtocol(neg.protocol, self.remote_peer_id)
             else:
-                fail(neg.future, ConnectionAbortedError(f"stream negotiation failed: {exc}"))
+                error = ConnectionAbortedError(f"stream negotiation failed: {exc}")
+            fail(neg.future, error)
+            if neg.stream is not None:
+                neg.stream._fail(error)
+                self._forget(sid)
             return
         out = neg.engine.data_to_send()
         if out:
@@ -406,6 +414,10 @@ class Connection:
         self._negotiated(sid, neg, result)
 
     def _negotiated(self, sid: int, neg: _Negotiation, result: Agreed) -> None:
+        if neg.stream is not None:  # lazy: the opener has had the stream all along
+            if result.leftover:
+                neg.stream._feed(bytes(result.leftover))
+            return
         stream = Stream(self, sid, self.remote_peer_id, result.protocol)
         self._streams[sid] = stream
         if result.leftover:
@@ -462,7 +474,8 @@ class Connection:
         neg = self._drop_negotiation(sid)
         if neg is not None:
             fail(neg.future, ConnectionResetError(f"stream reset during negotiation: {reason}"))
-            return
+            if neg.stream is None:
+                return
         stream = self._streams.get(sid)
         if stream is not None:
             stream._fail(ConnectionResetError(f"stream reset: {reason}"))
@@ -559,9 +572,13 @@ class Connection:
                       stream)
             self._reset(stream)
 
-    def open_stream(self, protocol: str, future: Future) -> None:
-        """*Thread-safe.* Open a stream and negotiate ``protocol``; resolve ``future``."""
-        self._reactor.call_soon(self._open_stream, protocol, future)
+    def open_stream(self, protocol: str, future: Future, lazy: bool = False) -> None:
+        """*Thread-safe.* Open a stream and negotiate ``protocol``; resolve ``future``.
+
+        ``lazy``: resolve at once; the negotiation finishes in the background and a
+        refusal fails the stream's next read or write with ``UnsupportedProtocol``.
+        """
+        self._reactor.call_soon(self._open_stream, protocol, future, lazy)
 
     # -- reactor-side helpers for those ----------------------------------------------------
     def _add_flush(self, stream: Stream) -> None:
@@ -578,7 +595,7 @@ class Connection:
         if self._congested:
             self._relieve_congestion()
 
-    def _open_stream(self, protocol: str, future: Future) -> None:
+    def _open_stream(self, protocol: str, future: Future, lazy: bool = False) -> None:
         if future.cancelled():
             return
         if not self.usable_for_new_streams():
@@ -586,29 +603,34 @@ class Connection:
                                               f"is closing: {self.closed_reason}"))
             return
         if self._deferred_opens or self._ack_backlog_full():
-            self._deferred_opens.append((protocol, future))
+            self._deferred_opens.append((protocol, future, lazy))
             return
-        self._start_open(protocol, future)
+        self._start_open(protocol, future, lazy)
 
     def _ack_backlog_full(self) -> bool:
         return getattr(self._muxer, "outbound_unacked", 0) >= _MAX_UNACKED_OUTBOUND
 
     def _start_deferred_opens(self) -> None:
         while self._deferred_opens and not self._ack_backlog_full():
-            protocol, future = self._deferred_opens.popleft()
+            protocol, future, lazy = self._deferred_opens.popleft()
             if not future.cancelled():
-                self._start_open(protocol, future)
+                self._start_open(protocol, future, lazy)
 
-    def _start_open(self, protocol: str, future: Future) -> None:
+    def _start_open(self, protocol: str, future: Future, lazy: bool = False) -> None:
         try:
             sid = self._muxer.open_stream()
         except mev.StreamLimitError as exc:
             fail(future, ConnectionRefusedError(f"cannot open a stream: {exc}"))
             return
-        engine = MultistreamDialer([protocol])
-        self._negotiating[sid] = _Negotiation(engine, future, protocol)
+        engine = MultistreamDialer([protocol], lazy=lazy)
+        neg = self._negotiating[sid] = _Negotiation(engine, future, protocol)
         self._send_negotiation(sid, engine.data_to_send())
         self._reactor.mark_dirty(self)
+        if lazy:
+            neg.stream = stream = Stream(self, sid, self.remote_peer_id, protocol)
+            self._streams[sid] = stream
+            if not complete(future, stream):
+                self._reset(stream)
 
     def collect(self, protocol: str, limit: int, timeout: float,
                 callback: Callable[[bytes | None, BaseException | None], None]) -> None:
@@ -931,7 +953,7 @@ class Connection:
         for neg in self._negotiating.values():
             fail(neg.future, error)
         self._negotiating.clear()
-        for _, future in self._deferred_opens:
+        for _, future, _ in self._deferred_opens:
             fail(future, error)
         self._deferred_opens.clear()
         for collector in list(self._collecting.values()):

@@ -161,16 +161,22 @@ class Control:
         self._node._register(proto, incoming)
         return incoming
 
-    def open_stream(self, peer: PeerLike, protocol: str, *, timeout: float = 10.0) -> Stream:
+    def open_stream(self, peer: PeerLike, protocol: str, *, timeout: float = 10.0,
+                    lazy: bool = False) -> Stream:
         """Open a stream to ``peer`` and negotiate ``protocol``.
 
         ``peer`` is a :class:`PeerId` (an open connection is used, else its known
         addresses are dialed) or a multiaddr ending in ``/p2p/<id>``. Raises
         :class:`UnsupportedProtocol` when the peer answers ``na`` and
         :class:`OpenStreamError` for every other failure; never waits past ``timeout``.
+
+        ``lazy=True`` saves a round trip (multistream-select's 0-RTT mode, which
+        go-libp2p uses too): the stream is returned as soon as the request is sent,
+        writes may follow at once, and a refusal surfaces as ``UnsupportedProtocol``
+        from the stream's next read or write instead of from this call.
         """
         proto = StreamProtocol(protocol)
         deadline = time.monotonic() + timeout
         peer_id = self._node._peer_for_open(peer)
         conn = self._node._connection_for(peer_id, deadline)
-        return self._node._open_on(conn, proto, deadline)
+        return self._node._open_on(conn, proto, deadline, lazy)

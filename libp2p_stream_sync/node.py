@@ -396,9 +396,10 @@ class Node(BuiltinProtocols):
         last = errors[-1]
         raise DialError(f"dial {target.host}:{target.port} failed: {last}") from last
 
-    def _open_on(self, conn: Connection, protocol: StreamProtocol, deadline: float) -> Stream:
+    def _open_on(self, conn: Connection, protocol: StreamProtocol, deadline: float,
+                 lazy: bool = False) -> Stream:
         future: Future = Future()
-        conn.open_stream(protocol, future)
+        conn.open_stream(protocol, future, lazy)
         try:
             return wait(future, max(0.0, deadline - time.monotonic()))
         except TimeoutError as exc:

@@ -423,7 +423,9 @@ class Stream:
 def _fresh(error: OSError) -> OSError:
     """A new exception like ``error`` for each raise: re-raising one stored object
     would grow its traceback on every call and share it between threads."""
-    copy = type(error)(*error.args)
+    copy = error.__class__.__new__(error.__class__, *error.args)
+    copy.args = error.args
+    copy.__dict__.update(error.__dict__)  # e.g. UnsupportedProtocol.protocol
     copy.__cause__ = error.__cause__
     return copy
 

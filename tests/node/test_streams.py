@@ -414,3 +414,32 @@ def test_opens_beyond_the_yamux_ack_backlog_wait_for_acks(make_node):
     assert (unacked, deferred) == (256, 44)
     assert len(ignored) >= 256  # deferred opens start as timed-out ones are reset
     assert errors == ["timeout"] * 300
+
+
+@pytest.mark.parametrize("echo_pair", MUXERS, indirect=True)
+def test_lazy_open_sends_data_with_the_request(echo_pair):
+    client, server, _ = echo_pair
+    control = client.new_control()
+    for i in range(20):
+        stream = control.open_stream(server.peer_id, "/echo/1.0.0", timeout=5, lazy=True)
+        stream.settimeout(5)
+        stream.write(b"lazy %d" % i)
+        stream.close_write()
+        assert stream.readall() == b"lazy %d" % i
+
+
+@pytest.mark.parametrize("echo_pair", MUXERS, indirect=True)
+def test_lazy_open_refusal_surfaces_on_the_stream(echo_pair):
+    client, server, _ = echo_pair
+    stream = client.new_control().open_stream(server.peer_id, "/nope/1.0.0", timeout=5,
+                                              lazy=True)
+    stream.settimeout(5)
+    try:
+        stream.write(b"sent before the answer")  # usually accepted: no answer yet
+    except UnsupportedProtocol:
+        pass  # the refusal was quicker
+    with pytest.raises(UnsupportedProtocol) as info:
+        stream.read()
+    assert info.value.protocol == "/nope/1.0.0"
+    with pytest.raises(UnsupportedProtocol):
+        stream.write(b"again")
