@@ -19,7 +19,6 @@ Exit status: 0 when there are no findings, 1 otherwise.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sys
 import time
