@@ -160,17 +160,9 @@ class Connection:
         return f"<Connection {self.remote_peer_id or '?'} {self.remote_addr}>"
 
     # -- health ------------------------------------------------------------------------
-    @property
-    def is_open(self) -> bool:
-        return self._state == _OPEN
-
     def usable_for_new_streams(self) -> bool:
         return (self._state == _OPEN and not self.goaway_received
                 and not self._muxer.is_terminated)
-
-    @property
-    def stream_count(self) -> int:
-        return len(self._streams) + len(self._negotiating)
 
     # -- start ---------------------------------------------------------------------------
     def start(self, handshake_timeout: float) -> None:
