@@ -3,19 +3,25 @@
 Output contract (stdout, one line each, flushed)::
 
     listen ...  ->  LISTEN <multiaddr>/p2p/<peer id>      (one per address), then serves
-    echo ...    ->  OK echo streams=K bytes=N seconds=S
+    echo ...    ->  OK echo streams=K bytes=N seconds=S mbps=R
     ping ...    ->  OK ping rtt_ms=X
-    perf ...    ->  OK perf upload_bytes=N download_bytes=M seconds=S
+    perf ...    ->  OK perf upload_bytes=N download_bytes=M seconds=S mbps=R
     id ...      ->  OK id protocols=<comma-separated> agent=<agent version>
     peerid ...  ->  OK peerid <peer id>
     failure     ->  FAIL <reason>                          (exit status 1)
 
+``mbps`` is MB (10^6 bytes) per second: for echo, the bytes echoed back (K x N) over
+``seconds`` (dial included); for perf, upload + download over ``seconds`` (after the dial).
+
 Usage errors exit with status 2 (argparse). Logs go to stderr; ``-v`` shows debug logs.
+``echo`` and ``perf`` report progress on stderr about once a second (bytes so far and
+MB/s) when stderr is a terminal, or always with ``--progress`` (``--no-progress``: never).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import re
@@ -24,7 +30,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TextIO
 
 from . import __version__
 from .identity import Keypair, PeerId
@@ -35,6 +41,7 @@ log = logging.getLogger("libp2p_stream_sync.cli")
 
 DEFAULT_LISTEN = "/ip4/127.0.0.1/tcp/0"
 DEFAULT_TIMEOUT = 30.0
+PROGRESS_INTERVAL = 1.0
 _MUXER_CHOICES = {"yamux": ("yamux",), "mplex": ("mplex",), "both": ("yamux", "mplex")}
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmg]?)(i?b)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
@@ -131,7 +138,8 @@ def _connect(node: Node, args: argparse.Namespace) -> PeerId:
 
 
 def cmd_echo(args: argparse.Namespace) -> int:
-    with _client_node(args) as node:
+    total = args.streams * args.bytes
+    with _client_node(args) as node, _progress(args, "echo", total) as progress:
         start = time.monotonic()
         peer = _connect(node, args)
         deadline = start + args.timeout
@@ -140,7 +148,8 @@ def cmd_echo(args: argparse.Namespace) -> int:
         def one_stream(_: int) -> None:
             data = os.urandom(args.bytes)
             echoed = echo_proto.echo_roundtrip(
-                control, peer, data, timeout=max(0.001, deadline - time.monotonic()))
+                control, peer, data, timeout=max(0.001, deadline - time.monotonic()),
+                progress=progress.add if progress else None)
             if echoed != data:
                 raise CommandFailed(f"echo mismatch: sent {len(data)} bytes, "
                                     f"got {len(echoed)} different bytes back")
@@ -149,8 +158,8 @@ def cmd_echo(args: argparse.Namespace) -> int:
             for _ in pool.map(one_stream, range(args.streams)):
                 pass
         seconds = time.monotonic() - start
-    print(f"OK echo streams={args.streams} bytes={args.bytes} seconds={seconds:.3f}",
-          flush=True)
+    print(f"OK echo streams={args.streams} bytes={args.bytes} seconds={seconds:.3f} "
+          f"mbps={_mbps(total, seconds)}", flush=True)
     return 0
 
 
@@ -164,18 +173,15 @@ def cmd_ping(args: argparse.Namespace) -> int:
 
 
 def cmd_perf(args: argparse.Namespace) -> int:
-    progress = _ProgressDisplay(args.upload, args.download) if sys.stderr.isatty() else None
     with _client_node(args) as node:
         peer = _connect(node, args)
-        try:
+        with _progress(args, "perf", args.upload + args.download) as progress:
             result = node.perf(peer, args.upload, args.download, timeout=args.timeout,
-                               progress=progress)
-        finally:
-            if progress is not None:
-                progress.finish()
+                               progress=progress.update_perf if progress else None)
+    moved = result.upload_bytes + result.download_bytes
     print(f"OK perf upload_bytes={result.upload_bytes} "
-          f"download_bytes={result.download_bytes} seconds={result.seconds:.3f}",
-          flush=True)
+          f"download_bytes={result.download_bytes} seconds={result.seconds:.3f} "
+          f"mbps={_mbps(moved, result.seconds)}", flush=True)
     return 0
 
 
@@ -194,33 +200,81 @@ def cmd_peerid(args: argparse.Namespace) -> int:
     return 0
 
 
-class _ProgressDisplay:
-    """Redraws one status line on stderr (only used when stderr is a terminal)."""
-
-    def __init__(self, upload: int, download: int) -> None:
-        self.upload = upload
-        self.download = download
-        self.start = time.monotonic()
-        self._last = 0.0
-
-    def __call__(self, uploaded: int, downloaded: int) -> None:
-        now = time.monotonic()
-        if now - self._last < 0.1:
-            return
-        self._last = now
-        rate = (uploaded + downloaded) / max(now - self.start, 1e-9) / (1 << 20)
-        sys.stderr.write(f"\rperf: up {_mib(uploaded)}/{_mib(self.upload)} MiB, "
-                         f"down {_mib(downloaded)}/{_mib(self.download)} MiB, "
-                         f"{rate:.1f} MiB/s ")
-        sys.stderr.flush()
-
-    def finish(self) -> None:
-        sys.stderr.write("\n")
-        sys.stderr.flush()
+def _mbps(moved: int, seconds: float) -> str:
+    """MB (10^6 bytes) per second, as the OK lines print it."""
+    return f"{moved / seconds / 1e6:.2f}" if seconds > 0 else "0.00"
 
 
-def _mib(n: int) -> str:
-    return f"{n / (1 << 20):.1f}"
+class ProgressReport:
+    """Reports ``<label>: <moved> of <total> MB, <rate> MB/s, <seconds> s`` on ``out``.
+
+    A background thread writes a report every ``interval`` seconds from the start;
+    :meth:`close` writes the last one. On a terminal each report redraws one line;
+    elsewhere each report is a line of its own. :meth:`add` and :meth:`update_perf`
+    (the perf client's ``progress`` callback) may be called from any thread.
+    """
+
+    def __init__(self, label: str, total: int, out: TextIO,
+                 interval: float = PROGRESS_INTERVAL) -> None:
+        self.label = label
+        self.total = total
+        self.moved = 0
+        self._out = out
+        self._redraw = out.isatty()
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._start = time.monotonic()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="progress")
+        self._thread.start()
+
+    def add(self, n: int) -> None:
+        """Count ``n`` more bytes moved."""
+        with self._lock:
+            self.moved += n
+
+    def update_perf(self, uploaded: int, downloaded: int) -> None:
+        """Set the bytes moved so far from a perf run's counters."""
+        with self._lock:
+            self.moved = uploaded + downloaded
+
+    def line(self) -> str:
+        """The current report, without line ending."""
+        seconds = time.monotonic() - self._start
+        with self._lock:
+            moved = self.moved
+        return (f"{self.label}: {moved / 1e6:.1f} of {self.total / 1e6:.1f} MB, "
+                f"{_mbps(moved, seconds)} MB/s, {seconds:.1f} s")
+
+    def close(self) -> None:
+        """Stop the reporting thread and write the final report."""
+        self._stop.set()
+        self._thread.join()
+        self._write(end="\n")
+
+    def __enter__(self) -> "ProgressReport":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._write(end="" if self._redraw else "\n")
+
+    def _write(self, end: str) -> None:
+        start = "\r\x1b[K" if self._redraw else ""
+        self._out.write(f"{start}{self.line()}{end}")
+        self._out.flush()
+
+
+def _progress(args: argparse.Namespace, label: str, total: int
+              ) -> "ProgressReport | contextlib.nullcontext[None]":
+    """A :class:`ProgressReport` on stderr if ``--progress`` or a terminal asks for one."""
+    wanted = args.progress if args.progress is not None else sys.stderr.isatty()
+    if not wanted:
+        return contextlib.nullcontext()
+    return ProgressReport(label, total, sys.stderr)
 
 
 # -- parser ------------------------------------------------------------------------------
@@ -267,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="bytes per stream (K/M/G suffixes; default 1024)")
     echo.add_argument("--streams", type=_positive_int, default=1, metavar="K",
                       help="concurrent streams (default 1)")
+    _add_progress_option(echo)
 
     ping = add("ping", cmd_ping, "measure round-trip time with /ipfs/ping/1.0.0")
     ping.add_argument("--count", type=_positive_int, default=1, metavar="C",
@@ -275,11 +330,18 @@ def build_parser() -> argparse.ArgumentParser:
     perf = add("perf", cmd_perf, "measure throughput with /perf/1.0.0")
     perf.add_argument("--upload", type=parse_size, required=True, metavar="N")
     perf.add_argument("--download", type=parse_size, required=True, metavar="M")
+    _add_progress_option(perf)
 
     add("id", cmd_id, "show a peer's identify protocols and agent version")
     add("peerid", cmd_peerid, "print the peer id of a key file (or of a new key)",
         client=False)
     return parser
+
+
+def _add_progress_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="report bytes and MB/s on stderr about once a second "
+                             "(default: only when stderr is a terminal)")
 
 
 def _setup_logging(verbose: bool) -> None:

@@ -53,6 +53,7 @@ class IncomingStreams:
     """
 
     def __init__(self, node: "Node", protocol: StreamProtocol, capacity: int) -> None:
+        """Made by :meth:`Control.accept`, which registers it with ``node``."""
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.protocol = protocol
@@ -67,6 +68,7 @@ class IncomingStreams:
 
     @property
     def closed(self) -> bool:
+        """True once :meth:`close` ran or the node closed."""
         return self._closed
 
     def get(self, timeout: float | None = None) -> tuple[PeerId, Stream]:
@@ -142,9 +144,11 @@ class Control:
     __slots__ = ("_node",)
 
     def __init__(self, node: "Node") -> None:
+        """A control for ``node``; applications get one from :meth:`Node.new_control`."""
         self._node = node
 
     def clone(self) -> "Control":
+        """Another control for the same node (``copy.copy`` does the same)."""
         return Control(self._node)
 
     __copy__ = clone

@@ -17,6 +17,7 @@ class AlreadyRegistered(Exception):
     """``Control.accept`` was called for a protocol that is already being accepted."""
 
     def __init__(self, protocol: str) -> None:
+        """``protocol``: the protocol id that is taken (kept as :attr:`protocol`)."""
         super().__init__(f"protocol {protocol} is already registered")
         self.protocol = protocol
 
@@ -32,6 +33,7 @@ class OpenStreamError(ConnectionError):
     """
 
     def __init__(self, message: str, kind: str = "io") -> None:
+        """``message`` says what failed; ``kind`` is one of the reasons listed above."""
         super().__init__(message)
         self.kind = kind
 
@@ -40,6 +42,7 @@ class UnsupportedProtocol(OpenStreamError):
     """The remote peer answered ``na``: it does not accept streams of ``protocol``."""
 
     def __init__(self, protocol: str, peer: object = None) -> None:
+        """``protocol``: the refused protocol id; ``peer`` (optional) names the refuser."""
         where = f" by {peer}" if peer is not None else ""
         super().__init__(f"protocol {protocol} is not supported{where}", "unsupported-protocol")
         self.protocol = protocol
@@ -57,6 +60,7 @@ class IncompleteReadError(EOFError):
     """The stream ended before ``read_exactly`` got its bytes; ``partial`` holds what came."""
 
     def __init__(self, partial: bytes, expected: int) -> None:
+        """``partial``: the bytes that came before the end; ``expected``: the count asked."""
         super().__init__(f"stream ended after {len(partial)} of {expected} bytes")
         self.partial = partial
         self.expected = expected

@@ -51,6 +51,15 @@ class Node(BuiltinProtocols):
                  limits: Limits | None = None,
                  max_handler_threads: int = 64,
                  enable_perf: bool = False) -> None:
+        """Bind the ``listen`` addresses and start the I/O thread.
+
+        ``keypair`` is the node's identity (a new Ed25519 key when None; keep one across
+        runs with :meth:`Keypair.to_bytes` / :meth:`Keypair.from_bytes`). ``limits``
+        bounds what peers can make us hold (:class:`Limits` defaults when None).
+        ``max_handler_threads`` caps the threads that run built-in protocol handlers.
+        Raises ``OSError`` when an address cannot be bound, ``ValueError`` for an
+        unknown muxer or address.
+        """
         self.keypair = keypair or Keypair.generate()
         self.peer_id: PeerId = self.keypair.peer_id
         try:
@@ -136,10 +145,12 @@ class Node(BuiltinProtocols):
                 del known[0]  # the oldest goes first
 
     def addresses_of(self, peer_id: PeerId) -> list[Multiaddr]:
+        """The addresses we know for ``peer_id`` (oldest first, without ``/p2p/``)."""
         with self._lock:
             return list(self._addresses.get(peer_id, ()))
 
     def connected_peers(self) -> list[PeerId]:
+        """The peers we have at least one open connection with, right now."""
         with self._lock:
             return [peer for peer, conns in self._connections.items() if conns]
 
@@ -186,6 +197,7 @@ class Node(BuiltinProtocols):
 
     @property
     def closed(self) -> bool:
+        """True once :meth:`close` was called."""
         return self._closed
 
     # -- protocols -----------------------------------------------------------------------

@@ -55,6 +55,8 @@ class HTTPStreamServer(StreamServer):
     def __init__(self, node: "Node", RequestHandlerClass: Callable[..., Any],
                  protocol: str = HTTP_PROTOCOL, bind_and_activate: bool = True,
                  **kwargs: Any) -> None:
+        """As :class:`StreamServer`, on ``protocol`` (default ``/http/1.1``); ``kwargs``
+        (``max_workers``, ``request_queue_size``) go to :class:`StreamServer`."""
         super().__init__(node, protocol, RequestHandlerClass, bind_and_activate, **kwargs)
 
     def server_bind(self) -> None:
@@ -89,12 +91,18 @@ class HTTPStreamConnection(http.client.HTTPConnection):
     def __init__(self, control: "Control", peer: "PeerId | str | Multiaddr",
                  protocol: str = HTTP_PROTOCOL, timeout: float | None = 10.0, *,
                  host: str | None = None, blocksize: int = 8192) -> None:
+        """Nothing is opened yet: the first request (or :meth:`connect`) opens the stream.
+
+        ``control`` opens it, to ``peer`` for ``protocol``; ``host`` overrides the
+        ``Host`` header; ``timeout`` and ``blocksize`` as in ``http.client``.
+        """
         super().__init__(host or _host_for(peer), timeout=timeout, blocksize=blocksize)
         self.control = control
         self.peer = peer
         self.protocol = protocol
 
     def connect(self) -> None:
+        """Open the stream (``ConnectionError`` on failure, see the class docstring)."""
         if self._tunnel_host:
             raise http.client.HTTPException("CONNECT tunnels are not supported over libp2p")
         default = socket._GLOBAL_DEFAULT_TIMEOUT  # type: ignore[attr-defined]

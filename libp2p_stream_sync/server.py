@@ -77,6 +77,9 @@ class StreamSocket:
 
     def __init__(self, stream: Stream, address: tuple | None = None,
                  local_address: tuple | None = None) -> None:
+        """Wrap ``stream``; ``address`` is what :meth:`getpeername` returns (default
+        :func:`peer_address` of the stream's peer), ``local_address`` what
+        :meth:`getsockname` returns (it raises ``OSError`` when None)."""
         self.stream = stream
         self._address = address if address is not None else peer_address(stream.peer_id)
         self._local_address = local_address
@@ -94,9 +97,11 @@ class StreamSocket:
 
     # -- what socket users call --------------------------------------------------------
     def settimeout(self, timeout: float | None) -> None:
+        """The stream's :meth:`~.stream.Stream.settimeout`."""
         self.stream.settimeout(timeout)
 
     def gettimeout(self) -> float | None:
+        """The stream's timeout (``None``: blocking)."""
         return self.stream.gettimeout()
 
     def setblocking(self, flag: bool) -> None:
@@ -107,32 +112,41 @@ class StreamSocket:
         """Accepted and ignored: there is no socket option to set on a stream."""
 
     def getsockopt(self, level: int, option: int, buflen: int | None = None) -> Any:
+        """Zero (or ``buflen`` zero bytes) for every option: a stream has none."""
         return b"\0" * buflen if buflen else 0
 
     def getpeername(self) -> tuple:
+        """The remote's ``(host, port)``-shaped address (see :func:`peer_address`)."""
         return self._address
 
     def getsockname(self) -> tuple:
+        """The local address given to the constructor; ``OSError`` if none was."""
         if self._local_address is None:
             raise OSError("the local address of a stream is unknown")
         return self._local_address
 
     def fileno(self) -> int:
+        """Raises ``io.UnsupportedOperation``: a muxed stream has no descriptor."""
         raise io.UnsupportedOperation("a libp2p stream has no file descriptor")
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        """Up to ``bufsize`` bytes, ``b""`` at end of stream (``flags`` ignored)."""
         return self.stream.read(bufsize)
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        """Fill up to ``nbytes`` (0: all) of ``buffer``; return the count."""
         return self.stream.recv_into(buffer, nbytes)
 
     def send(self, data: Any, flags: int = 0) -> int:
+        """Send (queue) all of ``data``; return its length."""
         return self.stream.write(data)
 
     def sendall(self, data: Any, flags: int = 0) -> None:
+        """Send all of ``data``."""
         self.stream.write(data)
 
     def shutdown(self, how: int) -> None:
+        """The stream's :meth:`~.stream.Stream.shutdown` (``SHUT_WR`` half-closes)."""
         self.stream.shutdown(how)
 
     def makefile(self, mode: str = "r", buffering: int | None = None, *,
@@ -164,6 +178,7 @@ class StreamSocket:
 
     @property
     def closed(self) -> bool:
+        """True once :meth:`close` or :meth:`detach` was called."""
         return self._closed
 
     def detach(self) -> Stream:
@@ -252,6 +267,15 @@ class StreamServer:
     def __init__(self, node: "Node", protocol: str, RequestHandlerClass: Callable[..., Any],
                  bind_and_activate: bool = True, *, max_workers: int = 16,
                  request_queue_size: int | None = None) -> None:
+        """Serve ``protocol`` streams of ``node`` with ``RequestHandlerClass``.
+
+        As ``socketserver.TCPServer(address, handler, bind_and_activate)``, with a node
+        and a protocol id for the address: with ``bind_and_activate`` the protocol is
+        registered at once (``AlreadyRegistered`` if taken), else call
+        :meth:`server_activate`. At most ``max_workers`` handlers run at once;
+        ``request_queue_size`` overrides the accept queue's capacity (default
+        :attr:`request_queue_size`, 256).
+        """
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
         self.node = node
@@ -423,6 +447,7 @@ class StreamServer:
             return list(self._workers)
 
     def fileno(self) -> int:
+        """Raises ``io.UnsupportedOperation``: ``selectors`` cannot wait on a server."""
         raise io.UnsupportedOperation("a StreamServer has no file descriptor")
 
     def __enter__(self) -> "StreamServer":
@@ -446,6 +471,7 @@ class StreamServer:
 
     @property
     def closed(self) -> bool:
+        """True once :meth:`server_close` ran."""
         return self._closed
 
     # -- socketserver hooks --------------------------------------------------------------
@@ -508,6 +534,7 @@ class StreamServer:
         self.close_request(request)
 
     def close_request(self, request: StreamSocket) -> None:
+        """Close the request's stream (once its ``makefile`` files are closed too)."""
         request.close()
 
     def handle_error(self, request: StreamSocket, client_address: tuple) -> None:

@@ -44,6 +44,7 @@ class Stream:
 
     def __init__(self, conn: "Connection", stream_id: int, peer_id: "PeerId",
                  protocol: str) -> None:
+        """Made by the node; applications get streams from ``open_stream`` and ``accept``."""
         self.peer_id = peer_id
         self.protocol = protocol
         self._conn = conn
@@ -78,6 +79,7 @@ class Stream:
         self._timeout = timeout
 
     def gettimeout(self) -> float | None:
+        """The timeout set by :meth:`settimeout` (``None`` by default)."""
         return self._timeout
 
     # -- reading -----------------------------------------------------------------------
@@ -303,6 +305,7 @@ class Stream:
 
     @property
     def closed(self) -> bool:
+        """True once the stream is over in both directions (closed, finished or reset)."""
         return self._finished
 
     @property
@@ -326,13 +329,16 @@ class Stream:
         return self.read(bufsize)
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        """Like ``socket.recv_into``: fill up to ``nbytes`` (0: all) of ``buffer``."""
         view = memoryview(buffer).cast("B")
         return self.readinto(view[:nbytes] if nbytes else view)
 
     def send(self, data: Any, flags: int = 0) -> int:
+        """Like ``socket.send``, but sends (queues) all of ``data``: :meth:`write`."""
         return self.write(data)
 
     def sendall(self, data: Any, flags: int = 0) -> None:
+        """Like ``socket.sendall``: :meth:`write` without the count."""
         self.write(data)
 
     def shutdown(self, how: int) -> None:
@@ -348,6 +354,7 @@ class Stream:
         """Accepted and ignored: socket options mean nothing on a muxed stream."""
 
     def fileno(self) -> int:
+        """Raises ``io.UnsupportedOperation``: a muxed stream has no descriptor."""
         raise io.UnsupportedOperation("a libp2p stream has no file descriptor")
 
     def makefile(self, mode: str = "r", buffering: int | None = None, *,

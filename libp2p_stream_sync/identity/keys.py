@@ -68,7 +68,10 @@ class PublicKey:
     __slots__ = ("_data",)
 
     def __init__(self, data: bytes) -> None:
-        # ``data`` is the canonical encoding of the ``Data`` field.
+        """``data``: the canonical encoding of the protobuf ``Data`` field.
+
+        Decode keys with :meth:`from_protobuf` or a subclass's ``from_data``.
+        """
         self._data = data
 
     @staticmethod
@@ -120,6 +123,7 @@ class Ed25519PublicKey(PublicKey):
     __slots__ = ("_key",)
 
     def __init__(self, key: ed25519.Ed25519PublicKey) -> None:
+        """Wrap a ``cryptography`` Ed25519 public key."""
         super().__init__(key.public_bytes_raw())
         self._key = key
 
@@ -210,6 +214,7 @@ class RsaPublicKey(PublicKey):
     __slots__ = ("_key",)
 
     def __init__(self, key: rsa.RSAPublicKey) -> None:
+        """Wrap a ``cryptography`` RSA public key; ``KeyDecodeError`` outside the sizes."""
         bits = key.key_size
         if not RSA_MIN_BITS <= bits <= RSA_MAX_BITS:
             raise KeyDecodeError(

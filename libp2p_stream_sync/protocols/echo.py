@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from ..control import DEFAULT_ACCEPT_CAPACITY, Control, PeerLike
 
@@ -132,11 +132,13 @@ def echo_stream(stream: "Stream", idle_timeout: float | None = 30.0) -> int:
 
 
 def echo_roundtrip(control: Control, peer: PeerLike, data: bytes, *,
-                   protocol: str = PROTOCOL, timeout: float = 30.0) -> bytes:
+                   protocol: str = PROTOCOL, timeout: float = 30.0,
+                   progress: Callable[[int], None] | None = None) -> bytes:
     """Open an echo stream to ``peer``, send ``data`` and return what comes back.
 
     Writing and reading overlap (a writer thread), so any size works under the
     muxer's back-pressure. Raises ``TimeoutError`` when ``timeout`` passes.
+    ``progress(n)`` is called with the size of each piece that comes back.
     """
     deadline = time.monotonic() + timeout
     stream = control.open_stream(peer, protocol, timeout=timeout)
@@ -153,7 +155,7 @@ def echo_roundtrip(control: Control, peer: PeerLike, data: bytes, *,
     writer = threading.Thread(target=write_all, daemon=True, name="echo-writer")
     writer.start()
     try:
-        echoed = _read_until(stream, deadline)
+        echoed = _read_until(stream, deadline, progress)
     except BaseException:
         stream.reset()
         raise
@@ -165,7 +167,8 @@ def echo_roundtrip(control: Control, peer: PeerLike, data: bytes, *,
     return echoed
 
 
-def _read_until(stream: "Stream", deadline: float) -> bytes:
+def _read_until(stream: "Stream", deadline: float,
+                progress: Callable[[int], None] | None = None) -> bytes:
     parts: list[bytes] = []
     while True:
         remaining = deadline - time.monotonic()
@@ -176,3 +179,5 @@ def _read_until(stream: "Stream", deadline: float) -> bytes:
         if not chunk:
             return b"".join(parts)
         parts.append(chunk)
+        if progress is not None:
+            progress(len(chunk))

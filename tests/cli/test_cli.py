@@ -120,7 +120,7 @@ def test_echo(listener):
 
 def test_echo_over_mplex_and_ipv6(perf_listener):
     fields = ok_line(run("echo", perf_listener.addrs[1], "--muxer", "mplex"), "echo")
-    assert fields == {"streams": "1", "bytes": "1024", "seconds": fields["seconds"]}
+    assert fields["streams"] == "1" and fields["bytes"] == "1024"
 
 
 def test_ping(listener):
