@@ -51,7 +51,7 @@ class Stream:
         "peer_id", "protocol", "_conn", "_sid", "_lock", "_readable", "_writable",
         "_recv", "_recv_len", "_recv_eof", "_unreported", "_error", "_send",
         "_send_len", "_write_closed", "_flush_scheduled", "_timeout", "_finished",
-        "_counted", "_write_error", "_close_timer", "_closed", "_written", "_handed",
+        "_counted", "_write_error", "_close_timer", "_closed", "_refused", "_written", "_handed",
         "_wire_mark", "_wire_sent", "_unsent_lost", "__weakref__",
     )
 
@@ -80,6 +80,7 @@ class Stream:
         self._counted = False  # counted in the node's inbound-streams-per-peer limit
         self._close_timer: Any = None  # reactor: resets a closed stream the remote keeps open
         self._closed = False  # the application called close()
+        self._refused: OSError | None = None  # new writes fail: the connection is closing
         # Byte counts since the stream began: accepted by write(), handed to the muxer.
         self._written = 0
         self._handed = 0
@@ -272,6 +273,8 @@ class Stream:
     def _check_writable(self) -> None:
         """(Lock held.) Raise if writing is over: failed, refused, or closed."""
         self._raise_failure()
+        if self._refused is not None:
+            raise _fresh(self._refused)
         if self._write_closed:
             raise BrokenPipeError(errno.EPIPE, "stream closed for writing")
 
@@ -533,10 +536,11 @@ class Stream:
 
     def refuse_writes(self, error: OSError) -> None:
         """Reactor: the connection is closing. Writes (and blocked writers) raise
-        ``error``; bytes already queued still go out while the connection lingers."""
+        ``error``; bytes already queued still go out while the connection lingers,
+        and :meth:`flush` still waits for them."""
         with self._lock:
-            if self._write_error is None:
-                self._write_error = error
+            if self._refused is None:
+                self._refused = error
             self._writable.notify_all()
 
     @property

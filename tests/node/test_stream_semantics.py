@@ -15,6 +15,7 @@ from typing import NoReturn
 import pytest
 
 from libp2p_stream_sync import Stream
+from libp2p_stream_sync.server import StreamSocket
 from libp2p_stream_sync.stream import SEND_BUFFER_HIGH_WATER
 
 from conftest import p2p_addr, wait_until
@@ -205,6 +206,23 @@ def test_flush_raises_when_the_stream_fails_first(pair):
     assert isinstance(flusher.outcome(), ConnectionResetError)
 
 
+def test_bytes_written_before_the_node_closes_still_go_out_and_flush_waits(pair):
+    client, _, stream, accepted = pair()
+    stream.write(PARTLY_SENDABLE)
+    stream.close_write()
+    flusher = Blocked(lambda: stream.flush(10))
+    closing = threading.Thread(target=client.close)  # lingers while data is queued
+    closing.start()
+    time.sleep(0.2)
+    assert flusher.is_blocked()
+    with pytest.raises(ConnectionAbortedError):  # no new writes once closing
+        stream.write(b"more")
+    accepted.settimeout(5)
+    assert accepted.readall() == PARTLY_SENDABLE
+    assert flusher.outcome() is None
+    closing.join(10)
+
+
 # -- 2. timeouts ----------------------------------------------------------------------------
 @pytest.mark.parametrize("timeout", [math.inf, 1e300])
 def test_an_infinite_timeout_means_no_limit(pair, timeout):
@@ -274,6 +292,19 @@ def test_nonblocking_send_takes_only_what_fits(pair):
         for _ in range(64):
             taken += stream.send(chunk)
     assert taken <= 2 * SEND_BUFFER_HIGH_WATER  # the buffer plus the yamux window
+
+
+def test_a_nonblocking_stream_socket_sends_what_fits(pair):
+    _, _, stream, _ = pair()
+    sock = StreamSocket(stream)
+    sock.setblocking(False)
+    chunk = b"\0" * (1 << 20)
+    assert 0 < sock.send(chunk) <= SEND_BUFFER_HIGH_WATER
+    raw = sock.makefile("wb", buffering=0)
+    while raw.write(chunk) is not None:  # short counts until the buffer is full
+        pass
+    with pytest.raises(BlockingIOError):
+        sock.sendall(chunk)
 
 
 def test_fileno_does_what_it_documents():
