@@ -43,16 +43,16 @@ class Stream:
     before they are sent, the next ``write``, :meth:`flush`, :meth:`close_write` or
     :meth:`close` raises the stream's error. :meth:`flush` waits until written bytes
     have left the node. A thread blocked in a read or write is woken at once by a
-    reset, a failure, or :meth:`close`/:meth:`close_write`/:meth:`reset` from another
-    thread, and raises (see each method).
+    reset, a failure, or :meth:`close`/:meth:`reset` from another thread, a writer
+    also by :meth:`close_write`, and raises (see each method).
     """
 
     __slots__ = (
         "peer_id", "protocol", "_conn", "_sid", "_lock", "_readable", "_writable",
         "_recv", "_recv_len", "_recv_eof", "_unreported", "_error", "_send",
         "_send_len", "_write_closed", "_flush_scheduled", "_timeout", "_finished",
-        "_counted", "_write_error", "_close_timer", "_closed", "_refused", "_written", "_handed",
-        "_wire_mark", "_wire_sent", "_unsent_lost", "__weakref__",
+        "_counted", "_write_error", "_close_timer", "_closed", "_refused", "_written",
+        "_handed", "_wire_mark", "_wire_sent", "_unsent_lost", "__weakref__",
     )
 
     def __init__(self, conn: "Connection", stream_id: int, peer_id: "PeerId",
@@ -239,10 +239,12 @@ class Stream:
         Returns ``len(data)`` once the bytes are in the node's hands (see the class
         docstring: not yet delivered; :meth:`flush` waits until they left the node).
         A write blocked on a full buffer raises instead of returning if, meanwhile,
-        the stream is reset (``ConnectionResetError``), the connection fails or the
-        local node closes it (``ConnectionAbortedError``), or another thread calls
-        :meth:`close_write`/:meth:`close` (``BrokenPipeError``); what it had queued
-        may then still be sent before the FIN, or be lost with the stream.
+        the stream is reset by either side or the remote closes the connection
+        (``ConnectionResetError``), the local node closes the connection
+        (``ConnectionAbortedError``), or another thread calls :meth:`close_write` or
+        :meth:`close` (``BrokenPipeError``); what it had queued may then still be
+        sent (before the FIN, or while a closing connection lingers), or be lost
+        with the stream.
         ``TimeoutError``: the timeout passed while blocked; the bytes stay queued.
         With timeout 0 the write takes all of ``data`` or, while the send buffer
         holds :data:`SEND_BUFFER_HIGH_WATER` bytes, nothing (``BlockingIOError``).
