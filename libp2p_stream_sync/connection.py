@@ -129,6 +129,10 @@ class Connection:
         self._pause_reading_at = _PAUSE_READING_AT
         self._wire: collections.deque[Any] = collections.deque()
         self._wire_len = 0
+        self._wire_sent_total = 0  # bytes written to the socket since the start
+        #: Streams waiting in flush() until the wire count reaches their mark.
+        self._sent_watch: dict[Stream, int] = {}
+        self._close_error: OSError | None = None
         self._want_write = False
         self._interest = 0
         self._tcp_flow_control = False  # set for muxers without their own windows
@@ -248,6 +252,9 @@ class Connection:
         self.flush()
 
     def _remote_closed(self) -> None:
+        if self._state == _CLOSING:  # the remote answered our close
+            self.abort(ConnectionAbortedError("connection closed locally"))
+            return
         if self._state == _OPEN:
             log.debug("%r: remote closed the connection", self)
         self.abort(ConnectionResetError("connection closed by the remote"))
@@ -542,6 +549,24 @@ class Connection:
         else:
             self._reactor.call_soon(self._stream_consumed, stream, n)
 
+    @property
+    def bytes_sent(self) -> int:
+        """*Thread-safe.* Bytes written to the socket so far."""
+        return self._wire_sent_total
+
+    def notify_when_sent(self, stream: Stream, mark: int) -> None:
+        """*Thread-safe.* Call ``stream.wire_sent`` once ``bytes_sent`` reaches ``mark``
+        (the stream fails instead if the connection closes first)."""
+        self._reactor.call_soon(self._watch_sent, stream, mark)
+
+    def _watch_sent(self, stream: Stream, mark: int) -> None:
+        if self._wire_sent_total >= mark:
+            stream.wire_sent(self._wire_sent_total)
+        elif self._state == _CLOSED:
+            stream._fail_writes(_copy_error(self._close_error), frames_lost=True)
+        else:
+            self._sent_watch[stream] = mark
+
     def reset_stream(self, stream: Stream) -> None:
         """*Thread-safe.* Reset the stream on the wire."""
         self._reactor.call_soon(self._reset, stream)
@@ -763,10 +788,10 @@ class Connection:
                     break
                 if taken < len(chunk):
                     stream._unpop_send(chunk[taken:])
-                stream._sent(taken)
                 out = muxer.data_to_send()
                 if out:
                     self._queue_plain(self._transport.encrypt(out))
+                stream._sent(taken, self._wire_sent_total + self._wire_len)
             if self._streams.get(sid) is not stream:
                 to_flush.pop(sid, None)
                 continue
@@ -801,6 +826,7 @@ class Connection:
                 self.abort(exc)
                 return
             self._wire_len -= sent
+            self._wire_sent_total += sent
             while sent:
                 head = wire[0]
                 if len(head) <= sent:
@@ -809,12 +835,21 @@ class Connection:
                 else:
                     wire[0] = memoryview(head)[sent:]
                     sent = 0
+        if self._sent_watch:
+            self._wake_sent_watchers()
         want_write = bool(wire) or self._state == _CONNECTING
         if want_write != self._want_write:
             self._want_write = want_write
             self._set_interest()
         if not wire and self._to_flush and self._state in _MUXING:
             self._reactor.mark_dirty(self)
+
+    def _wake_sent_watchers(self) -> None:
+        sent = self._wire_sent_total
+        for stream, mark in list(self._sent_watch.items()):
+            if mark <= sent:
+                del self._sent_watch[stream]
+                stream.wire_sent(sent)
 
     def _set_interest(self) -> None:
         """Register for the socket events we want now (none while paused and idle)."""
@@ -909,6 +944,8 @@ class Connection:
                 self.abort(ConnectionAbortedError("connection closed locally"))
             return
         self._state = _CLOSING
+        for stream in self._streams.values():
+            stream.refuse_writes(ConnectionAbortedError("connection closed locally"))
         self._muxer.go_away(0)
         self._linger_timer = self._reactor.call_later(
             _LINGER, lambda: self.abort(ConnectionAbortedError("connection closed locally")))
@@ -933,6 +970,7 @@ class Connection:
         was_open = self._state in _MUXING
         self._state = _CLOSED
         self.closed_reason = str(error)
+        self._close_error = error
         for timer in (self._timer, self._deadline_timer, self._congestion_timer,
                       self._idle_timer, self._linger_timer):
             if timer is not None:
@@ -951,12 +989,17 @@ class Connection:
         for collector in list(self._collecting.values()):
             collector.finish(None, _copy_error(error))
         self._collecting.clear()
+        sent = self._wire_sent_total
         for sid, stream in list(self._streams.items()):
+            frames_lost = stream.wire_mark > sent  # its frames still in self._wire
             if sid in self._remote_ended:
-                stream._fail_writes(_copy_error(error))
+                stream._fail_writes(_copy_error(error), frames_lost)
             else:
-                stream._fail(_copy_error(error))
+                stream._fail(_copy_error(error), frames_lost)
             self._forget(sid)
+        for stream in self._sent_watch:  # flushing streams whose frames die here
+            stream._fail_writes(_copy_error(error), frames_lost=True)
+        self._sent_watch.clear()
         self._wire.clear()
         on_ready, self._on_ready = self._on_ready, None
         if on_ready is not None:

@@ -105,7 +105,7 @@ class StreamSocket:
         return self.stream.gettimeout()
 
     def setblocking(self, flag: bool) -> None:
-        """``True``: no timeout. ``False``: timeout 0 (raises ``TimeoutError`` at once)."""
+        """``True``: no timeout. ``False``: timeout 0 (``BlockingIOError`` at once)."""
         self.stream.settimeout(None if flag else 0.0)
 
     def setsockopt(self, *args: Any) -> None:
@@ -138,8 +138,8 @@ class StreamSocket:
         return self.stream.recv_into(buffer, nbytes)
 
     def send(self, data: Any, flags: int = 0) -> int:
-        """Send (queue) all of ``data``; return its length."""
-        return self.stream.write(data)
+        """Like ``socket.send``: how many bytes were taken (see ``Stream.send``)."""
+        return self.stream.send(data)
 
     def sendall(self, data: Any, flags: int = 0) -> None:
         """Send all of ``data``."""
@@ -220,11 +220,14 @@ class _StreamSocketIO(io.RawIOBase):
             raise io.UnsupportedOperation("file not open for reading")
         return self._stream.readinto(buffer)
 
-    def write(self, data: Any) -> int:
+    def write(self, data: Any) -> int | None:
         self._checkClosed()
         if not self._writing:
             raise io.UnsupportedOperation("file not open for writing")
-        return self._stream.write(data)
+        try:
+            return self._stream.send(data)  # with timeout 0: a short count, or None
+        except BlockingIOError:
+            return None
 
     @property
     def name(self) -> str:

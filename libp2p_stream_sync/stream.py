@@ -11,10 +11,12 @@ from __future__ import annotations
 import collections
 import errno
 import io
+import math
+import numbers
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
 from .errors import IncompleteReadError
 
@@ -22,7 +24,8 @@ if TYPE_CHECKING:
     from .connection import Connection
     from .identity import PeerId
 
-#: Writes return once at most this many bytes of the stream wait to be framed.
+#: Writes return once at most this many bytes of the stream wait to be framed; with
+#: timeout 0 a write is refused while this many wait.
 SEND_BUFFER_HIGH_WATER = 512 * 1024
 #: Consumption is reported to the muxer (window updates) in steps at least this large.
 CONSUMED_REPORT_STEP = 64 * 1024
@@ -33,13 +36,23 @@ class Stream:
 
     Safe with one reading thread and one writing thread at a time. Blocking calls
     honour :meth:`settimeout` and raise :class:`TimeoutError` when it expires.
+
+    What a returned :meth:`write` promises: its bytes are in the node's hands, queued
+    for the muxer (at most :data:`SEND_BUFFER_HIGH_WATER` of them per stream wait in
+    the stream) -- not delivered, not acknowledged by the peer. If the stream fails
+    before they are sent, the next ``write``, :meth:`flush`, :meth:`close_write` or
+    :meth:`close` raises the stream's error. :meth:`flush` waits until written bytes
+    have left the node. A thread blocked in a read or write is woken at once by a
+    reset, a failure, or :meth:`close`/:meth:`reset` from another thread, a writer
+    also by :meth:`close_write`, and raises (see each method).
     """
 
     __slots__ = (
         "peer_id", "protocol", "_conn", "_sid", "_lock", "_readable", "_writable",
         "_recv", "_recv_len", "_recv_eof", "_unreported", "_error", "_send",
         "_send_len", "_write_closed", "_flush_scheduled", "_timeout", "_finished",
-        "_counted", "_write_error", "_close_timer", "__weakref__",
+        "_counted", "_write_error", "_close_timer", "_closed", "_refused", "_written",
+        "_handed", "_wire_mark", "_wire_sent", "_unsent_lost", "__weakref__",
     )
 
     def __init__(self, conn: "Connection", stream_id: int, peer_id: "PeerId",
@@ -67,16 +80,30 @@ class Stream:
         self._finished = False  # the reactor has forgotten this stream
         self._counted = False  # counted in the node's inbound-streams-per-peer limit
         self._close_timer: Any = None  # reactor: resets a closed stream the remote keeps open
+        self._closed = False  # the application called close()
+        self._refused: OSError | None = None  # new writes fail: the connection is closing
+        # Byte counts since the stream began: accepted by write(), handed to the muxer.
+        self._written = 0
+        self._handed = 0
+        # The connection's wire byte count at which our last handed frame ends, and the
+        # connection's count of bytes sent as last reported to a flush() waiting here.
+        self._wire_mark = 0
+        self._wire_sent = 0
+        # A failure discarded bytes we had accepted; no call has reported it yet.
+        self._unsent_lost = False
 
     def __repr__(self) -> str:
         return f"<Stream {self.protocol} with {self.peer_id} id={self._sid}>"
 
     # -- settings ----------------------------------------------------------------------
     def settimeout(self, timeout: float | None) -> None:
-        """Set the timeout for blocking reads and writes (``None``: wait indefinitely)."""
-        if timeout is not None and timeout < 0:
-            raise ValueError("timeout must be non-negative or None")
-        self._timeout = timeout
+        """Set the timeout for blocking reads and writes, in seconds.
+
+        ``None`` or ``math.inf``: wait indefinitely. ``0``: non-blocking, calls that
+        would wait raise ``BlockingIOError``. Raises ``ValueError`` for a negative
+        or NaN timeout, ``TypeError`` for a non-number.
+        """
+        self._timeout = validate_timeout(timeout)
 
     def gettimeout(self) -> float | None:
         """The timeout set by :meth:`settimeout` (``None`` by default)."""
@@ -98,6 +125,8 @@ class Stream:
                 self._readable.wait(remaining)
             else:
                 self._readable.wait()
+        if self._closed:
+            raise OSError(errno.EBADF, "read from a closed stream")
         if not self._recv and self._error is not None:
             raise _fresh(self._error)
 
@@ -146,7 +175,9 @@ class Stream:
     def read(self, n: int = -1) -> bytes:
         """Return up to ``n`` bytes (all buffered bytes if ``n < 0``) once some arrive.
 
-        Returns ``b""`` at end of stream. Raises ``ConnectionResetError`` after a reset.
+        Returns ``b""`` at end of stream. Raises ``ConnectionResetError`` after a reset,
+        ``ConnectionAbortedError`` once the local node closed the connection,
+        ``OSError`` (``EBADF``) once the stream was closed with :meth:`close`.
         """
         if n == 0:
             return b""
@@ -205,10 +236,20 @@ class Stream:
 
     # -- writing -----------------------------------------------------------------------
     def write(self, data: Any) -> int:
-        """Send all of ``data``; block while the stream's send buffer is full.
+        """Queue all of ``data`` for sending; block while the stream's send buffer is full.
 
-        Returns ``len(data)``. Raises ``BrokenPipeError`` after ``close_write``/``close``,
-        ``ConnectionResetError`` after a reset, ``TimeoutError`` on timeout.
+        Returns ``len(data)`` once the bytes are in the node's hands (see the class
+        docstring: not yet delivered; :meth:`flush` waits until they left the node).
+        A write blocked on a full buffer raises instead of returning if, meanwhile,
+        the stream is reset by either side or the remote closes the connection
+        (``ConnectionResetError``), the local node closes the connection
+        (``ConnectionAbortedError``), or another thread calls :meth:`close_write` or
+        :meth:`close` (``BrokenPipeError``); what it had queued may then still be
+        sent (before the FIN, or while a closing connection lingers), or be lost
+        with the stream.
+        ``TimeoutError``: the timeout passed while blocked; the bytes stay queued.
+        With timeout 0 the write takes all of ``data`` or, while the send buffer
+        holds :data:`SEND_BUFFER_HIGH_WATER` bytes, nothing (``BlockingIOError``).
         """
         view = memoryview(data).cast("B")
         size = len(view)
@@ -218,10 +259,14 @@ class Stream:
             self._check_writable()
             if not size:
                 return 0
+            nonblocking = self._timeout == 0
+            if nonblocking and self._send_len >= SEND_BUFFER_HIGH_WATER:
+                raise BlockingIOError(errno.EAGAIN, "stream send buffer full (timeout is 0)")
             self._send.append(view)
             self._send_len += size
+            self._written += size
             schedule = self._claim_flush()
-            must_wait = self._send_len > SEND_BUFFER_HIGH_WATER
+            must_wait = self._send_len > SEND_BUFFER_HIGH_WATER and not nonblocking
         if schedule:
             self._conn.schedule_stream_flush(self)
         if must_wait:
@@ -230,12 +275,23 @@ class Stream:
         return size
 
     def _check_writable(self) -> None:
-        if self._error is not None:
-            raise _fresh(self._error)
-        if self._write_error is not None:
-            raise _fresh(self._write_error)
+        """(Lock held.) Raise if writing is over: failed, refused, or closed."""
+        self._raise_failure()
+        if self._refused is not None:
+            raise _fresh(self._refused)
         if self._write_closed:
-            raise BrokenPipeError("stream closed for writing")
+            raise BrokenPipeError(errno.EPIPE, "stream closed for writing")
+
+    def _write_failure(self) -> OSError | None:
+        """(Lock held.) Why the sending side failed, or None."""
+        return self._error if self._error is not None else self._write_error
+
+    def _raise_failure(self) -> None:
+        """(Lock held.) Raise the stream's error if its sending side failed."""
+        error = self._write_failure()
+        if error is not None:
+            self._unsent_lost = False  # reported now
+            raise _fresh(error)
 
     def _claim_flush(self) -> bool:
         """(Lock held.) True when the caller must schedule a flush, after unlocking."""
@@ -245,57 +301,129 @@ class Stream:
         return True
 
     def _wait_drained(self) -> None:
+        """(Lock held.) Wait until the send buffer is back under the high-water mark."""
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
-        while self._send_len > SEND_BUFFER_HIGH_WATER:
-            if self._error is not None or self._write_error is not None:
-                self._check_writable()
-            if deadline is None:
-                self._writable.wait()
-                continue
-            if not self._timeout:
-                # Like a non-blocking socket, except the data was taken: it is queued.
+        while True:
+            self._check_writable()  # failures and closes first: they end the wait
+            if self._send_len <= SEND_BUFFER_HIGH_WATER:
                 return
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("stream write timed out")
-            self._writable.wait(remaining)
+            self._wait(self._writable, deadline, "stream write timed out")
+
+    def _wait(self, condition: threading.Condition, deadline: float | None,
+              message: str) -> None:
+        """(Lock held.) Wait once on ``condition``; raise if ``deadline`` has passed."""
+        if deadline is None:
+            condition.wait()
+            return
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(message)
+        condition.wait(remaining)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every byte written so far has left the node.
+
+        Returns once the bytes have been handed to the muxer and their frames
+        written to the connection's socket: they are in the kernel's send buffer, not
+        yet acknowledged by the peer. Waits at most ``timeout`` seconds (``None``:
+        the stream's timeout from :meth:`settimeout`; ``math.inf``: no limit).
+        Raises ``TimeoutError`` when it passes (``BlockingIOError`` for 0), and the
+        stream's error if it failed before the bytes left.
+        """
+        limit = self._timeout if timeout is None else validate_timeout(timeout)
+        deadline = None if limit is None else time.monotonic() + limit
+        with self._lock:
+            target = self._written
+            self._wait_flushed(lambda: self._handed >= target, deadline, limit)
+            mark = self._wire_mark
+        if self._conn.bytes_sent >= mark:
+            return
+        self._conn.notify_when_sent(self, mark)
+        with self._lock:
+            self._wait_flushed(lambda: self._wire_sent >= mark, deadline, limit)
+
+    def _wait_flushed(self, done: Callable[[], bool], deadline: float | None,
+                      limit: float | None) -> None:
+        while not done():
+            self._raise_failure()
+            if limit == 0:
+                raise BlockingIOError(errno.EAGAIN, "stream data not sent yet (timeout is 0)")
+            self._wait(self._writable, deadline, "stream flush timed out")
 
     def close_write(self) -> None:
-        """Half-close: tell the remote we will send no more (FIN). Reading goes on."""
+        """Half-close: tell the remote we will send no more (FIN). Reading goes on.
+
+        The FIN follows the bytes already written. Threads blocked in :meth:`write`
+        raise ``BrokenPipeError``. Raises the stream's error if it failed and lost
+        written bytes that no call has reported yet.
+        """
         with self._lock:
-            if self._write_closed or self._error is not None:
-                return
-            self._write_closed = True
-            schedule = self._claim_flush()
+            schedule = self._shut_write_locked()
+            lost = self._loss_to_report()
         if schedule:
             self._conn.schedule_stream_flush(self)
+        if lost is not None:
+            raise lost
+
+    def _shut_write_locked(self) -> bool:
+        """(Lock held.) Stop writing; True when the caller must schedule the FIN."""
+        if self._write_closed or self._error is not None:
+            return False
+        self._write_closed = True
+        self._writable.notify_all()
+        return self._claim_flush()
+
+    def _loss_to_report(self) -> OSError | None:
+        """(Lock held.) The error to raise for written bytes a failure discarded."""
+        error = self._write_failure()
+        if not self._unsent_lost or error is None:
+            return None
+        self._unsent_lost = False
+        return _fresh(error)
 
     def close(self) -> None:
         """Close both directions: FIN after pending writes; unread data is discarded.
 
-        If the remote never finishes its side, the stream is reset after
-        ``Limits.stream_close_timeout`` seconds.
+        Threads blocked on the stream wake at once: writers raise ``BrokenPipeError``,
+        readers ``OSError`` (``EBADF``), as later reads do. Raises the stream's error
+        if it failed and lost written bytes that no call has reported yet (the stream
+        is closed all the same). If the remote never finishes its side, the stream is
+        reset after ``Limits.stream_close_timeout`` seconds.
         """
-        self.close_write()
         with self._lock:
-            if self._recv_eof or self._error is not None:
-                return
-            # We will read no more: discard what comes and stop holding window.
-            self._recv_eof = True
-            dropped, self._recv_len = self._recv_len, 0
-            self._recv.clear()
+            self._closed = True
+            schedule = self._shut_write_locked()
+            lost = self._loss_to_report()
+            still_reading = not self._recv_eof and self._error is None
+            if still_reading:
+                # We will read no more: discard what comes and stop holding window.
+                self._recv_eof = True
+                dropped, self._recv_len = self._recv_len, 0
+                self._recv.clear()
             self._readable.notify_all()
-        self._conn.stream_closed(self, dropped)
+            self._writable.notify_all()
+        if schedule:
+            self._conn.schedule_stream_flush(self)
+        if still_reading:
+            self._conn.stream_closed(self, dropped)
+        if lost is not None:
+            raise lost
 
     def reset(self) -> None:
-        """Abort the stream in both directions (RST); pending data is discarded."""
+        """Abort the stream in both directions (RST); pending data is discarded.
+
+        Threads blocked on the stream wake at once and raise ``ConnectionResetError``.
+        """
         with self._lock:
             if self._error is None:
                 self._error = ConnectionResetError("stream reset locally")
             self._discard_locked()
+            self._unsent_lost = False  # discarded on purpose
         self._conn.reset_stream(self)
 
     def _discard_locked(self) -> None:
+        if self._send_len:
+            self._unsent_lost = True
         self._send.clear()
         self._send_len = 0
         self._recv.clear()
@@ -334,11 +462,20 @@ class Stream:
         return self.readinto(view[:nbytes] if nbytes else view)
 
     def send(self, data: Any, flags: int = 0) -> int:
-        """Like ``socket.send``, but sends (queues) all of ``data``: :meth:`write`."""
+        """Like ``socket.send``; return how many bytes were taken.
+
+        With timeout 0 it takes only what fits under :data:`SEND_BUFFER_HIGH_WATER`
+        (``BlockingIOError`` when nothing does); otherwise it is :meth:`write`.
+        """
+        if self._timeout == 0:
+            view = memoryview(data).cast("B")
+            room = SEND_BUFFER_HIGH_WATER - self._send_len  # only grows: one writer
+            if 0 < room < len(view):
+                data = view[:room]
         return self.write(data)
 
     def sendall(self, data: Any, flags: int = 0) -> None:
-        """Like ``socket.sendall``: :meth:`write` without the count."""
+        """Like ``socket.sendall``: :meth:`write`."""
         self.write(data)
 
     def shutdown(self, how: int) -> None:
@@ -353,8 +490,9 @@ class Stream:
     def setsockopt(self, *args: Any) -> None:
         """Accepted and ignored: socket options mean nothing on a muxed stream."""
 
-    def fileno(self) -> int:
-        """Raises ``io.UnsupportedOperation``: a muxed stream has no descriptor."""
+    def fileno(self) -> NoReturn:
+        """Always raises ``io.UnsupportedOperation`` (an ``OSError``), as file objects
+        without a descriptor do: a muxed stream has no descriptor to select on."""
         raise io.UnsupportedOperation("a libp2p stream has no file descriptor")
 
     def makefile(self, mode: str = "r", buffering: int | None = None, *,
@@ -381,21 +519,46 @@ class Stream:
             self._recv_eof = True
             self._readable.notify_all()
 
-    def _fail(self, error: OSError) -> None:
+    def _fail(self, error: OSError, frames_lost: bool = False) -> None:
+        """The stream is dead both ways. ``frames_lost``: some of its handed bytes
+        had not left the node either."""
         with self._lock:
             if self._error is None:
                 self._error = error
+            self._unsent_lost |= frames_lost
             self._discard_locked()
 
-    def _fail_writes(self, error: OSError) -> None:
+    def _fail_writes(self, error: OSError, frames_lost: bool = False) -> None:
         """The connection is gone but the remote had finished sending: what it sent
         stays readable (then end of stream); only writing fails."""
         with self._lock:
             if self._write_error is None:
                 self._write_error = error
+            self._unsent_lost |= frames_lost or self._send_len > 0
             self._send.clear()
             self._send_len = 0
             self._readable.notify_all()
+            self._writable.notify_all()
+
+    def refuse_writes(self, error: OSError) -> None:
+        """Reactor: the connection is closing. Writes (and blocked writers) raise
+        ``error``; bytes already queued still go out while the connection lingers,
+        and :meth:`flush` still waits for them."""
+        with self._lock:
+            if self._refused is None:
+                self._refused = error
+            self._writable.notify_all()
+
+    @property
+    def wire_mark(self) -> int:
+        """Reactor: the connection's wire byte count at which the frames of the
+        bytes this stream handed to the muxer so far end."""
+        return self._wire_mark
+
+    def wire_sent(self, total: int) -> None:
+        """Reactor: the connection has sent ``total`` bytes; wake a waiting flush."""
+        with self._lock:
+            self._wire_sent = total
             self._writable.notify_all()
 
     def _pop_send(self, limit: int) -> memoryview | None:
@@ -414,9 +577,12 @@ class Stream:
             if len(rest):
                 self._send.appendleft(rest)
 
-    def _sent(self, n: int) -> None:
+    def _sent(self, n: int, wire_mark: int) -> None:
+        """``n`` bytes were handed to the muxer; their frames end at ``wire_mark``."""
         with self._lock:
             self._send_len -= n
+            self._handed += n
+            self._wire_mark = wire_mark
             if self._send_len <= SEND_BUFFER_HIGH_WATER:
                 self._writable.notify_all()
 
@@ -425,6 +591,23 @@ class Stream:
         with self._lock:
             self._flush_scheduled = bool(self._send)
             return bool(self._send), self._write_closed and not self._send
+
+
+def validate_timeout(timeout: Any) -> float | None:
+    """A timeout in seconds as blocking calls use it: ``None`` for no limit (also
+    for ``inf`` and anything beyond what a wait accepts), else a float >= 0."""
+    if timeout is None:
+        return None
+    if not isinstance(timeout, numbers.Real):
+        raise TypeError(f"timeout must be a number or None, not {type(timeout).__name__}")
+    value = float(timeout)
+    if math.isnan(value):
+        raise ValueError("timeout must not be NaN")
+    if value < 0:
+        raise ValueError("timeout must be non-negative or None")
+    if value > threading.TIMEOUT_MAX:
+        return None
+    return value
 
 
 def _fresh(error: OSError) -> OSError:
@@ -455,8 +638,13 @@ class _StreamRawIO(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         return self._stream.readinto(buffer)
 
-    def write(self, data: Any) -> int:
-        return self._stream.write(data)
+    def write(self, data: Any) -> int | None:
+        """As ``RawIOBase.write``: with timeout 0, a short count, or ``None`` when the
+        send buffer is full."""
+        try:
+            return self._stream.send(data)
+        except BlockingIOError:
+            return None
 
 
 def check_file_mode(mode: str) -> tuple[bool, bool, bool]:
