@@ -100,3 +100,14 @@ def test_streams_whose_remote_finished_do_not_hold_slots():
     assert responder.admit(finishing) and responder.admit(FakeStream())
     finishing.input_finished = True  # its FIN arrived; the responder has not caught up
     assert responder.admit(FakeStream())
+
+
+def test_responder_resets_a_peer_that_does_not_read_its_pongs(connected):
+    """The reactor-side responder holds at most ping.MAX_UNSENT unsent echo bytes."""
+    a, b = connected
+    stream = b.new_control().open_stream(a.peer_id, ping.PROTOCOL, timeout=5)
+    stream.settimeout(5)
+    with pytest.raises(ConnectionResetError):
+        for _ in range(64):  # 2 MiB of payloads, never reading the echoes
+            stream.write(b"p" * 32 * 1024)
+        stream.read()
