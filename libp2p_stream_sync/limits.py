@@ -17,6 +17,9 @@ class Limits:
     max_inbound_connections: int = 1024
     #: Open connections we dialed; further dials fail with ``DialError``.
     max_outbound_connections: int = 1024
+    #: Open connections with one peer (both directions); a further inbound one is
+    #: closed once the peer is authenticated, so one identity cannot take every slot.
+    max_connections_per_peer: int = 8
     #: Streams open at once on one connection (both directions, per muxer session).
     max_streams_per_connection: int = 8192
     #: Inbound streams of one protocol from one peer open at once; more are reset.
@@ -55,7 +58,8 @@ class Limits:
                      "max_inbound_streams_per_protocol_per_peer", "yamux_backlog"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
-        for name in ("max_handler_jobs", "max_handler_jobs_per_peer",
+        for name in ("max_connections_per_peer", "max_handler_jobs",
+                     "max_handler_jobs_per_peer",
                      "max_address_book_peers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

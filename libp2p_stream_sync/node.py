@@ -515,15 +515,30 @@ class Node(BuiltinProtocols):
 
         def on_ready(conn: Connection, error: BaseException | None) -> None:
             self._pending.discard(conn)
-            if error is None:
-                self._connection_ready(conn)
-            else:
+            if error is not None:
                 log.debug("inbound connection from %s failed: %s", addr, error)
+            elif self._peer_connections_full(conn.remote_peer_id):
+                # Closed from the next reactor turn: the caller is still using conn.
+                self._reactor.call_soon(conn.abort, ConnectionRefusedError(
+                    "too many connections from this peer"))
+            else:
+                self._connection_ready(conn)
 
         conn = Connection(self, sock, initiator=False, remote_addr=addr, on_ready=on_ready)
         self._inbound_count += 1
         self._pending.add(conn)
         conn.start(self.limits.handshake_timeout)
+
+    def _peer_connections_full(self, peer: PeerId | None) -> bool:
+        """Reactor: ``peer`` already holds ``Limits.max_connections_per_peer``."""
+        with self._lock:
+            count = len(self._connections.get(peer, ())) if peer is not None else 0
+        if count < self.limits.max_connections_per_peer:
+            return False
+        if self._refusals.ready(("connections", peer)):
+            log.warning("refusing a connection from %s: it has %d open already", peer,
+                        count)
+        return True
 
     def _connection_ready(self, conn: Connection) -> None:
         with self._lock:

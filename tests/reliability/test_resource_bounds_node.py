@@ -161,6 +161,29 @@ def test_silent_echo_streams_of_one_peer_do_not_deny_echo_to_others(make_node):
     echo.close()
 
 
+# -- connections per peer ------------------------------------------------------------------------
+def test_one_identity_cannot_hold_every_connection(make_node):
+    """One peer id dials again and again: the node keeps at most
+    Limits.max_connections_per_peer connections with it and closes the rest."""
+    server, echo, good = _served(make_node)
+    keypair = Keypair.generate()
+    clones = [make_node(listen=[], keypair=keypair) for _ in range(12)]
+    for clone in clones:
+        try:
+            clone.dial(p2p_addr(server), timeout=HONEST_DEADLINE)
+        except OSError:
+            pass  # refused at once: what we want
+    limit = 8  # Limits().max_connections_per_peer
+    assert wait_until(lambda: len(server._connections.get(keypair.peer_id, ())) <= limit, 3)
+    assert wait_until(lambda: server._inbound_count <= limit + 1, 3)
+    timed_echo(good, p2p_addr(server), timeout=HONEST_DEADLINE)
+    for clone in clones:
+        clone.close()
+    fresh = make_node(listen=[])
+    timed_echo(fresh, p2p_addr(server), timeout=HONEST_DEADLINE)
+    echo.close()
+
+
 # -- 9: cheap identities against the address book ------------------------------------------------
 def test_fresh_identities_do_not_evict_configured_addresses(make_node):
     """More fresh identities connect and identify (advertising listen addresses)
