@@ -304,20 +304,24 @@ class _PushStream:
         self.on_event()  # the message (or its end) may have come with the negotiation
 
     def on_event(self) -> None:
-        if self.done:
-            return
-        try:
-            chunk = self.stream.read(MAX_RECEIVE_SIZE + 1 - len(self.data))
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            self._fail(f"stream failed: {exc}")
-            return
-        if chunk:
+        """Gather what has arrived; loop, as the end may be buffered behind the data."""
+        while not self.done:
+            try:
+                chunk = self.stream.read(MAX_RECEIVE_SIZE + 1 - len(self.data))
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self._fail(f"stream failed: {exc}")
+                return
+            if not chunk:
+                self._complete()
+                return
             self.data += chunk
             if len(self.data) > MAX_RECEIVE_SIZE:
                 self._fail(f"larger than {MAX_RECEIVE_SIZE} bytes")
-            return
+
+    def _complete(self) -> None:
+        """The pusher closed its side: apply what it sent."""
         self._finish()
         self.stream.close()
         try:

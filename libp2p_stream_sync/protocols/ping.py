@@ -107,22 +107,22 @@ class _Echo:
         self.on_event()  # payload bytes (or the end) may have come with the negotiation
 
     def on_event(self) -> None:
-        if self.done:
-            return
-        try:
-            data = self.stream.read()
-        except BlockingIOError:
-            return
-        except OSError as exc:  # a reset or a closed connection
-            log.debug("ping stream from %s ended: %s", self.stream.peer_id, exc)
-            self._finish(reset=True)
-            return
-        if not data:  # the dialer is done
-            self.stream.close()
-            self._finish(reset=False)
-            return
-        self.last_active = time.monotonic()
-        self._echo(self.partial + data)
+        """Echo what has arrived; loop, as the end may be buffered behind the data."""
+        while not self.done:
+            try:
+                data = self.stream.read()
+            except BlockingIOError:
+                return
+            except OSError as exc:  # a reset or a closed connection
+                log.debug("ping stream from %s ended: %s", self.stream.peer_id, exc)
+                self._finish(reset=True)
+                return
+            if not data:  # the dialer is done
+                self.stream.close()
+                self._finish(reset=False)
+                return
+            self.last_active = time.monotonic()
+            self._echo(self.partial + data)
 
     def _echo(self, data: bytes) -> None:
         whole = len(data) - len(data) % PAYLOAD_SIZE

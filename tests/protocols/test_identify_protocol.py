@@ -170,3 +170,18 @@ def test_addresses_and_protocols_are_capped_and_parsed_in_linear_time():
     assert len(set(info.listen_addrs)) == len(info.listen_addrs)  # no duplicates kept
     assert len(info.protocols) == identify.MAX_PROTOCOLS
     assert took < 0.05, f"{took * 1000:.1f} ms"
+
+
+def test_a_push_that_arrives_with_its_negotiation_and_end_is_applied(connected):
+    """A lazily opened push: request, message and FIN may reach the reactor-side
+    receiver before it starts watching the stream."""
+    a, b = connected
+    a.wait_identified(b.peer_id, timeout=5)  # else identify's answer may come after
+    stream = b.new_control().open_stream(a.peer_id, identify.PUSH_PROTOCOL, timeout=5,
+                                         lazy=True)
+    stream.write(identify.encode_message(
+        public_key=b.keypair.public_key.to_protobuf(),
+        listen_addrs=[Multiaddr("/ip4/10.9.8.7/tcp/4001").to_bytes()],
+        observed_addr=None, protocols=["/pushed/1.0.0"]))
+    stream.close()
+    eventually(lambda: "/pushed/1.0.0" in a.peer_protocols(b.peer_id))

@@ -111,3 +111,12 @@ def test_responder_resets_a_peer_that_does_not_read_its_pongs(connected):
         for _ in range(64):  # 2 MiB of payloads, never reading the echoes
             stream.write(b"p" * 32 * 1024)
         stream.read()
+
+
+def test_a_ping_that_arrives_with_its_negotiation_and_end_is_echoed(connected):
+    a, b = connected
+    stream = b.new_control().open_stream(a.peer_id, ping.PROTOCOL, timeout=5, lazy=True)
+    stream.settimeout(5)
+    stream.write(b"q" * ping.PAYLOAD_SIZE)
+    stream.close_write()
+    assert stream.readall() == b"q" * ping.PAYLOAD_SIZE
