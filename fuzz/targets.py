@@ -418,8 +418,11 @@ def _identify_corpus() -> list[bytes]:
 
 
 def _fake_addressbook():
-    import threading
-    return types.SimpleNamespace(_lock=threading.Lock(), _addresses={})
+    from libp2p_stream_sync.addressbook import AddressBook
+    book = AddressBook(16, lambda peer: False)
+    return types.SimpleNamespace(_addresses=book,
+                                 _book_entry=lambda peer, addr: Node._book_entry(None, peer,
+                                                                                 addr))
 
 
 def _run_identify(data: bytes, rng: random.Random) -> None:

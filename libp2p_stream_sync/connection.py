@@ -155,6 +155,8 @@ class Connection:
         self._deferred_opens: collections.deque[tuple[str, Future, bool]] = \
             collections.deque()
         self._collecting: dict[int, _Collector] = {}
+        #: Reactor-side readers of inbound streams (see watch_stream).
+        self._watchers: dict[int, Callable[[], None]] = {}
         self._timer: Any = None
         self._timer_when: float | None = None
         self._deadline_timer: Any = None
@@ -381,6 +383,8 @@ class Connection:
                 stream._feed(data)
                 if self._tcp_flow_control and stream._recv_len > self._pause_reading_at:
                     self._congest(sid, stream)
+                if self._watchers:
+                    self._notify_watcher(sid)
                 return
             self._muxer_consumed(sid, len(data))
             collector = self._collecting.get(sid)
@@ -456,8 +460,30 @@ class Connection:
             return
         stream._feed_eof()
         self._remote_ended.add(sid)
+        if self._watchers:
+            self._notify_watcher(sid)
         if sid in self._fin_sent:
             self._forget(sid)
+
+    def watch_stream(self, stream: Stream, on_event: Callable[[], None]) -> None:
+        """Reactor thread only: call ``on_event()`` on the reactor whenever ``stream``
+        receives data, its end or a reset, so a responder can serve it without a thread
+        (it reads with timeout 0). Stops when the stream is forgotten."""
+        if self._streams.get(stream._sid) is stream:
+            self._watchers[stream._sid] = on_event
+
+    def unsent_bytes(self, stream: Stream) -> int:
+        """Bytes written to ``stream`` that the muxer has not taken yet."""
+        with stream._lock:
+            return stream._send_len
+
+    def _notify_watcher(self, sid: int) -> None:
+        on_event = self._watchers.get(sid)
+        if on_event is not None:
+            try:
+                on_event()
+            except Exception:
+                log.exception("stream watcher %r failed", on_event)
 
     def _drop_negotiation(self, sid: int) -> _Negotiation | None:
         """Forget a negotiation that will not become a stream."""
@@ -478,6 +504,8 @@ class Connection:
         stream = self._streams.get(sid)
         if stream is not None:
             stream._fail(ConnectionResetError(f"stream reset: {reason}"))
+            if self._watchers:
+                self._notify_watcher(sid)
             self._forget(sid)
 
     def _forget(self, sid: int) -> None:
@@ -486,6 +514,7 @@ class Connection:
         self._remote_ended.discard(sid)
         self._to_flush.pop(sid, None)
         self._window_blocked.pop(sid, None)
+        self._watchers.pop(sid, None)
         if stream is not None:
             stream._finished = True
             if stream._close_timer is not None:
@@ -996,6 +1025,8 @@ class Connection:
                 stream._fail_writes(_copy_error(error), frames_lost)
             else:
                 stream._fail(_copy_error(error), frames_lost)
+            if self._watchers:
+                self._notify_watcher(sid)
             self._forget(sid)
         for stream in self._sent_watch:  # flushing streams whose frames die here
             stream._fail_writes(_copy_error(error), frames_lost=True)

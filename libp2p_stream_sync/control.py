@@ -12,6 +12,7 @@ from multiaddr import Multiaddr
 
 
 from .identity import PeerId
+from .logthrottle import LogThrottle
 from .stream import Stream
 
 if TYPE_CHECKING:
@@ -48,18 +49,31 @@ class IncomingStreams:
     """Streams that remote peers opened for one protocol, in arrival order.
 
     Iterate for ``(peer_id, stream)`` pairs; iteration ends when this object or the
-    node is closed. The queue holds at most ``capacity`` streams: when it is full a
-    new stream is reset on the wire and counted in :attr:`dropped`.
+    node is closed. The queue holds at most ``capacity`` streams. Once it is half
+    full, a peer with ``max_per_peer`` streams queued (default: :func:`default_share`)
+    gets no more, so one peer cannot fill it for everyone (an honest burst into an
+    emptier queue still fits). A stream beyond these bounds is reset on the wire and
+    counted in :attr:`dropped` (and logged at WARNING, at most once per protocol
+    every few seconds).
     """
 
-    def __init__(self, node: "Node", protocol: StreamProtocol, capacity: int) -> None:
+    def __init__(self, node: "Node", protocol: StreamProtocol, capacity: int,
+                 max_per_peer: int | None = None) -> None:
         """Made by :meth:`Control.accept`, which registers it with ``node``."""
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
+        if max_per_peer is None:
+            max_per_peer = default_share(capacity)
+        if max_per_peer < 1:
+            raise ValueError("max_per_peer must be at least 1")
         self.protocol = protocol
+        self.max_per_peer = max_per_peer
         self.dropped = 0
         self._node = node
         self._queue: queue.Queue = queue.Queue(capacity)
+        self._half = capacity // 2
+        self._queued_per_peer: dict[PeerId, int] = {}
+        self._drop_log = LogThrottle()  # WARNING lines about drops: a few per minute
         self._lock = threading.Lock()
         self._closed = False
 
@@ -82,7 +96,16 @@ class IncomingStreams:
         if item is _CLOSED:
             self._requeue_sentinel()
             raise EOFError(f"incoming streams for {self.protocol} are closed")
+        self._taken(item[0])
         return item
+
+    def _taken(self, peer: PeerId) -> None:
+        with self._lock:
+            left = self._queued_per_peer.get(peer, 0) - 1
+            if left > 0:
+                self._queued_per_peer[peer] = left
+            else:
+                self._queued_per_peer.pop(peer, None)
 
     def __iter__(self) -> Iterator[tuple[PeerId, Stream]]:
         return self
@@ -105,6 +128,7 @@ class IncomingStreams:
                     leftovers.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            self._queued_per_peer.clear()
             self._requeue_sentinel()
         self._node._unregister(self.protocol, self)
         for item in leftovers:
@@ -128,14 +152,35 @@ class IncomingStreams:
         with self._lock:
             if self._closed:
                 return False
-            try:
-                self._queue.put_nowait((peer, stream))
-                return True
-            except queue.Full:
-                self.dropped += 1
-        log.debug("accept queue for %s is full: dropped a stream from %s (%d so far)",
-                  self.protocol, peer, self.dropped)
+            queued = self._queued_per_peer.get(peer, 0)
+            over_share = queued >= self.max_per_peer and self._queue.qsize() >= self._half
+            if not over_share:
+                try:
+                    self._queue.put_nowait((peer, stream))
+                    self._queued_per_peer[peer] = queued + 1
+                    return True
+                except queue.Full:
+                    pass
+            self.dropped += 1
+            dropped = self.dropped
+        why = "its share" if over_share else "the queue"
+        if self._drop_log.ready(None):
+            log.warning("accept queue for %s: %s is full, dropped a stream from %s "
+                        "(%d dropped so far)", self.protocol, why, peer, dropped)
+        else:
+            log.debug("accept queue for %s: %s is full, dropped a stream from %s "
+                      "(%d dropped so far)", self.protocol, why, peer, dropped)
         return False
+
+
+#: Queues and pools up to this size are not shared out between peers by default.
+MIN_DEFAULT_SHARE = 16
+
+
+def default_share(capacity: int) -> int:
+    """One peer's default share of a queue or pool of ``capacity``: a quarter of it,
+    but at least :data:`MIN_DEFAULT_SHARE` (or all of a smaller one)."""
+    return min(capacity, max(MIN_DEFAULT_SHARE, capacity // 4))
 
 
 class Control:
@@ -153,15 +198,18 @@ class Control:
 
     __copy__ = clone
 
-    def accept(self, protocol: str, *, capacity: int = DEFAULT_ACCEPT_CAPACITY
-               ) -> IncomingStreams:
+    def accept(self, protocol: str, *, capacity: int = DEFAULT_ACCEPT_CAPACITY,
+               max_per_peer: int | None = None) -> IncomingStreams:
         """Start accepting streams for ``protocol``.
 
-        Raises :class:`AlreadyRegistered` while another :class:`IncomingStreams` for
-        the same protocol is open.
+        At most ``capacity`` streams wait to be taken; once half of them wait, at
+        most ``max_per_peer`` from one peer (default: a quarter of ``capacity``, at
+        least 16). Raises
+        :class:`AlreadyRegistered` while another :class:`IncomingStreams` for the same
+        protocol is open.
         """
         proto = StreamProtocol(protocol)
-        incoming = IncomingStreams(self._node, proto, capacity)
+        incoming = IncomingStreams(self._node, proto, capacity, max_per_peer)
         self._node._register(proto, incoming)
         return incoming
 

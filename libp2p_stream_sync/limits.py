@@ -17,9 +17,13 @@ class Limits:
     max_inbound_connections: int = 1024
     #: Open connections we dialed; further dials fail with ``DialError``.
     max_outbound_connections: int = 1024
+    #: Open connections with one peer (both directions); a further inbound one is
+    #: closed once the peer is authenticated, so one identity cannot take every slot.
+    max_connections_per_peer: int = 8
     #: Streams open at once on one connection (both directions, per muxer session).
     max_streams_per_connection: int = 8192
     #: Inbound streams of one protocol from one peer open at once; more are reset.
+    #: (An accept queue also bounds each peer's share of it: ``accept(max_per_peer=)``.)
     max_inbound_streams_per_protocol_per_peer: int = 1024
     #: yamux: inbound streams not yet acknowledged (the spec's backlog); more are reset.
     yamux_backlog: int = 256
@@ -38,6 +42,15 @@ class Limits:
     keepalive_interval: float | None = 15.0
     #: ... and close the connection when the ping is not answered within this time.
     keepalive_timeout: float = 10.0
+    #: Jobs on the node's handler thread pool (perf streams, identify pushes we
+    #: send), queued or running; beyond it the stream is reset.
+    max_handler_jobs: int = 256
+    #: ... and of those, jobs on behalf of one peer, so one peer cannot fill the pool.
+    max_handler_jobs_per_peer: int = 8
+    #: Peers in the address book: up to this many whose addresses the application
+    #: gave, and apart from them as many learned through identify (learned entries of
+    #: peers we are not connected to are evicted first; configured ones never by them).
+    max_address_book_peers: int = 10_000
 
     def __post_init__(self) -> None:
         for name in ("max_inbound_connections", "max_outbound_connections",
@@ -45,6 +58,11 @@ class Limits:
                      "max_inbound_streams_per_protocol_per_peer", "yamux_backlog"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
+        for name in ("max_connections_per_peer", "max_handler_jobs",
+                     "max_handler_jobs_per_peer",
+                     "max_address_book_peers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
         if (self.handshake_timeout <= 0 or self.keepalive_timeout <= 0
                 or self.stream_close_timeout <= 0):
             raise ValueError("timeouts must be positive")

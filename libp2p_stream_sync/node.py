@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from multiaddr import Multiaddr
 
+from .addressbook import AddressBook
 from .connection import MPLEX, YAMUX, Connection
 from .control import Control, IncomingStreams, PeerLike, StreamProtocol
 from .engines.mplex import MplexSession
@@ -22,6 +23,7 @@ from .errors import (AlreadyRegistered, DialError, OpenStreamError, PeerMismatch
 from .futures import complete, fail, result, wait
 from .identity import Keypair, PeerId
 from .limits import Limits
+from .logthrottle import LogThrottle
 from .protocols import BuiltinProtocols
 from .reactor import Reactor
 from .stream import Stream
@@ -31,8 +33,6 @@ log = logging.getLogger(__name__)
 
 _MUXER_NAMES = {"yamux": YAMUX, "mplex": MPLEX, YAMUX: YAMUX, MPLEX: MPLEX}
 _CLOSE_TIMEOUT = 5.0
-_MAX_ADDRESSES_PER_PEER = 32
-_MAX_PEERS_IN_ADDRESS_BOOK = 10_000
 
 InternalHandler = Callable[["Connection", Stream], None]
 
@@ -76,8 +76,9 @@ class Node(BuiltinProtocols):
         self._inbound_streams: dict[tuple[PeerId, str], int] = {}
         self._lock = threading.Lock()
         self._registry: dict[str, IncomingStreams | InternalHandler] = {}
-        self._addresses: dict[PeerId, list[Multiaddr]] = {}
         self._connections: dict[PeerId, list[Connection]] = {}
+        self._addresses = AddressBook(self.limits.max_address_book_peers,
+                                      lambda peer: bool(self._connections.get(peer)))
         self._pending: set[Connection] = set()
         self._dials: dict[PeerId, Future] = {}
         self._listeners: list[_Listener] = []
@@ -85,6 +86,10 @@ class Node(BuiltinProtocols):
         self._reactor = Reactor(name=f"libp2p-reactor-{str(self.peer_id)[-6:]}")
         self._max_handler_threads = max_handler_threads
         self._workers: ThreadPoolExecutor | None = None
+        #: Handler jobs queued or running: in all, and per peer (guarded by _lock).
+        self._jobs = 0
+        self._jobs_per_peer: dict[PeerId, int] = {}
+        self._refusals = LogThrottle()
         #: Called on the reactor thread with each connection once it is open.
         self.on_connection_ready: list[Callable[[Connection], None]] = []
         #: Called (on the thread that changed them) after our accepted protocols change.
@@ -125,29 +130,30 @@ class Node(BuiltinProtocols):
         return Control(self)
 
     def add_address(self, peer_id: PeerId, addr: "str | Multiaddr") -> None:
-        """Remember an address of ``peer_id`` for dialing it by peer id."""
+        """Remember an address of ``peer_id`` for dialing it by peer id.
+
+        Addresses given here (and by ``dial``/``open_stream`` with ``/p2p/``) are kept
+        apart from those learned through identify: learned ones never evict them.
+        """
+        self._addresses.add(peer_id, self._book_entry(peer_id, addr), learned=False)
+
+    def _learn_address(self, peer_id: PeerId, addr: "str | Multiaddr") -> None:
+        """Remember an address that ``peer_id`` advertised (identify)."""
+        self._addresses.add(peer_id, self._book_entry(peer_id, addr), learned=True)
+
+    def _book_entry(self, peer_id: PeerId, addr: "str | Multiaddr") -> Multiaddr:
+        """``addr`` as stored in the address book; ValueError if it is not for us."""
         ma = tcp.to_multiaddr(addr)
         target = tcp.parse_tcp_multiaddr(ma)
         if target.peer_id is not None:
             if target.peer_id != peer_id:
                 raise ValueError(f"address {ma} names peer {target.peer_id}, not {peer_id}")
             ma = ma.decapsulate_code(421) if hasattr(ma, "decapsulate_code") else ma
-        with self._lock:
-            known = self._addresses.get(peer_id)
-            if known is None:
-                if len(self._addresses) >= _MAX_PEERS_IN_ADDRESS_BOOK:
-                    del self._addresses[next(iter(self._addresses))]  # the oldest peer
-                known = self._addresses[peer_id] = []
-            if ma in known:
-                return
-            known.append(ma)
-            if len(known) > _MAX_ADDRESSES_PER_PEER:
-                del known[0]  # the oldest goes first
+        return ma
 
     def addresses_of(self, peer_id: PeerId) -> list[Multiaddr]:
-        """The addresses we know for ``peer_id`` (oldest first, without ``/p2p/``)."""
-        with self._lock:
-            return list(self._addresses.get(peer_id, ()))
+        """The addresses we would dial for ``peer_id``: configured first, then learned."""
+        return self._addresses.addresses_of(peer_id)
 
     def connected_peers(self) -> list[PeerId]:
         """The peers we have at least one open connection with, right now."""
@@ -177,6 +183,7 @@ class Node(BuiltinProtocols):
                 return
             self._closed = True
             registered = [v for v in self._registry.values() if isinstance(v, IncomingStreams)]
+        self._release_identify_waiters()
         for incoming in registered:
             incoming.close()
         if self._reactor.thread.is_alive():
@@ -232,15 +239,52 @@ class Node(BuiltinProtocols):
             except Exception:
                 log.exception("protocols-changed hook %r failed", hook)
 
-    def _run_in_worker(self, fn: Callable[..., Any], *args: Any) -> Future | None:
-        """Run blocking ``fn(*args)`` on the node's bounded handler thread pool."""
+    def _run_in_worker(self, fn: Callable[..., Any], *args: Any,
+                       peer: PeerId | None = None) -> Future | None:
+        """Run blocking ``fn(*args)`` on the node's bounded handler thread pool.
+
+        Returns None (the caller resets its stream) when the node is closed or the
+        job is refused: at most ``Limits.max_handler_jobs`` jobs are queued or running,
+        and at most ``Limits.max_handler_jobs_per_peer`` on behalf of ``peer``.
+        """
         with self._lock:
-            if self._closed:
+            if self._closed or not self._admit_job(peer):
                 return None
             if self._workers is None:
                 self._workers = ThreadPoolExecutor(self._max_handler_threads,
                                                    thread_name_prefix="libp2p-handler")
-            return self._workers.submit(_logged, fn, *args)
+            future = self._workers.submit(_logged, fn, *args)
+        future.add_done_callback(lambda _: self._job_done(peer))
+        return future
+
+    def _admit_job(self, peer: PeerId | None) -> bool:
+        """Count a new handler job (lock held); False when a job limit is reached."""
+        limits = self.limits
+        if self._jobs >= limits.max_handler_jobs:
+            if self._refusals.ready("jobs"):
+                log.warning("handler pool full (%d jobs queued or running): refusing work",
+                            self._jobs)
+            return False
+        if peer is not None:
+            count = self._jobs_per_peer.get(peer, 0)
+            if count >= limits.max_handler_jobs_per_peer:
+                if self._refusals.ready(("jobs", peer)):
+                    log.warning("%s has %d handler jobs queued or running: refusing more",
+                                peer, count)
+                return False
+            self._jobs_per_peer[peer] = count + 1
+        self._jobs += 1
+        return True
+
+    def _job_done(self, peer: PeerId | None) -> None:
+        with self._lock:
+            self._jobs -= 1
+            if peer is not None:
+                left = self._jobs_per_peer.get(peer, 0) - 1
+                if left > 0:
+                    self._jobs_per_peer[peer] = left
+                else:
+                    self._jobs_per_peer.pop(peer, None)
 
     def _protocol_supported(self, protocol: str) -> bool:
         return protocol in self._registry
@@ -482,15 +526,30 @@ class Node(BuiltinProtocols):
 
         def on_ready(conn: Connection, error: BaseException | None) -> None:
             self._pending.discard(conn)
-            if error is None:
-                self._connection_ready(conn)
-            else:
+            if error is not None:
                 log.debug("inbound connection from %s failed: %s", addr, error)
+            elif self._peer_connections_full(conn.remote_peer_id):
+                # Closed from the next reactor turn: the caller is still using conn.
+                self._reactor.call_soon(conn.abort, ConnectionRefusedError(
+                    "too many connections from this peer"))
+            else:
+                self._connection_ready(conn)
 
         conn = Connection(self, sock, initiator=False, remote_addr=addr, on_ready=on_ready)
         self._inbound_count += 1
         self._pending.add(conn)
         conn.start(self.limits.handshake_timeout)
+
+    def _peer_connections_full(self, peer: PeerId | None) -> bool:
+        """Reactor: ``peer`` already holds ``Limits.max_connections_per_peer``."""
+        with self._lock:
+            count = len(self._connections.get(peer, ())) if peer is not None else 0
+        if count < self.limits.max_connections_per_peer:
+            return False
+        if self._refusals.ready(("connections", peer)):
+            log.warning("refusing a connection from %s: it has %d open already", peer,
+                        count)
+        return True
 
     def _connection_ready(self, conn: Connection) -> None:
         with self._lock:

@@ -4,10 +4,10 @@
 registers the built-in handlers and adds the node methods that use them.
 
 Responders are registered with ``node._register_internal``: their handlers run on the
-reactor thread, so the ones that read (ping, perf, identify push) hand the stream to
-the node's worker pool. The identify client runs on the worker pool for every new
-connection, as go-libp2p and js-libp2p do, and a change of our protocols is pushed to
-every connected peer.
+reactor thread. ping and identify push are served there too (a silent peer holds no
+thread, only a timer); perf hands its streams to the node's bounded worker pool. The
+identify client runs on the reactor for every new connection, as go-libp2p and
+js-libp2p do, and a change of our protocols is pushed to every connected peer.
 """
 
 from __future__ import annotations
@@ -55,13 +55,16 @@ class BuiltinProtocols:
     if TYPE_CHECKING:
         keypair: Any
         peer_id: PeerId
+        _reactor: Any
+        _closed: bool
         on_connection_ready: list[Callable[[Connection], None]]
         on_protocols_changed: list[Callable[[], None]]
 
         def _register_internal(self, protocol: str,
                                handler: Callable[[Connection, Stream], None]) -> None: ...
 
-        def _run_in_worker(self, fn: Callable[..., Any], *args: Any) -> Any: ...
+        def _run_in_worker(self, fn: Callable[..., Any], *args: Any,
+                           peer: PeerId | None = None) -> Any: ...
 
         def _open_on(self, conn: Connection, protocol: Any, deadline: float) -> Stream: ...
 
@@ -69,7 +72,7 @@ class BuiltinProtocols:
 
         def connected_peers(self) -> list[PeerId]: ...
 
-        def add_address(self, peer_id: PeerId, addr: Any) -> None: ...
+        def _learn_address(self, peer_id: PeerId, addr: Any) -> None: ...
 
         def new_control(self) -> Control: ...
 
@@ -81,6 +84,9 @@ class BuiltinProtocols:
         self._push_lock = threading.Lock()
         self._push_pending = False
         self._ping_responder = _ping.PingResponder()
+        self._push_receiver = identify.PushReceiver(
+            self._identify_timeout,
+            lambda peer, message: self._store_message(peer, message, push=True))
         self._register_internal(identify.PROTOCOL, identify.respond)
         self._register_internal(identify.PUSH_PROTOCOL, self._on_identify_push)
         self._register_internal(_ping.PROTOCOL, self._on_ping)
@@ -107,11 +113,14 @@ class BuiltinProtocols:
         """Wait until ``peer`` has been identified; return its :class:`IdentifyInfo`.
 
         Raises ``TimeoutError`` when ``timeout`` passes and :class:`OpenStreamError`
-        when identifying the peer failed (e.g. it does not speak identify).
+        when identifying the peer failed (e.g. it does not speak identify) or the node
+        is closed (``kind`` ``"closed"``).
         """
         deadline = time.monotonic() + timeout
         with self._info_changed:
             while True:
+                if self._closed:
+                    raise OpenStreamError("the node is closed", "closed")
                 info = self._peer_info.get(peer)
                 if isinstance(info, IdentifyInfo):
                     return _copy_info(info)
@@ -158,25 +167,25 @@ class BuiltinProtocols:
         stream.close()
         return result
 
-    # -- responders (reactor thread: never block) -------------------------------------------
-    def _submit_or_reset(self, stream: "Stream", fn: Callable[..., Any], *args: Any) -> None:
-        if self._run_in_worker(fn, *args) is None:
-            stream.reset()
+    def _release_identify_waiters(self) -> None:
+        """The node is closing: wake every ``wait_identified`` so it raises."""
+        with self._info_changed:
+            self._info_changed.notify_all()
 
+    # -- responders (reactor thread: never block) -------------------------------------------
     def _on_ping(self, conn: "Connection", stream: "Stream") -> None:
-        if not self._ping_responder.admit(stream):
+        if not self._ping_responder.start(conn, stream, self._reactor.call_later):
             log.debug("too many ping streams from %s: resetting one", stream.peer_id)
-            stream.reset()
-            return
-        if self._run_in_worker(self._ping_responder.serve, stream) is None:
-            self._ping_responder.release(stream)
             stream.reset()
 
     def _on_perf(self, conn: "Connection", stream: "Stream") -> None:
-        self._submit_or_reset(stream, _perf.serve, stream)
+        if self._run_in_worker(_perf.serve, stream, peer=stream.peer_id) is None:
+            stream.reset()
 
     def _on_identify_push(self, conn: "Connection", stream: "Stream") -> None:
-        self._submit_or_reset(stream, self._receive_push, stream)
+        if not self._push_receiver.start(conn, stream, self._reactor.call_later):
+            log.debug("too many identify pushes from %s: resetting one", stream.peer_id)
+            stream.reset()
 
     # -- identify client -------------------------------------------------------------------
     def _on_new_connection(self, conn: "Connection") -> None:
@@ -202,33 +211,27 @@ class BuiltinProtocols:
         conn.collect(identify.PROTOCOL, identify.MAX_RECEIVE_SIZE, self._identify_timeout,
                      answered)
 
-    def _receive_push(self, stream: "Stream") -> None:
-        """Worker: read an identify push from the peer and apply it."""
-        try:
-            message = identify.read_messages(stream, self._identify_timeout)
-        except (OSError, ProtocolError) as exc:
-            log.info("bad identify push from %s: %s", stream.peer_id, exc)
-            stream.reset()
-            return
-        stream.close()
-        self._store_message(stream.peer_id, message, push=True)
-
     def _store_message(self, peer: PeerId, message: dict, *, push: bool) -> None:
+        """Reactor: apply an identify message (or push) from ``peer``.
+
+        Parsing happens outside ``_info_changed``: nobody waits on that lock for it.
+        """
         with self._info_changed:
             current = self._peer_info.get(peer)
-            info = _copy_info(current) if isinstance(current, IdentifyInfo) \
-                else IdentifyInfo(peer)
-            try:
-                identify.apply_message(info, message, push=push)
-            except ProtocolError as exc:
-                log.info("ignoring identify from %s: %s", peer, exc)
-                if current is None:
-                    self._store_failure_locked(peer, str(exc))
-                return
+        info = _copy_info(current) if isinstance(current, IdentifyInfo) \
+            else IdentifyInfo(peer)
+        try:
+            identify.apply_message(info, message, push=push)
+        except ProtocolError as exc:
+            log.info("ignoring identify from %s: %s", peer, exc)
+            if current is None:
+                self._store_failure(peer, str(exc))
+            return
+        with self._info_changed:
             self._remember_locked(peer, info)
         for addr in info.listen_addrs[:MAX_ADDRS_PER_PEER]:
             try:
-                self.add_address(peer, addr)
+                self._learn_address(peer, addr)
             except ValueError:
                 pass  # not a TCP address: we cannot dial it anyway
 

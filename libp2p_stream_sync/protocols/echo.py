@@ -8,17 +8,18 @@ the node knows about it.
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
 from typing import TYPE_CHECKING, Callable
 
-from ..control import DEFAULT_ACCEPT_CAPACITY, Control, PeerLike
+from ..control import DEFAULT_ACCEPT_CAPACITY, Control, PeerLike, default_share
+from ..identity import PeerId
+from ..stream import Stream
 
 if TYPE_CHECKING:
     from ..control import IncomingStreams
-    from ..identity import PeerId
-    from ..stream import Stream
 
 log = logging.getLogger(__name__)
 
@@ -32,24 +33,36 @@ class EchoServer:
 
     A pool of at most ``max_streams`` worker threads, started as load needs them,
     takes streams from the accept queue; further streams wait there (and the node
-    drops them when that queue is full). A stream silent for ``idle_timeout``
-    seconds is reset.
+    drops them when that queue is full). One peer gets at most
+    ``max_streams_per_peer`` workers (default: a quarter of them): its further
+    streams wait in its own backlog, at most a quarter of ``capacity`` (more are
+    reset), so one peer's silent streams cannot take every worker. A stream silent
+    for ``idle_timeout`` seconds is reset.
     """
 
     def __init__(self, control: Control, protocol: str = PROTOCOL, *,
                  max_streams: int = 64, idle_timeout: float = 30.0,
-                 capacity: int = DEFAULT_ACCEPT_CAPACITY) -> None:
+                 capacity: int = DEFAULT_ACCEPT_CAPACITY,
+                 max_streams_per_peer: int | None = None) -> None:
         if max_streams < 1:
             raise ValueError("max_streams must be at least 1")
+        if max_streams_per_peer is None:
+            max_streams_per_peer = default_share(max_streams)
+        if max_streams_per_peer < 1:
+            raise ValueError("max_streams_per_peer must be at least 1")
         self.protocol = protocol
         self.idle_timeout = idle_timeout
         self.served = 0
         self._max_workers = max_streams
+        self._max_per_peer = max_streams_per_peer
+        self._max_backlog_per_peer = default_share(capacity)
         self._incoming: IncomingStreams = control.accept(protocol, capacity=capacity)
         self._lock = threading.Lock()
         self._workers: list[threading.Thread] = []
         self._idle_workers = 0
         self._active: set[Stream] = set()
+        self._serving: dict[PeerId, int] = {}  # workers busy per peer
+        self._backlog: dict[PeerId, collections.deque[Stream]] = {}
         self._closed = False
         with self._lock:
             self._spawn_worker()
@@ -74,16 +87,53 @@ class EchoServer:
                 peer, stream = self._incoming.get()
             except EOFError:
                 return
-            with self._lock:
+            if not self._claim(peer, stream):
+                continue
+            next_stream: Stream | None = stream
+            while next_stream is not None:
+                self._serve(peer, next_stream)
+                next_stream = self._next_of(peer, next_stream)
+
+    def _claim(self, peer: PeerId, stream: Stream) -> bool:
+        """Take a worker for ``stream``; False when it went to its peer's backlog."""
+        reset = False
+        with self._lock:
+            if self._serving.get(peer, 0) >= self._max_per_peer:
+                backlog = self._backlog.setdefault(peer, collections.deque())
+                if len(backlog) < self._max_backlog_per_peer and not self._closed:
+                    backlog.append(stream)
+                    return False
+                reset = True
+            else:
+                self._serving[peer] = self._serving.get(peer, 0) + 1
                 self._idle_workers -= 1
                 self._active.add(stream)
                 if (not self._idle_workers and not self._closed
                         and len(self._workers) < self._max_workers):
                     self._spawn_worker()
-            self._serve(peer, stream)
-            with self._lock:
-                self._active.discard(stream)
-                self._idle_workers += 1
+        if reset:
+            log.info("echo: %s has too many streams waiting: resetting one", peer)
+            stream.reset()
+            return False
+        return True
+
+    def _next_of(self, peer: PeerId, done: Stream) -> Stream | None:
+        """``done`` is served: the next stream of ``peer`` waiting, else free the worker."""
+        with self._lock:
+            self._active.discard(done)
+            backlog = self._backlog.get(peer)
+            if backlog and not self._closed:
+                stream = backlog.popleft()
+                self._active.add(stream)
+                return stream
+            self._backlog.pop(peer, None)
+            left = self._serving.get(peer, 0) - 1
+            if left > 0:
+                self._serving[peer] = left
+            else:
+                self._serving.pop(peer, None)
+            self._idle_workers += 1
+            return None
 
     def _serve(self, peer: "PeerId", stream: "Stream") -> None:
         try:
@@ -99,6 +149,8 @@ class EchoServer:
         with self._lock:
             self._closed = True
             active = list(self._active)
+            active += [s for backlog in self._backlog.values() for s in backlog]
+            self._backlog.clear()
             workers = list(self._workers)
         self._incoming.close()
         for stream in active:
@@ -108,11 +160,15 @@ class EchoServer:
 
 
 def serve_echo(control: Control, protocol: str = PROTOCOL, *, max_streams: int = 64,
-               idle_timeout: float = 30.0,
-               capacity: int = DEFAULT_ACCEPT_CAPACITY) -> EchoServer:
-    """Start echoing streams of ``protocol``; call ``close()`` on the result to stop."""
+               idle_timeout: float = 30.0, capacity: int = DEFAULT_ACCEPT_CAPACITY,
+               max_streams_per_peer: int | None = None) -> EchoServer:
+    """Start echoing streams of ``protocol``; call ``close()`` on the result to stop.
+
+    ``max_streams_per_peer`` workers at most serve one peer (default: a quarter of
+    ``max_streams``).
+    """
     return EchoServer(control, protocol, max_streams=max_streams, idle_timeout=idle_timeout,
-                      capacity=capacity)
+                      capacity=capacity, max_streams_per_peer=max_streams_per_peer)
 
 
 def echo_stream(stream: "Stream", idle_timeout: float | None = 30.0) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from multiaddr import Multiaddr
 
@@ -43,6 +43,12 @@ MAX_SEND_SIZE = 4096
 MAX_RECEIVE_SIZE = 8192
 #: How long we wait for a peer's identify (or push) message.
 DEFAULT_TIMEOUT = 10.0
+#: Identify push streams one peer may have open at once; more are reset.
+MAX_PUSHES_PER_PEER = 2
+#: Listen addresses and protocols kept from one peer's message; the rest are ignored
+#: unparsed (an 8 KiB message could otherwise carry ~1,600 addresses).
+MAX_LISTEN_ADDRS = 64
+MAX_PROTOCOLS = 256
 
 IDENTIFY = Schema("Identify", [
     Field(5, "protocolVersion", "string"),
@@ -155,17 +161,27 @@ def merge_messages(messages: Iterable[dict]) -> dict:
     return merged
 
 
-def _parse_addrs(raw: Iterable[bytes]) -> list[Multiaddr]:
+def _parse_addrs(raw: Sequence[bytes], limit: int = MAX_LISTEN_ADDRS) -> list[Multiaddr]:
+    """Decode at most ``limit`` distinct multiaddrs (linear time: duplicates are found
+    by their bytes before any decoding); undecodable ones are skipped."""
+    if len(raw) > limit:
+        log.debug("identify carries %d addresses: keeping the first %d", len(raw), limit)
+    seen: set[bytes] = set()
     addrs = []
     for item in raw:
+        if len(addrs) >= limit:
+            break
+        key = bytes(item)
+        if key in seen:
+            continue
+        seen.add(key)
         try:
-            ma = Multiaddr(bytes(item))
+            ma = Multiaddr(key)
             str(ma)  # the package decodes lazily: make it validate now
         except Exception:  # the multiaddr package raises assorted types
             log.debug("ignoring an undecodable multiaddr in identify")
             continue
-        if ma not in addrs:
-            addrs.append(ma)
+        addrs.append(ma)
     return addrs
 
 
@@ -192,9 +208,9 @@ def apply_message(info: IdentifyInfo, message: dict, *, push: bool = False) -> N
     key = check_public_key(message, info.peer_id)
     if key is not None:
         info.public_key = key
-    protocols = [p for p in message.get("protocols", []) if p]
+    protocols = list(dict.fromkeys(p for p in message.get("protocols", []) if p))
     if protocols or not push:
-        info.protocols = list(dict.fromkeys(protocols))
+        info.protocols = protocols[:MAX_PROTOCOLS]
     addrs = message.get("listenAddrs", [])
     if addrs or not push:
         info.listen_addrs = _parse_addrs(addrs)
@@ -233,3 +249,102 @@ def read_messages(stream: "Stream", timeout: float) -> dict:
         if len(data) > MAX_RECEIVE_SIZE:
             raise IdentifyError(f"identify message larger than {MAX_RECEIVE_SIZE} bytes")
     return merge_messages(split_messages(data))
+
+
+#: ``on_push(peer, merged message)``, called on the reactor thread.
+PushHandler = Callable[[PeerId, dict], None]
+#: ``call_later(delay, fn)`` schedules ``fn`` on the reactor; returns a cancellable handle.
+CallLater = Callable[[float, Callable[[], None]], Any]
+
+
+class PushReceiver:
+    """Receives identify pushes on the reactor thread: no thread per stream, at most
+    :data:`MAX_PUSHES_PER_PEER` streams per peer at once, each at most
+    :data:`MAX_RECEIVE_SIZE` bytes and complete within ``timeout`` seconds."""
+
+    def __init__(self, timeout: float, on_push: PushHandler) -> None:
+        self.timeout = timeout
+        self.on_push = on_push
+        self._active: dict[PeerId, int] = {}
+
+    def start(self, conn: "Connection", stream: "Stream", call_later: CallLater) -> bool:
+        """Start gathering a push stream; False when its peer has too many open."""
+        peer = stream.peer_id
+        if self._active.get(peer, 0) >= MAX_PUSHES_PER_PEER:
+            return False
+        self._active[peer] = self._active.get(peer, 0) + 1
+        _PushStream(self, conn, stream, call_later).start()
+        return True
+
+    def finished(self, peer: PeerId) -> None:
+        left = self._active.get(peer, 0) - 1
+        if left > 0:
+            self._active[peer] = left
+        else:
+            self._active.pop(peer, None)
+
+
+class _PushStream:
+    """One push being gathered on the reactor."""
+
+    __slots__ = ("receiver", "conn", "stream", "data", "timer", "done")
+
+    def __init__(self, receiver: PushReceiver, conn: "Connection", stream: "Stream",
+                 call_later: CallLater) -> None:
+        self.receiver = receiver
+        self.conn = conn
+        self.stream = stream
+        self.data = bytearray()
+        self.done = False
+        self.timer = call_later(receiver.timeout, self._expired)
+
+    def start(self) -> None:
+        self.stream.settimeout(0)  # reads on the reactor never wait
+        self.conn.watch_stream(self.stream, self.on_event)
+        self.on_event()  # the message (or its end) may have come with the negotiation
+
+    def on_event(self) -> None:
+        """Gather what has arrived; loop, as the end may be buffered behind the data."""
+        while not self.done:
+            try:
+                chunk = self.stream.read(MAX_RECEIVE_SIZE + 1 - len(self.data))
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self._fail(f"stream failed: {exc}")
+                return
+            if not chunk:
+                self._complete()
+                return
+            self.data += chunk
+            if len(self.data) > MAX_RECEIVE_SIZE:
+                self._fail(f"larger than {MAX_RECEIVE_SIZE} bytes")
+
+    def _complete(self) -> None:
+        """The pusher closed its side: apply what it sent."""
+        self._finish()
+        self.stream.close()
+        try:
+            message = merge_messages(split_messages(self.data))
+        except DecodeError as exc:
+            log.info("bad identify push from %s: %s", self.stream.peer_id, exc)
+            return
+        self.receiver.on_push(self.stream.peer_id, message)
+
+    def _expired(self) -> None:
+        self.timer = None
+        self._fail(f"incomplete after {self.receiver.timeout} s")
+
+    def _fail(self, reason: str) -> None:
+        if self.done:
+            return
+        log.info("bad identify push from %s: %s", self.stream.peer_id, reason)
+        self._finish()
+        self.stream.reset()
+
+    def _finish(self) -> None:
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.receiver.finished(self.stream.peer_id)

@@ -54,7 +54,9 @@ class EchoServer:
     """Echo every stream of ``protocol`` on ``node`` until the remote half-closes."""
 
     def __init__(self, node: Node, protocol: str = "/echo/1.0.0", capacity: int = 1024):
-        self.incoming = node.new_control().accept(protocol, capacity=capacity)
+        # One client bursts up to 1000 streams: its share is the whole queue.
+        self.incoming = node.new_control().accept(protocol, capacity=capacity,
+                                                  max_per_peer=capacity)
         self.errors: list[BaseException] = []
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()

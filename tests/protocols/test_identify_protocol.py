@@ -153,3 +153,35 @@ def test_undecodable_addresses_are_skipped():
     good = Multiaddr("/ip4/1.2.3.4/tcp/1").to_bytes()
     identify.apply_message(info, {"listenAddrs": [b"\xff\xff\xff", good, good]})
     assert info.listen_addrs == [Multiaddr("/ip4/1.2.3.4/tcp/1")]
+
+
+def test_addresses_and_protocols_are_capped_and_parsed_in_linear_time():
+    """Issue #12 (7): an 8 KiB message can carry ~1,160 distinct addresses; only the
+    first MAX_LISTEN_ADDRS are parsed (duplicates found by their bytes)."""
+    import time
+    addrs = [Multiaddr(f"/ip4/10.{i >> 8 & 255}.{i & 255}.1").to_bytes() for i in range(1159)]
+    info = identify.IdentifyInfo(Keypair.generate().peer_id)
+    message = {"listenAddrs": addrs[:1] * 10 + addrs,
+               "protocols": [f"/p/{i}" for i in range(1000)]}
+    start = time.perf_counter()
+    identify.apply_message(info, message)
+    took = time.perf_counter() - start
+    assert len(info.listen_addrs) == identify.MAX_LISTEN_ADDRS
+    assert len(set(info.listen_addrs)) == len(info.listen_addrs)  # no duplicates kept
+    assert len(info.protocols) == identify.MAX_PROTOCOLS
+    assert took < 0.05, f"{took * 1000:.1f} ms"
+
+
+def test_a_push_that_arrives_with_its_negotiation_and_end_is_applied(connected):
+    """A lazily opened push: request, message and FIN may reach the reactor-side
+    receiver before it starts watching the stream."""
+    a, b = connected
+    a.wait_identified(b.peer_id, timeout=5)  # else identify's answer may come after
+    stream = b.new_control().open_stream(a.peer_id, identify.PUSH_PROTOCOL, timeout=5,
+                                         lazy=True)
+    stream.write(identify.encode_message(
+        public_key=b.keypair.public_key.to_protobuf(),
+        listen_addrs=[Multiaddr("/ip4/10.9.8.7/tcp/4001").to_bytes()],
+        observed_addr=None, protocols=["/pushed/1.0.0"]))
+    stream.close()
+    eventually(lambda: "/pushed/1.0.0" in a.peer_protocols(b.peer_id))

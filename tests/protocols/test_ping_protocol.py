@@ -71,18 +71,27 @@ def test_ping_stream_writes_32_random_bytes_per_round():
     assert stream.written[:32] != stream.written[32:64]
 
 
-def test_responder_echoes_until_eof():
+def test_responder_echoes_whole_payloads_until_eof(connected):
+    """The reactor-side responder echoes payloads split across writes, and closes
+    its side when the dialer closes."""
+    a, b = connected
+    stream = b.new_control().open_stream(a.peer_id, ping.PROTOCOL, timeout=5)
+    stream.settimeout(5)
+    stream.write(b"a" * 32 + b"b" * 16)
+    assert stream.read_exactly(32) == b"a" * 32
+    stream.write(b"b" * 16)
+    assert stream.read_exactly(32) == b"b" * 32
+    stream.close_write()
+    assert stream.read() == b""  # the responder finished its side too
+
+
+def test_admit_counts_streams_per_peer():
     responder = ping.PingResponder()
     first, second = FakeStream(), FakeStream()
     assert responder.admit(first) and responder.admit(second)
     assert not responder.admit(FakeStream())
     responder.release(second)
-    stream = FakeStream([b"a" * 32, b"b" * 16, b"b" * 16])
-    assert responder.admit(stream)
-    responder.serve(stream)
-    assert stream.written == b"a" * 32 + b"b" * 32
-    assert stream.closed
-    assert responder.admit(FakeStream())  # serve released its slot
+    assert responder.admit(FakeStream())
 
 
 def test_streams_whose_remote_finished_do_not_hold_slots():
@@ -91,3 +100,23 @@ def test_streams_whose_remote_finished_do_not_hold_slots():
     assert responder.admit(finishing) and responder.admit(FakeStream())
     finishing.input_finished = True  # its FIN arrived; the responder has not caught up
     assert responder.admit(FakeStream())
+
+
+def test_responder_resets_a_peer_that_does_not_read_its_pongs(connected):
+    """The reactor-side responder holds at most ping.MAX_UNSENT unsent echo bytes."""
+    a, b = connected
+    stream = b.new_control().open_stream(a.peer_id, ping.PROTOCOL, timeout=5)
+    stream.settimeout(5)
+    with pytest.raises(ConnectionResetError):
+        for _ in range(64):  # 2 MiB of payloads, never reading the echoes
+            stream.write(b"p" * 32 * 1024)
+        stream.read()
+
+
+def test_a_ping_that_arrives_with_its_negotiation_and_end_is_echoed(connected):
+    a, b = connected
+    stream = b.new_control().open_stream(a.peer_id, ping.PROTOCOL, timeout=5, lazy=True)
+    stream.settimeout(5)
+    stream.write(b"q" * ping.PAYLOAD_SIZE)
+    stream.close_write()
+    assert stream.readall() == b"q" * ping.PAYLOAD_SIZE
