@@ -29,6 +29,8 @@ def to_multiaddr(addr: "str | bytes | Multiaddr") -> Multiaddr:
         return addr
     if not isinstance(addr, (str, bytes)):
         raise TypeError(f"a multiaddr is a str, bytes or Multiaddr, not {type(addr).__name__}")
+    if isinstance(addr, str) and not addr.startswith("/"):
+        raise ValueError(f"invalid multiaddr {addr!r}: multiaddrs start with '/'")
     try:
         return Multiaddr(addr)
     except Exception as exc:  # the multiaddr package raises assorted types
