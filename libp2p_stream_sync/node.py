@@ -162,8 +162,10 @@ class Node(BuiltinProtocols):
         advance*: whoever holds a key and answers at that address is accepted, so check
         the returned id before trusting the peer.
 
-        ``timeout`` is seconds or ``None``: no deadline of yours, each connection
-        attempt still ends after ``Limits.handshake_timeout``. Raises ``ValueError`` for
+        ``timeout`` is seconds, ``0`` (fails at once) or ``None`` (no deadline of yours;
+        each connection attempt still ends after ``Limits.handshake_timeout``, the whole
+        call after ``timeouts.MAX_UNBOUNDED_WAIT``); ``inf`` means ``None``; ``nan`` and
+        negative values raise ``ValueError``. Raises ``ValueError`` for
         a malformed or unsupported address, :class:`DialError` (a ``ConnectionError``)
         or ``TimeoutError`` on failure.
         """

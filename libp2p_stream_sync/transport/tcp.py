@@ -102,7 +102,17 @@ def open_listener(addr: "str | Multiaddr", backlog: int = 512) -> socket.socket:
     """Bind and listen on a TCP multiaddr (``/ip4`` or ``/ip6``); non-blocking socket."""
     target = parse_tcp_multiaddr(addr)
     if target.needs_resolution or target.peer_id is not None:
-        raise ValueError(f"listen addresses must be /ip4 or /ip6 without /p2p: {addr}")
+        raise ValueError(f"listen addresses must be /ip4 or /ip6 without /p2p/: {addr}")
+    try:
+        return _bound_listener(target, backlog)
+    except OSError as exc:
+        # "Address already in use" alone does not say which of several addresses.
+        if exc.errno is None:
+            raise OSError(f"cannot listen on {addr}: {exc}") from exc
+        raise type(exc)(exc.errno, f"cannot listen on {addr}: {exc.strerror}") from exc
+
+
+def _bound_listener(target: TcpTarget, backlog: int) -> socket.socket:
     sock = socket.socket(target.family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -111,10 +121,9 @@ def open_listener(addr: "str | Multiaddr", backlog: int = 512) -> socket.socket:
         sock.bind((target.host, target.port))
         sock.listen(backlog)
         sock.setblocking(False)
-    except OSError as exc:
+    except BaseException:
         sock.close()
-        # "Address already in use" alone does not say which of several addresses.
-        raise type(exc)(exc.errno, f"cannot listen on {addr}: {exc.strerror}") from exc
+        raise
     return sock
 
 
