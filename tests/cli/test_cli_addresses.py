@@ -32,6 +32,13 @@ def test_address_without_p2p_says_which_peer_answered(server, capsys):
     assert status == 0 and out.startswith("OK ping ") and err == "", (out, err)
 
 
+def test_infinite_timeout_means_no_deadline(server, capsys):
+    addr = f"{server.listen_addrs[0]}/p2p/{server.peer_id}"
+    for command in ("ping", "id"):
+        status, out, err = run(capsys, command, addr, "--timeout", "inf")
+        assert status == 0 and out.startswith(f"OK {command} "), (out, err)
+
+
 def test_bare_peer_id_fails_with_no_known_address(capsys):
     peer = str(Keypair.generate().peer_id)
     status, out, _ = run(capsys, "ping", peer, "--timeout", "2")

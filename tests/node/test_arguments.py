@@ -5,7 +5,9 @@ fails leaves behind (issue #11, item 2)."""
 from __future__ import annotations
 
 import errno
+import socket
 import threading
+import time
 
 import pytest
 
@@ -55,6 +57,20 @@ def test_open_stream_timeout_inf_means_none_on_a_live_connection(echo_pair):
     assert echo_once(control.open_stream(server.peer_id, ECHO, timeout=5)) == b"hello"
     stream = control.open_stream(server.peer_id, ECHO, timeout=INF)  # was OverflowError
     assert echo_once(stream) == b"hello"
+
+
+def test_open_stream_timeout_none_is_still_bounded_by_the_handshake_timeout(make_node):
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts TCP, never speaks
+    try:
+        port = silent.getsockname()[1]
+        client = make_node(listen=[], limits=Limits(handshake_timeout=0.5))
+        addr = f"/ip4/127.0.0.1/tcp/{port}/p2p/{Keypair.generate().peer_id}"
+        start = time.monotonic()
+        with pytest.raises(OpenStreamError):
+            client.new_control().open_stream(addr, ECHO, timeout=None)
+        assert time.monotonic() - start < 5  # 0.5 s handshake bound, generous margin
+    finally:
+        silent.close()
 
 
 @pytest.mark.parametrize("bad", [-1, -0.5, NAN])
