@@ -16,6 +16,11 @@ Output contract (stdout, one line each, flushed)::
 Usage errors exit with status 2 (argparse). Logs go to stderr; ``-v`` shows debug logs.
 ``echo`` and ``perf`` report progress on stderr about once a second (bytes so far and
 MB/s) when stderr is a terminal, or always with ``--progress`` (``--no-progress``: never).
+
+Client commands take a TCP multiaddr. With ``/p2p/<peer id>`` the remote must prove that
+id; without it nobody is authenticated in advance (any key holder answering there is
+accepted) and a ``note: ...`` line on stderr names the peer that answered. A bare peer
+id is accepted too, but a fresh CLI node knows no address for it.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from . import __version__
 from .identity import Keypair, PeerId
 from .node import Node
 from .protocols import echo as echo_proto
+from .transport import tcp
 
 log = logging.getLogger("libp2p_stream_sync.cli")
 
@@ -78,6 +84,12 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text} must be positive")
     return value
+
+
+def _names_peer(address: str) -> bool:
+    """Whether the dial authenticates a peer given in advance (``/p2p/`` or a peer id)."""
+    target = tcp.peer_id_or_multiaddr(address)
+    return isinstance(target, PeerId) or tcp.parse_tcp_multiaddr(target).peer_id is not None
 
 
 def load_or_create_key(path: str) -> Keypair:
@@ -134,7 +146,12 @@ def _client_node(args: argparse.Namespace) -> Node:
 
 
 def _connect(node: Node, args: argparse.Namespace) -> PeerId:
-    return node.dial(args.multiaddr, timeout=args.timeout)
+    """Dial the command's address; say who answered when the address named nobody."""
+    peer = node.dial(args.multiaddr, timeout=args.timeout)
+    if not _names_peer(args.multiaddr):
+        print(f"note: {args.multiaddr} names no peer (no /p2p/<peer id>), so whoever "
+              f"answered was accepted: peer {peer}", file=sys.stderr, flush=True)
+    return peer
 
 
 def cmd_echo(args: argparse.Namespace) -> int:
@@ -299,7 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, parents=[common], help=help, description=help)
         p.set_defaults(handler=handler)
         if client:
-            p.add_argument("multiaddr", help="peer address, e.g. /ip4/1.2.3.4/tcp/4001/p2p/12D3...")
+            p.add_argument("multiaddr",
+                           help="peer address, e.g. /ip4/1.2.3.4/tcp/4001/p2p/12D3... "
+                                "(without /p2p/ any peer answering there is accepted)")
             p.add_argument("--timeout", type=_positive_float, default=DEFAULT_TIMEOUT,
                            help=f"seconds (default {DEFAULT_TIMEOUT:g})")
         if name != "peerid":

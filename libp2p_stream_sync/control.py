@@ -5,15 +5,16 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from typing import TYPE_CHECKING, Iterator, Union
 
 from multiaddr import Multiaddr
 
 
+from .errors import OpenStreamError
 from .identity import PeerId
 from .logthrottle import LogThrottle
 from .stream import Stream
+from .timeouts import MAX_UNBOUNDED_WAIT, check_timeout, deadline_after
 
 if TYPE_CHECKING:
     from .node import Node
@@ -86,7 +87,12 @@ class IncomingStreams:
         return self._closed
 
     def get(self, timeout: float | None = None) -> tuple[PeerId, Stream]:
-        """Wait for the next stream; raise ``TimeoutError`` or, once closed, ``EOFError``."""
+        """Wait for the next stream; raise ``TimeoutError`` or, once closed, ``EOFError``.
+
+        ``timeout`` as for ``queue.Queue.get``: seconds, ``0`` or ``None`` (``inf`` is
+        ``None``; ``nan`` and negative values raise ``ValueError``).
+        """
+        timeout = check_timeout(timeout)  # queue.get would hang on nan
         if self._closed:
             raise EOFError(f"incoming streams for {self.protocol} are closed")
         try:
@@ -213,14 +219,25 @@ class Control:
         self._node._register(proto, incoming)
         return incoming
 
-    def open_stream(self, peer: PeerLike, protocol: str, *, timeout: float = 10.0,
+    def open_stream(self, peer: PeerLike, protocol: str, *, timeout: float | None = 10.0,
                     lazy: bool = False) -> Stream:
         """Open a stream to ``peer`` and negotiate ``protocol``.
 
-        ``peer`` is a :class:`PeerId` (an open connection is used, else its known
-        addresses are dialed) or a multiaddr ending in ``/p2p/<id>``. Raises
+        ``peer`` is a :class:`PeerId` or a peer id string such as ``"12D3KooW..."`` (an
+        open connection is used, else its known addresses are dialed), or a multiaddr
+        ending in ``/p2p/<id>`` (the remote must prove that id). A multiaddr without
+        ``/p2p/`` raises ``ValueError``: use :meth:`Node.dial` to learn who is there.
+
+        ``timeout`` is seconds, ``0`` (fails at once: an open needs a round trip) or
+        ``None`` (no deadline of yours; each connection attempt is still bounded by
+        ``Limits.handshake_timeout`` and the whole call by
+        :data:`~libp2p_stream_sync.timeouts.MAX_UNBOUNDED_WAIT`, so it never hangs).
+        ``inf`` means ``None``; ``nan`` and negative values raise ``ValueError``.
+
+        Raises ``ValueError`` for caller mistakes (a malformed or unsupported address),
         :class:`UnsupportedProtocol` when the peer answers ``na`` and
         :class:`OpenStreamError` for every other failure; never waits past ``timeout``.
+        When the call fails after the stream was started, that stream is reset.
 
         ``lazy=True`` saves a round trip (multistream-select's 0-RTT mode, which
         go-libp2p uses too): the stream is returned as soon as the request is sent,
@@ -228,7 +245,11 @@ class Control:
         from the stream's next read or write instead of from this call.
         """
         proto = StreamProtocol(protocol)
-        deadline = time.monotonic() + timeout
+        seconds = check_timeout(timeout)
         peer_id = self._node._peer_for_open(peer)
+        if seconds == 0:
+            raise OpenStreamError(f"opening {proto} to {peer_id} timed out at once: "
+                                  f"the timeout is 0", "timeout")
+        deadline = deadline_after(seconds, cap=MAX_UNBOUNDED_WAIT)
         conn = self._node._connection_for(peer_id, deadline)
         return self._node._open_on(conn, proto, deadline, lazy)

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .timeouts import check_timeout
+
 
 @dataclass(frozen=True)
 class Limits:
     """Bounds on what remote peers (and our own application) may make a node hold.
 
     Pass an instance as ``Node(limits=Limits(...))``; every field has a default.
+    Counts are non-negative ints. Timeouts are positive seconds; the two that accept
+    ``None`` (never) take ``inf`` as ``None``; ``nan``, zero, negative and infinite
+    values elsewhere raise ``ValueError``, non-numbers ``TypeError``.
     """
 
     #: Open connections that remote peers dialed; further inbound TCP connections
@@ -53,18 +58,36 @@ class Limits:
     max_address_book_peers: int = 10_000
 
     def __post_init__(self) -> None:
-        for name in ("max_inbound_connections", "max_outbound_connections",
-                     "max_streams_per_connection",
-                     "max_inbound_streams_per_protocol_per_peer", "yamux_backlog"):
-            if getattr(self, name) < 0:
+        for name in _COUNTS:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+            if value < 0:
                 raise ValueError(f"{name} must not be negative")
-        for name in ("max_connections_per_peer", "max_handler_jobs",
-                     "max_handler_jobs_per_peer",
-                     "max_address_book_peers"):
+        for name in _POSITIVE_COUNTS:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        if (self.handshake_timeout <= 0 or self.keepalive_timeout <= 0
-                or self.stream_close_timeout <= 0):
-            raise ValueError("timeouts must be positive")
+        for name in _TIMEOUTS:
+            seconds = check_timeout(getattr(self, name), name)
+            if seconds is None or seconds == 0:
+                raise ValueError(f"{name} must be a positive, finite number of seconds "
+                                 f"(got {getattr(self, name)!r})")
+            object.__setattr__(self, name, seconds)
+        for name in _OPTIONAL_TIMEOUTS:
+            seconds = check_timeout(getattr(self, name), name)  # inf means None: never
+            if seconds == 0:
+                raise ValueError(f"{name} must be positive or None")
+            object.__setattr__(self, name, seconds)
         if self.max_stream_buffer < 256 * 1024:
             raise ValueError("max_stream_buffer must be at least 256 KiB (yamux's window)")
+
+
+_COUNTS = ("max_inbound_connections", "max_outbound_connections",
+           "max_streams_per_connection", "max_inbound_streams_per_protocol_per_peer",
+           "yamux_backlog", "max_stream_buffer", "max_connections_per_peer",
+           "max_handler_jobs", "max_handler_jobs_per_peer", "max_address_book_peers")
+#: Counts that must be at least 1.
+_POSITIVE_COUNTS = ("max_connections_per_peer", "max_handler_jobs",
+                    "max_handler_jobs_per_peer", "max_address_book_peers")
+_TIMEOUTS = ("handshake_timeout", "stream_close_timeout", "keepalive_timeout")
+_OPTIONAL_TIMEOUTS = ("idle_connection_timeout", "keepalive_interval")

@@ -27,6 +27,7 @@ from .logthrottle import LogThrottle
 from .protocols import BuiltinProtocols
 from .reactor import Reactor
 from .stream import Stream
+from .timeouts import MAX_UNBOUNDED_WAIT, check_timeout, deadline_after, time_left
 from .transport import tcp
 
 log = logging.getLogger(__name__)
@@ -129,11 +130,13 @@ class Node(BuiltinProtocols):
         """A :class:`Control` for opening and accepting streams on this node."""
         return Control(self)
 
-    def add_address(self, peer_id: PeerId, addr: "str | Multiaddr") -> None:
+    def add_address(self, peer_id: "PeerId | str", addr: "str | Multiaddr") -> None:
         """Remember an address of ``peer_id`` for dialing it by peer id.
 
         Addresses given here (and by ``dial``/``open_stream`` with ``/p2p/``) are kept
         apart from those learned through identify: learned ones never evict them.
+        Raises ``ValueError`` for a malformed or unsupported address, or one whose
+        ``/p2p/`` part names another peer.
         """
         self._addresses.add(peer_id, self._book_entry(peer_id, addr), learned=False)
 
@@ -141,8 +144,10 @@ class Node(BuiltinProtocols):
         """Remember an address that ``peer_id`` advertised (identify)."""
         self._addresses.add(peer_id, self._book_entry(peer_id, addr), learned=True)
 
-    def _book_entry(self, peer_id: PeerId, addr: "str | Multiaddr") -> Multiaddr:
+    def _book_entry(self, peer_id: "PeerId | str", addr: "str | Multiaddr") -> Multiaddr:
         """``addr`` as stored in the address book; ValueError if it is not for us."""
+        if not isinstance(peer_id, PeerId):
+            peer_id = PeerId.from_string(peer_id)
         ma = tcp.to_multiaddr(addr)
         target = tcp.parse_tcp_multiaddr(ma)
         if target.peer_id is not None:
@@ -160,21 +165,47 @@ class Node(BuiltinProtocols):
         with self._lock:
             return [peer for peer, conns in self._connections.items() if conns]
 
-    def dial(self, addr: "str | Multiaddr", timeout: float = 10.0) -> PeerId:
-        """Connect to ``addr`` (TCP, Noise, muxer) and return the remote's peer id.
+    def dial(self, addr: "str | Multiaddr | PeerId", timeout: float | None = 10.0) -> PeerId:
+        """Connect (TCP, Noise, muxer) and return the remote's proven peer id.
 
-        When ``addr`` ends in ``/p2p/<id>`` the remote must prove that id, else
-        :class:`PeerMismatchError`. Raises :class:`DialError` (a ``ConnectionError``)
+        ``addr`` is a multiaddr, or a peer (a :class:`PeerId` or a peer id string such as
+        ``"12D3KooW..."``) whose known addresses are dialed. An open connection to the
+        peer is reused.
+
+        When the multiaddr ends in ``/p2p/<id>`` the remote must prove that id, else
+        :class:`PeerMismatchError`. Without ``/p2p/`` *nobody is authenticated in
+        advance*: whoever holds a key and answers at that address is accepted, so check
+        the returned id before trusting the peer.
+
+        ``timeout`` is seconds, ``0`` (fails at once) or ``None`` (no deadline of yours;
+        each connection attempt still ends after ``Limits.handshake_timeout``, the whole
+        call after ``timeouts.MAX_UNBOUNDED_WAIT``); ``inf`` means ``None``; ``nan`` and
+        negative values raise ``ValueError``. Raises ``ValueError`` for
+        a malformed or unsupported address, :class:`DialError` (a ``ConnectionError``)
         or ``TimeoutError`` on failure.
         """
         self._check_open()
-        deadline = time.monotonic() + timeout
-        ma = tcp.to_multiaddr(addr)
-        target = tcp.parse_tcp_multiaddr(ma)
-        conn = self._dial_target(target, deadline)
-        if target.peer_id is not None:
-            self.add_address(target.peer_id, ma)
+        seconds = check_timeout(timeout)
+        target_or_peer = _dial_target_of(addr)
+        if seconds == 0:
+            raise TimeoutError(f"dialing {addr} timed out at once: the timeout is 0")
+        deadline = deadline_after(seconds, cap=MAX_UNBOUNDED_WAIT)
+        if isinstance(target_or_peer, PeerId):
+            return self._dial_peer(target_or_peer, deadline).remote_peer_id
+        conn = self._dial_target(target_or_peer, deadline)
+        if target_or_peer.peer_id is not None:
+            self.add_address(target_or_peer.peer_id, addr)
         return conn.remote_peer_id
+
+    def _dial_peer(self, peer_id: PeerId, deadline: float) -> Connection:
+        """A connection to ``peer_id`` via its known addresses, with dial()'s errors."""
+        try:
+            return self._connection_for(peer_id, deadline)
+        except OpenStreamError as exc:
+            if exc.kind == "timeout":
+                raise TimeoutError(str(exc)) from exc.__cause__
+            error = PeerMismatchError if exc.kind == "wrong-peer" else DialError
+            raise error(str(exc)) from exc.__cause__
 
     def close(self) -> None:
         """Close every connection and listener and stop the I/O thread (joined)."""
@@ -342,16 +373,18 @@ class Node(BuiltinProtocols):
             raise OSError(errno.EBADF, "the node is closed")
 
     def _peer_for_open(self, peer: PeerLike) -> PeerId:
-        if isinstance(peer, PeerId):
-            return peer
-        try:
-            target = tcp.parse_tcp_multiaddr(peer)
-        except ValueError as exc:
-            raise OpenStreamError(f"cannot open a stream to {peer!r}: {exc}",
-                                  "no-address") from exc
+        """The peer ``open_stream`` talks to; a multiaddr's address is remembered.
+
+        Raises ``ValueError`` for caller mistakes: malformed or unsupported addresses
+        and multiaddrs that do not name a peer.
+        """
+        target = _dial_target_of(peer)
+        if isinstance(target, PeerId):
+            return target
         if target.peer_id is None:
-            raise OpenStreamError(f"the multiaddr {peer} does not end in /p2p/<peer id>",
-                                  "no-address")
+            raise ValueError(f"{peer} names no peer: open_stream needs a multiaddr ending "
+                             f"in /p2p/<peer id>, a PeerId or a peer id string "
+                             f"(Node.dial accepts an address alone)")
         self.add_address(target.peer_id, peer)
         return target.peer_id
 
@@ -400,8 +433,8 @@ class Node(BuiltinProtocols):
     def _dial_known_addresses(self, peer_id: PeerId, deadline: float) -> Connection:
         addrs = self.addresses_of(peer_id)
         if not addrs:
-            raise OpenStreamError(f"no known address for {peer_id}", "no-address") \
-                from ConnectionError(f"no address for {peer_id}")
+            raise OpenStreamError(f"no known address for peer {peer_id}", "no-address") \
+                from ConnectionError(f"no address for peer {peer_id}")
         errors = []
         for ma in addrs:
             try:
@@ -457,9 +490,19 @@ class Node(BuiltinProtocols):
         future: Future = Future()
         conn.open_stream(protocol, future, lazy)
         try:
-            return wait(future, max(0.0, deadline - time.monotonic()))
+            return self._wait_for_open(conn, protocol, future, deadline)
+        except BaseException:
+            # Whatever ended the wait (KeyboardInterrupt included), the reactor must
+            # not keep a stream that nobody owns.
+            _abandon_open(conn, future)
+            raise
+
+    @staticmethod
+    def _wait_for_open(conn: Connection, protocol: StreamProtocol, future: Future,
+                       deadline: float) -> Stream:
+        try:
+            return wait(future, time_left(deadline))
         except TimeoutError as exc:
-            conn.abandon_open(future)
             raise OpenStreamError(f"opening {protocol} to {conn.remote_peer_id} timed out",
                                   "timeout") from exc
         except UnsupportedProtocol:
@@ -596,6 +639,27 @@ class Node(BuiltinProtocols):
         for conn in left:
             conn.abort(ConnectionAbortedError("the node closed"))
         complete(done, None)
+
+
+def _dial_target_of(addr: Any) -> "PeerId | tcp.TcpTarget":
+    """What the caller wants to reach: a peer (by id) or a TCP address."""
+    target = tcp.peer_id_or_multiaddr(addr)
+    if isinstance(target, PeerId):
+        return target
+    return tcp.parse_tcp_multiaddr(target)
+
+
+def _abandon_open(conn: Connection, future: Future) -> None:
+    """Undo an open whose waiter left: cancel it, or reset the stream it produced."""
+    if future.cancel():
+        conn.abandon_open(future)  # drops a negotiation already under way
+    else:  # done, or being completed by the reactor this very moment
+        future.add_done_callback(_reset_opened_stream)
+
+
+def _reset_opened_stream(future: Future) -> None:
+    if not future.cancelled() and future.exception() is None:
+        future.result().reset()
 
 
 def _logged(fn: Callable[..., Any], *args: Any) -> Any:

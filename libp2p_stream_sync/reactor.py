@@ -10,6 +10,7 @@ import collections
 import heapq
 import itertools
 import logging
+import math
 import selectors
 import socket
 import threading
@@ -20,6 +21,9 @@ log = logging.getLogger(__name__)
 
 #: How long a loop iteration may block in ``select`` when nothing is scheduled.
 _IDLE_WAIT = 3600.0
+#: Pause after an iteration of the loop itself failed, so a persistent error cannot
+#: turn the loop into a busy spin.
+_ERROR_PAUSE = 0.05
 
 
 class TimerHandle:
@@ -110,7 +114,13 @@ class Reactor:
             pass  # a full or closed wake-up pipe means the loop is awake or gone
 
     def call_later(self, delay: float, fn: Callable[[], Any]) -> TimerHandle:
-        """Schedule ``fn()`` after ``delay`` seconds (reactor thread only)."""
+        """Schedule ``fn()`` after ``delay`` seconds (reactor thread only).
+
+        ``delay`` may be ``inf`` (never fires); ``nan`` raises ``ValueError`` (it would
+        break the timer heap's order).
+        """
+        if math.isnan(delay):
+            raise ValueError("timer delay must not be nan")
         handle = TimerHandle(time.monotonic() + delay, fn, self)
         heapq.heappush(self._timers, (handle.when, next(self._timer_seq), handle))
         return handle
@@ -145,7 +155,11 @@ class Reactor:
     def _run(self) -> None:
         try:
             while not self._stopping:
-                self._iterate()
+                try:
+                    self._iterate()
+                except Exception:  # select() or the loop's own bookkeeping failed
+                    log.exception("reactor loop iteration failed; continuing")
+                    time.sleep(_ERROR_PAUSE)  # a persistent error must not spin a core
         finally:
             self._close_resources()
 
@@ -172,7 +186,8 @@ class Reactor:
             self._cancelled_timers -= 1
         if not self._timers:
             return _IDLE_WAIT
-        return max(0.0, self._timers[0][0] - time.monotonic())
+        # Clamped: select() raises OverflowError for timeouts too far away.
+        return min(_IDLE_WAIT, max(0.0, self._timers[0][0] - time.monotonic()))
 
     @staticmethod
     def _dispatch_io(handler: Any, mask: int) -> None:

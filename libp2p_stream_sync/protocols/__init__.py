@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..control import Control, PeerLike
 from ..errors import OpenStreamError, ProtocolError
 from ..identity import PeerId
+from ..timeouts import check_timeout, deadline_after, time_left
 from . import identify, perf as _perf, ping as _ping
 from .identify import IdentifyInfo
 from .perf import PerfResult
@@ -109,14 +110,15 @@ class BuiltinProtocols:
                 return None
             return _copy_info(info)
 
-    def wait_identified(self, peer: PeerId, timeout: float = 10.0) -> IdentifyInfo:
+    def wait_identified(self, peer: PeerId, timeout: float | None = 10.0) -> IdentifyInfo:
         """Wait until ``peer`` has been identified; return its :class:`IdentifyInfo`.
 
         Raises ``TimeoutError`` when ``timeout`` passes and :class:`OpenStreamError`
         when identifying the peer failed (e.g. it does not speak identify) or the node
-        is closed (``kind`` ``"closed"``).
+        is closed (``kind`` ``"closed"``). ``None`` waits until identify of a
+        connection to the peer ends, which is bounded once connected.
         """
-        deadline = time.monotonic() + timeout
+        deadline = deadline_after(check_timeout(timeout))
         with self._info_changed:
             while True:
                 if self._closed:
@@ -127,21 +129,24 @@ class BuiltinProtocols:
                 if isinstance(info, _IdentifyFailed):
                     raise OpenStreamError(f"identify of {peer} failed: {info.reason}",
                                           "io")
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                remaining = time_left(deadline)
+                if remaining == 0:
                     raise TimeoutError(f"{peer} was not identified within {timeout} s")
                 self._info_changed.wait(remaining)
 
-    def ping(self, peer: PeerLike, count: int = 1, timeout: float = 10.0) -> list[float]:
+    def ping(self, peer: PeerLike, count: int = 1, timeout: float | None = 10.0
+             ) -> list[float]:
         """Ping ``peer`` ``count`` times on one stream; return each round trip in seconds.
 
         The echoed bytes are checked (:class:`~.ping.PingMismatch` when they differ).
-        Raises ``TimeoutError``/:class:`OpenStreamError` when ``timeout`` passes.
+        Raises ``TimeoutError``/:class:`OpenStreamError` when ``timeout`` passes. With
+        ``None`` a round trip still fails after ``timeouts.STALL_TIMEOUT`` seconds.
         """
         if count < 1:
             raise ValueError("count must be at least 1")
-        deadline = time.monotonic() + timeout
-        stream = self.new_control().open_stream(peer, _ping.PROTOCOL, timeout=timeout)
+        seconds = check_timeout(timeout)
+        deadline = deadline_after(seconds)
+        stream = self.new_control().open_stream(peer, _ping.PROTOCOL, timeout=seconds)
         try:
             rtts = _ping.ping_stream(stream, count, deadline)
         except BaseException:
@@ -151,14 +156,18 @@ class BuiltinProtocols:
         return rtts
 
     def perf(self, peer: PeerLike, upload_bytes: int, download_bytes: int, *,
-             timeout: float = 60.0, progress: _perf.Progress | None = None) -> PerfResult:
+             timeout: float | None = 60.0, progress: _perf.Progress | None = None
+             ) -> PerfResult:
         """Run the perf protocol: send ``upload_bytes``, receive ``download_bytes``.
 
         ``progress(uploaded, downloaded)`` is called as bytes move. Raises
-        :class:`UnsupportedProtocol` when the peer does not serve perf.
+        :class:`UnsupportedProtocol` when the peer does not serve perf. With
+        ``timeout=None`` the run has no deadline, but fails when no byte moves for
+        ``timeouts.STALL_TIMEOUT`` seconds.
         """
-        deadline = time.monotonic() + timeout
-        stream = self.new_control().open_stream(peer, _perf.PROTOCOL, timeout=timeout)
+        seconds = check_timeout(timeout)
+        deadline = deadline_after(seconds)
+        stream = self.new_control().open_stream(peer, _perf.PROTOCOL, timeout=seconds)
         try:
             result = _perf.run(stream, upload_bytes, download_bytes, deadline, progress)
         except BaseException:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from ..errors import ProtocolError
+from ..timeouts import step_timeout
 
 if TYPE_CHECKING:
     from ..stream import Stream
@@ -87,14 +88,15 @@ def serve(stream: "Stream", idle_timeout: float = IDLE_TIMEOUT) -> None:
 
 def run(stream: "Stream", upload_bytes: int, download_bytes: int, deadline: float,
         progress: Progress | None = None) -> PerfResult:
-    """Blocking client side: upload, then download; raise on a short download."""
+    """Blocking client side: upload, then download; raise on a short download.
+
+    ``deadline`` may be ``inf``: a step without progress then fails after
+    ``STALL_TIMEOUT``.
+    """
     if upload_bytes < 0 or download_bytes < 0 or download_bytes >= 1 << 64:
         raise ValueError("byte counts must be non-negative (download below 2**64)")
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise TimeoutError("perf timed out")
     # The per-call timeout bounds each blocking step; the deadline bounds the run.
-    stream.settimeout(remaining)
+    stream.settimeout(step_timeout(deadline, "perf"))
     start = time.monotonic()
     uploaded = [0]
 
@@ -121,7 +123,4 @@ def run(stream: "Stream", upload_bytes: int, download_bytes: int, deadline: floa
 
 def _tighten_timeout(stream: "Stream", deadline: float) -> None:
     """Let the next blocking call wait only until ``deadline``; raise once it passed."""
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise TimeoutError("perf timed out")
-    stream.settimeout(remaining)
+    stream.settimeout(step_timeout(deadline, "perf"))

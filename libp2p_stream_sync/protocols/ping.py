@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import ProtocolError
+from ..timeouts import step_timeout
 
 if TYPE_CHECKING:
     from ..connection import Connection
@@ -161,13 +162,13 @@ class _Echo:
 
 
 def ping_stream(stream: "Stream", count: int, deadline: float) -> list[float]:
-    """Blocking: ``count`` round trips on an open ping stream; seconds for each."""
+    """Blocking: ``count`` round trips on an open ping stream; seconds for each.
+
+    ``deadline`` may be ``inf``: each round trip then fails after ``STALL_TIMEOUT``.
+    """
     rtts = []
     for _ in range(count):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("ping timed out")
-        stream.settimeout(remaining)
+        stream.settimeout(step_timeout(deadline, "ping"))
         payload = os.urandom(PAYLOAD_SIZE)
         start = time.perf_counter()
         stream.write(payload)

@@ -27,10 +27,33 @@ def to_multiaddr(addr: "str | bytes | Multiaddr") -> Multiaddr:
     """Accept a multiaddr as text, bytes or object; raise ValueError when it is invalid."""
     if isinstance(addr, Multiaddr):
         return addr
+    if not isinstance(addr, (str, bytes)):
+        raise TypeError(f"a multiaddr is a str, bytes or Multiaddr, not {type(addr).__name__}")
+    if isinstance(addr, str) and not addr.startswith("/"):
+        raise ValueError(f"invalid multiaddr {addr!r}: multiaddrs start with '/'")
     try:
         return Multiaddr(addr)
     except Exception as exc:  # the multiaddr package raises assorted types
-        raise ValueError(f"invalid multiaddr {addr!r}: {exc}") from exc
+        # Its messages quote the address two or three times; keep only the reason.
+        reason = getattr(exc, "message", None) or type(exc).__name__
+        raise ValueError(f"invalid multiaddr {addr!r}: {reason}") from exc
+
+
+def peer_id_or_multiaddr(addr: "str | bytes | Multiaddr | PeerId") -> "PeerId | Multiaddr":
+    """Read what a user passes as a peer: a :class:`PeerId`, a bare peer id string such
+    as ``"12D3KooW..."``, or a multiaddr (text always starts with ``/``).
+
+    Raises ``ValueError`` (naming ``addr`` once) when it is none of these.
+    """
+    if isinstance(addr, PeerId):
+        return addr
+    if isinstance(addr, str) and not addr.startswith("/"):
+        try:
+            return PeerId.from_string(addr.strip())
+        except ValueError:
+            raise ValueError(f"{addr!r} is neither a peer id nor a multiaddr "
+                             f"(multiaddrs start with '/')") from None
+    return to_multiaddr(addr)
 
 
 def parse_tcp_multiaddr(addr: "str | bytes | Multiaddr") -> TcpTarget:
@@ -79,7 +102,17 @@ def open_listener(addr: "str | Multiaddr", backlog: int = 512) -> socket.socket:
     """Bind and listen on a TCP multiaddr (``/ip4`` or ``/ip6``); non-blocking socket."""
     target = parse_tcp_multiaddr(addr)
     if target.needs_resolution or target.peer_id is not None:
-        raise ValueError(f"listen addresses must be /ip4 or /ip6 without /p2p: {addr}")
+        raise ValueError(f"listen addresses must be /ip4 or /ip6 without /p2p/: {addr}")
+    try:
+        return _bound_listener(target, backlog)
+    except OSError as exc:
+        # "Address already in use" alone does not say which of several addresses.
+        if exc.errno is None:
+            raise OSError(f"cannot listen on {addr}: {exc}") from exc
+        raise type(exc)(exc.errno, f"cannot listen on {addr}: {exc.strerror}") from exc
+
+
+def _bound_listener(target: TcpTarget, backlog: int) -> socket.socket:
     sock = socket.socket(target.family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -88,7 +121,7 @@ def open_listener(addr: "str | Multiaddr", backlog: int = 512) -> socket.socket:
         sock.bind((target.host, target.port))
         sock.listen(backlog)
         sock.setblocking(False)
-    except OSError:
+    except BaseException:
         sock.close()
         raise
     return sock
