@@ -138,16 +138,16 @@ class Node(BuiltinProtocols):
         Raises ``ValueError`` for a malformed or unsupported address, or one whose
         ``/p2p/`` part names another peer.
         """
+        if not isinstance(peer_id, PeerId):
+            peer_id = PeerId.from_string(peer_id)
         self._addresses.add(peer_id, self._book_entry(peer_id, addr), learned=False)
 
     def _learn_address(self, peer_id: PeerId, addr: "str | Multiaddr") -> None:
         """Remember an address that ``peer_id`` advertised (identify)."""
         self._addresses.add(peer_id, self._book_entry(peer_id, addr), learned=True)
 
-    def _book_entry(self, peer_id: "PeerId | str", addr: "str | Multiaddr") -> Multiaddr:
+    def _book_entry(self, peer_id: PeerId, addr: "str | Multiaddr") -> Multiaddr:
         """``addr`` as stored in the address book; ValueError if it is not for us."""
-        if not isinstance(peer_id, PeerId):
-            peer_id = PeerId.from_string(peer_id)
         ma = tcp.to_multiaddr(addr)
         target = tcp.parse_tcp_multiaddr(ma)
         if target.peer_id is not None:
