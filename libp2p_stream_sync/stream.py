@@ -11,14 +11,13 @@ from __future__ import annotations
 import collections
 import errno
 import io
-import math
-import numbers
 import socket
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
 from .errors import IncompleteReadError
+from .timeouts import check_timeout
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -103,7 +102,7 @@ class Stream:
         would wait raise ``BlockingIOError``. Raises ``ValueError`` for a negative
         or NaN timeout, ``TypeError`` for a non-number.
         """
-        self._timeout = validate_timeout(timeout)
+        self._timeout = check_timeout(timeout)
 
     def gettimeout(self) -> float | None:
         """The timeout set by :meth:`settimeout` (``None`` by default)."""
@@ -330,7 +329,7 @@ class Stream:
         Raises ``TimeoutError`` when it passes (``BlockingIOError`` for 0), and the
         stream's error if it failed before the bytes left.
         """
-        limit = self._timeout if timeout is None else validate_timeout(timeout)
+        limit = self._timeout if timeout is None else check_timeout(timeout)
         deadline = None if limit is None else time.monotonic() + limit
         with self._lock:
             target = self._written
@@ -591,23 +590,6 @@ class Stream:
         with self._lock:
             self._flush_scheduled = bool(self._send)
             return bool(self._send), self._write_closed and not self._send
-
-
-def validate_timeout(timeout: Any) -> float | None:
-    """A timeout in seconds as blocking calls use it: ``None`` for no limit (also
-    for ``inf`` and anything beyond what a wait accepts), else a float >= 0."""
-    if timeout is None:
-        return None
-    if not isinstance(timeout, numbers.Real):
-        raise TypeError(f"timeout must be a number or None, not {type(timeout).__name__}")
-    value = float(timeout)
-    if math.isnan(value):
-        raise ValueError("timeout must not be NaN")
-    if value < 0:
-        raise ValueError("timeout must be non-negative or None")
-    if value > threading.TIMEOUT_MAX:
-        return None
-    return value
 
 
 def _fresh(error: OSError) -> OSError:
