@@ -13,6 +13,7 @@ import collections
 import errno
 import itertools
 import logging
+import select
 import selectors
 import socket
 import time
@@ -1112,6 +1113,9 @@ class Connection:
 
     def _congestion_check(self) -> None:
         self._congestion_timer = None
+        if _hung_up(self.sock):  # not reading, we would not see it otherwise
+            self._remote_closed()
+            return
         self._relieve_congestion()
         if not self._congested and not self._unread_paused:
             return
@@ -1240,6 +1244,17 @@ class Connection:
         if on_ready is not None:
             on_ready(self, error)
         self.node._connection_closed(self, was_open)
+
+
+#: poll() flag for "the peer closed its side", seen even with unread data before it.
+_POLL_HUNG_UP = getattr(select, "POLLRDHUP", 0) | select.POLLHUP | select.POLLERR
+
+
+def _hung_up(sock: socket.socket) -> bool:
+    """Whether the peer closed (or reset) the connection, without reading from it."""
+    poller = select.poll()
+    poller.register(sock, _POLL_HUNG_UP)
+    return bool(poller.poll(0))
 
 
 def _copy_error(error: OSError) -> OSError:
