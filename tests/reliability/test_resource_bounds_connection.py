@@ -19,13 +19,14 @@ from libp2p_stream_sync import connection
 from libp2p_stream_sync.codec.varint import encode_uvarint
 from libp2p_stream_sync.engines import muxer_events as mev
 from libp2p_stream_sync.engines import yamux as yx
-from libp2p_stream_sync.engines.multistream import MultistreamDialer, encode_message
+from libp2p_stream_sync.engines.multistream import (MultistreamDialer, encode_ls_response,
+                                                    encode_message)
 from libp2p_stream_sync.limits import Limits
 
 from bounds_helpers import (SINK, HonestLoop, MplexClient, PeakSampler, drain_socket,
                             held_by, honest_round, payload)
 from reliability_helpers import guarded, make_node  # noqa: F401 (fixtures)
-from reliability_helpers import YamuxClient, wait_until
+from reliability_helpers import ECHO, YamuxClient, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -60,14 +61,16 @@ def _mplex_resets(c: MplexClient, seconds: float) -> int:
     """Read what the node sends for ``seconds``; count the streams it reset."""
     resets = 0
     deadline = time.monotonic() + seconds
+    c.sock.settimeout(0.2)
     while time.monotonic() < deadline and not resets:
         try:
-            data = c.recv_plain(0.2)
+            wire = c.sock.recv(1 << 16)
         except TimeoutError:
             continue
-        if not data:
+        if not wire:
             break
-        resets += sum(1 for e in c.session.receive_data(data)
+        plain = bytes(c.transport.receive_data(wire))
+        resets += sum(1 for e in c.session.receive_data(plain)
                       if isinstance(e, mev.StreamReset))
     return resets
 
@@ -287,5 +290,38 @@ def test_yamux_unread_streams_are_bounded_per_connection(guarded, monkeypatch):
     windows = [c.session.send_window(sid) for sid in sids if sid in c.session._streams]
     assert windows and max(windows) <= yx.DEFAULT_WINDOW - len(data), windows
     assert max(times) < SLOWDOWN_BOUND, times
+    c.close()
+    _recovered(g)
+
+
+def test_input_left_for_later_turns_keeps_its_order(guarded):
+    """A stream asking ``ls`` 3,000 times, then proposing echo and sending data in the
+    same write: the answers span many reactor turns, and the echoed data still comes
+    back whole and in order after them."""
+    g = guarded()
+    c = MplexClient(g.server)
+    data = payload(100_000)
+    sid = c.session.open_stream()
+    c.session.send_data(sid, HEADER + LS * 3000 + encode_message(ECHO) + data)
+    c.session.close_stream(sid)
+    assert c.flush()
+    received = bytearray()
+    ended = False
+    deadline = time.monotonic() + 10
+    c.sock.settimeout(5)
+    while not ended and time.monotonic() < deadline:
+        wire = c.sock.recv(1 << 16)
+        assert wire, "the node closed the connection"
+        for event in c.session.receive_data(bytes(c.transport.receive_data(wire))):
+            if getattr(event, "stream_id", None) != sid:
+                continue
+            if isinstance(event, mev.DataReceived):
+                received += event.data
+                c.session.consumed(sid, len(event.data))
+            elif isinstance(event, mev.StreamEnded):
+                ended = True
+    ls_answer = encode_ls_response(g.server._supported_protocols())
+    assert ended
+    assert bytes(received) == HEADER + ls_answer * 3000 + encode_message(ECHO) + data
     c.close()
     _recovered(g)
