@@ -169,6 +169,7 @@ class Connection:
         self._unread_total = 0
         self._unread_paused = False
         self._output_paused = False
+        self._peer_left = False  # it closed its side: read to the end, whatever we hold
         #: Muxer events not handled yet (the turn's work budget ran out).
         self._backlog: collections.deque[Any] = collections.deque()
         self._resume_scheduled = False
@@ -1049,9 +1050,9 @@ class Connection:
 
     def _reading_allowed(self) -> bool:
         """False while the peer has made us hold enough: its output, its unread data,
-        or input we have not handled yet."""
-        return not (self._congested or self._unread_paused or self._output_paused
-                    or self._backlog)
+        or input we have not handled yet (unless it left: then it sends no more)."""
+        return self._peer_left or not (self._congested or self._unread_paused
+                                       or self._output_paused or self._backlog)
 
     # -- unread data and congestion -----------------------------------------------------
     def _count_unread(self, sid: int, stream: Stream) -> None:
@@ -1087,7 +1088,7 @@ class Connection:
     def _stall(self) -> None:
         """Stop reading (a stream or the connection holds too much unread data) and
         watch whether the application catches up."""
-        if self._congestion_timer is None:
+        if self._congestion_timer is None and not self._peer_left:
             self._congested_since = time.monotonic()
             self._congestion_timer = self._reactor.call_later(_CONGESTION_POLL,
                                                               self._congestion_check)
@@ -1113,8 +1114,11 @@ class Connection:
 
     def _congestion_check(self) -> None:
         self._congestion_timer = None
-        if _hung_up(self.sock):  # not reading, we would not see it otherwise
-            self._remote_closed()
+        if _hung_up(self.sock):
+            # Not reading, we would not see it otherwise: read what the peer sent
+            # before it left (as when it leaves while we read), then its end.
+            self._peer_left = True
+            self._uncongested()
             return
         self._relieve_congestion()
         if not self._congested and not self._unread_paused:
