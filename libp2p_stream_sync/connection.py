@@ -74,9 +74,12 @@ _PAUSE_UNSTARTED_AT = 256 * 1024
 #: reset and reading resumes (go-mplex's ReceiveTimeout does the same): one stream
 #: nobody reads must not stall every other stream of the connection forever.
 _CONGESTION_TIMEOUT = 5.0
-#: While paused for unread data, look this often whether the application caught up
-#: (it reports what it read in steps, so a report may never come).
+#: While paused for unread data, look whether the application caught up (it reports
+#: what it read in steps, so a report may never come) or the peer left: first after
+#: this many seconds, then at doubling intervals up to _CONGESTION_POLL_MAX, so many
+#: paused connections cost little.
 _CONGESTION_POLL = 0.05
+_CONGESTION_POLL_MAX = 0.4
 
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
@@ -167,6 +170,7 @@ class Connection:
         self._congested: dict[int, Stream] = {}
         self._congestion_timer: Any = None
         self._congested_since = 0.0
+        self._congestion_poll = _CONGESTION_POLL
         #: mplex: streams the application has reported reading from.
         self._reading_started: set[int] = set()
         #: Unread bytes per stream as last looked at, and their sum (never below
@@ -1105,6 +1109,7 @@ class Connection:
         watch whether the application catches up."""
         if self._congestion_timer is None and not self._peer_left:
             self._congested_since = time.monotonic()
+            self._congestion_poll = _CONGESTION_POLL
             self._congestion_timer = self._reactor.call_later(_CONGESTION_POLL,
                                                               self._congestion_check)
         self._set_interest()
@@ -1145,8 +1150,10 @@ class Connection:
             if not self._congested and not self._unread_paused:
                 return
             self._congested_since = time.monotonic()
-        self._congestion_timer = self._reactor.call_later(_CONGESTION_POLL,
-                                                          self._congestion_check)
+        self._congestion_poll = min(self._congestion_poll * 2, _CONGESTION_POLL_MAX)
+        until_timeout = self._congested_since + _CONGESTION_TIMEOUT - time.monotonic()
+        self._congestion_timer = self._reactor.call_later(
+            max(0.0, min(self._congestion_poll, until_timeout)), self._congestion_check)
 
     def _reset_stalling_streams(self) -> None:
         """The application did not catch up in time: reset the streams over their own
