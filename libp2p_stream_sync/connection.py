@@ -66,10 +66,6 @@ _MAX_UNACKED_OUTBOUND = 256
 #: Muxers without flow control (mplex): stop reading the socket while a stream holds
 #: this much unread data, so TCP pushes back on the sender (go-mplex does the same).
 _PAUSE_READING_AT = 1024 * 1024
-#: ... and already at this much for a stream the application has not started reading
-#: (not accepted yet, or waiting for a worker): what a yamux stream's first window
-#: allows, since such a stream gets no more.
-_PAUSE_UNSTARTED_AT = 256 * 1024
 #: If a paused connection stays stuck this long, the streams that hold it up are
 #: reset and reading resumes (go-mplex's ReceiveTimeout does the same): one stream
 #: nobody reads must not stall every other stream of the connection forever.
@@ -171,8 +167,6 @@ class Connection:
         self._congestion_timer: Any = None
         self._congested_since = 0.0
         self._congestion_poll = _CONGESTION_POLL
-        #: mplex: streams the application has reported reading from.
-        self._reading_started: set[int] = set()
         #: Unread bytes per stream as last looked at, and their sum (never below
         #: the true total: the application only takes bytes away between looks).
         self._unread: dict[int, int] = {}
@@ -497,7 +491,7 @@ class Connection:
             if stream is not None:
                 stream._feed(data)
                 self._count_unread(sid, stream)
-                if self._tcp_flow_control and stream._recv_len > self._stream_pause_at(sid):
+                if self._tcp_flow_control and stream._recv_len > self._pause_reading_at:
                     self._congest(sid, stream)
                 return True
             self._muxer_consumed(sid, len(data))
@@ -699,7 +693,6 @@ class Connection:
                 stream._counted = False
                 self.node._inbound_stream_finished(stream)
         self._unread_total -= self._unread.pop(sid, 0)
-        self._reading_started.discard(sid)
         if self._congested.pop(sid, None) is not None or self._unread_paused:
             self._relieve_congestion()
         if not self._streams and not self._negotiating:
@@ -798,8 +791,6 @@ class Connection:
         if self._streams.get(sid) is stream:
             self._muxer_consumed(sid, n)
             self._look_at_unread(sid, stream)
-            if self._tcp_flow_control:
-                self._reading_started.add(sid)
             self._reactor.mark_dirty(self)
         if self._congested or self._unread_paused:
             self._relieve_congestion()
@@ -1094,12 +1085,6 @@ class Connection:
             else:
                 self._look_at_unread(sid, stream)
 
-    def _stream_pause_at(self, sid: int) -> int:
-        """mplex: the unread bytes beyond which one stream pauses the connection."""
-        if sid in self._reading_started:
-            return self._pause_reading_at
-        return min(self._pause_reading_at, _PAUSE_UNSTARTED_AT)
-
     def _congest(self, sid: int, stream: Stream) -> None:
         self._congested[sid] = stream
         self._stall()
@@ -1116,7 +1101,7 @@ class Connection:
 
     def _relieve_congestion(self) -> None:
         for sid, stream in list(self._congested.items()):
-            if (stream._recv_len <= self._stream_pause_at(sid)
+            if (stream._recv_len <= self._pause_reading_at
                     or self._streams.get(sid) is not stream):
                 del self._congested[sid]
         if self._unread_paused:

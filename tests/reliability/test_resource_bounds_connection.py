@@ -327,27 +327,6 @@ def test_input_left_for_later_turns_keeps_its_order(guarded):
     _recovered(g)
 
 
-def test_mplex_stream_nobody_started_reading_pauses_early(guarded):
-    """mplex has no windows: a stream the application has not started reading may
-    hold about what a yamux stream's first window allows (256 KiB, plus one read or
-    frame) before the connection stops reading, not the 1 MiB of a stream being read."""
-    g = guarded()
-    _sink(g)
-    c = MplexClient(g.server)
-    c.session.max_message_size = 64 * 1024  # frames as go-mplex and js-mplex send them
-    sid = c.session.open_stream()
-    proposal = MultistreamDialer([SINK], lazy=True).data_to_send()
-    c.session.send_data(sid, proposal + payload(900_000))
-    c.sock.settimeout(2)
-    assert c.flush()
-    time.sleep(0.5)
-    held = held_by(g.server)
-    assert held["unread"] <= 512 * 1024, f"{held['unread'] >> 10} KiB unread on one stream"
-    assert honest_round(g) < SLOWDOWN_BOUND
-    c.close()
-    _recovered(g)
-
-
 def test_peer_closing_while_paused_still_delivers_what_it_sent(guarded):
     """A peer that sends more than the connection bound, half-closes every stream and
     then its connection: the node, paused, notices the close, reads to the end, and
