@@ -292,6 +292,17 @@ class Connection:
                 return
             if self._state == _CLOSED or n < size or not self._reading_allowed():
                 return
+            if self._state in _MUXING and self._answered_much():
+                return  # e.g. a ping flood: other connections' turn
+
+    def _answered_much(self) -> bool:
+        """Move the muxer's answers to this turn's input (pongs, resets) to the wire;
+        True when they are a turn's worth."""
+        out = self._muxer.data_to_send()
+        if not out:
+            return False
+        self._queue_plain(self._transport.encrypt(out))
+        return len(out) >= _ANSWERS_PER_TURN
 
     def _input_failed(self, exc: Exception) -> None:
         """(In an ``except`` block.) Handling the peer's input raised: close."""
