@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import collections
 import errno
+import itertools
 import logging
+import select
 import selectors
 import socket
 import time
@@ -43,6 +45,18 @@ _RECV_BUFFER = 256 * 1024
 _MIN_RECV_BUFFER = 8 * 1024
 #: Stop taking data from streams while this much ciphertext waits for the socket.
 _WIRE_HIGH_WATER = 1024 * 1024
+#: Stop reading the socket while this much output waits for it: what a peer that
+#: does not read makes us answer (pongs, negotiation answers, resets) is bounded.
+#: Stream data alone stays below (at most _WIRE_HIGH_WATER plus one chunk), so two
+#: nodes writing to each other can never both stop reading; reading resumes once
+#: the queue is back under _WIRE_HIGH_WATER.
+_OUTPUT_PAUSE_AT = 2 * _WIRE_HIGH_WATER
+#: Negotiation answers (``ls``, ``na``) one connection may produce per reactor turn;
+#: the rest of its input waits for the next turn, so a peer cannot monopolise the
+#: reactor with cheap requests that cause expensive work.
+_ANSWERS_PER_TURN = 64 * 1024
+#: Largest batch of answers one listener engine queues before we send them.
+_ANSWER_STEP = 16 * 1024
 #: Largest piece of one stream's data handed to the muxer at once.
 _STREAM_CHUNK = 256 * 1024
 _MAX_SENDMSG_BUFFERS = 64
@@ -56,6 +70,12 @@ _PAUSE_READING_AT = 1024 * 1024
 #: reset and reading resumes (go-mplex's ReceiveTimeout does the same): one stream
 #: nobody reads must not stall every other stream of the connection forever.
 _CONGESTION_TIMEOUT = 5.0
+#: While paused for unread data, look whether the application caught up (it reports
+#: what it read in steps, so a report may never come) or the peer left: first after
+#: this many seconds, then at doubling intervals up to _CONGESTION_POLL_MAX, so many
+#: paused connections cost little.
+_CONGESTION_POLL = 0.05
+_CONGESTION_POLL_MAX = 0.4
 
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
@@ -69,7 +89,7 @@ _LINGER = 2.0
 class _Negotiation:
     """A muxed stream whose protocol is still being negotiated."""
 
-    __slots__ = ("engine", "future", "protocol", "remote_ended", "stream")
+    __slots__ = ("engine", "future", "protocol", "remote_ended", "stream", "held")
 
     def __init__(self, engine: Any, future: Future | None = None,
                  protocol: str | None = None) -> None:
@@ -79,6 +99,17 @@ class _Negotiation:
         self.remote_ended = False
         #: Lazy opens: the stream already handed to the opener.
         self.stream: Stream | None = None
+        #: Bytes the engine buffers, as last counted in the connection's total.
+        self.held = 0
+
+
+class _ContinueNegotiation:
+    """Backlog entry: an ``ls`` flood's answers were cut at the turn's budget."""
+
+    __slots__ = ("stream_id",)
+
+    def __init__(self, stream_id: int) -> None:
+        self.stream_id = stream_id
 
 
 class _Collector:
@@ -138,6 +169,23 @@ class Connection:
         self._tcp_flow_control = False  # set for muxers without their own windows
         self._congested: dict[int, Stream] = {}
         self._congestion_timer: Any = None
+        self._congested_since = 0.0
+        self._congestion_poll = _CONGESTION_POLL
+        #: Unread bytes per stream as last looked at, and their sum (never below
+        #: the true total: the application only takes bytes away between looks).
+        self._unread: dict[int, int] = {}
+        self._unread_total = 0
+        self._unread_paused = False
+        self._output_paused = False
+        self._peer_left = False  # it closed its side: read to the end, whatever we hold
+        #: Muxer events not handled yet (the turn's work budget ran out).
+        self._backlog: collections.deque[Any] = collections.deque()
+        self._resume_scheduled = False
+        self._answer_budget = _ANSWERS_PER_TURN
+        self._negotiation_held = 0
+        #: Inbound negotiations in order of arrival -> when they time out.
+        self._negotiation_deadlines: dict[int, float] = {}
+        self._negotiation_timer: Any = None
         self._idle_timer: Any = None
         self._linger_timer: Any = None
         self._write_shut = False
@@ -170,6 +218,22 @@ class Connection:
         return (self._state == _OPEN and not self.goaway_received
                 and not self._muxer.is_terminated)
 
+    def buffer_usage(self) -> dict[str, int]:
+        """Reactor thread only: bytes this connection holds because of its peer.
+
+        ``output``: ciphertext waiting for the socket; ``negotiations``: partial
+        multistream messages; ``unread``: data its streams hold that the application
+        has not read; ``deferred``: input received but not handled yet.
+        """
+        self._recount_unread()
+        deferred = sum(len(e.data) for e in self._backlog if type(e) is mev.DataReceived)
+        return {"output": self._wire_len, "negotiations": self._negotiation_held,
+                "unread": self._unread_total, "deferred": deferred}
+
+    def buffered_bytes(self) -> int:
+        """Reactor thread only: the sum of :meth:`buffer_usage`."""
+        return sum(self.buffer_usage().values())
+
     # -- start ---------------------------------------------------------------------------
     def start(self, handshake_timeout: float) -> None:
         """Register the socket and begin (connecting, or the listener side of the upgrade)."""
@@ -200,6 +264,7 @@ class Connection:
 
     # -- socket events ---------------------------------------------------------------------
     def on_readable(self) -> None:
+        self._answer_budget = _ANSWERS_PER_TURN
         for _ in range(4):
             transport = self._transport
             # Once secure, receive straight into the Noise engine's buffer: frames
@@ -228,16 +293,31 @@ class Connection:
                     self._reactor.mark_dirty(self)
                 else:
                     self._received(memoryview(self._reactor.scratch)[:n])
-            except (ProtocolError, DialError) as exc:
-                log.info("%r: closing after a protocol error: %s", self, exc)
-                self.abort(ConnectionAbortedError(f"protocol error: {exc}"), cause=exc)
+            except Exception as exc:
+                self._input_failed(exc)
                 return
-            except Exception as exc:  # a bug of ours must cost one connection, not the node
-                log.exception("%r: internal error while handling input", self)
-                self.abort(ConnectionAbortedError(f"internal error: {exc!r}"), cause=exc)
+            if self._state == _CLOSED or n < size or not self._reading_allowed():
                 return
-            if self._state == _CLOSED or n < size or self._congested:
-                return
+            if self._state in _MUXING and self._answered_much():
+                return  # e.g. a ping flood: other connections' turn
+
+    def _answered_much(self) -> bool:
+        """Move the muxer's answers to this turn's input (pongs, resets) to the wire;
+        True when they are a turn's worth."""
+        out = self._muxer.data_to_send()
+        if not out:
+            return False
+        self._queue_plain(self._transport.encrypt(out))
+        return len(out) >= _ANSWERS_PER_TURN
+
+    def _input_failed(self, exc: Exception) -> None:
+        """(In an ``except`` block.) Handling the peer's input raised: close."""
+        if isinstance(exc, (ProtocolError, DialError)):
+            log.info("%r: closing after a protocol error: %s", self, exc)
+            self.abort(ConnectionAbortedError(f"protocol error: {exc}"), cause=exc)
+        else:  # a bug of ours must cost one connection, not the node
+            log.exception("%r: internal error while handling input", self)
+            self.abort(ConnectionAbortedError(f"internal error: {exc!r}"), cause=exc)
 
     def _adapt_recv_size(self, n: int, transport: Any) -> None:
         size = self._recv_size
@@ -350,81 +430,169 @@ class Connection:
 
     # -- muxer events ----------------------------------------------------------------------
     def _handle_events(self, events: list) -> None:
-        for event in events:
-            kind = type(event)
-            if kind is mev.DataReceived:
-                self._on_data(event.stream_id, event.data)
-            elif kind is mev.SendWindowUpdated:
-                stream = self._window_blocked.pop(event.stream_id, None)
-                if stream is not None:
-                    self._to_flush[event.stream_id] = stream
-            elif kind is mev.StreamOpened:
-                self._on_inbound_stream(event.stream_id)
-            elif kind is mev.StreamEnded:
-                self._on_remote_end(event.stream_id)
-            elif kind is mev.StreamReset:
-                self._on_reset(event.stream_id, event.reason)
-            elif kind is mev.GoAwayReceived:
-                self.goaway_received = True
-            elif kind is mev.SessionTerminated:
-                self._flush_wire_now()
-                self.abort(ConnectionAbortedError(f"session ended: {event.reason}"),
-                           cause=event.error)
+        """Act on muxer events in order. When the turn's work budget runs out, the rest
+        waits in the backlog for the next turn (and the socket is not read meanwhile)."""
+        if self._backlog:  # earlier events wait their turn: keep the order
+            self._backlog.extend(events)
+            return
+        for i, event in enumerate(events):
+            if not self._dispatch(event):
+                self._backlog.append(_ContinueNegotiation(event.stream_id))
+                self._backlog.extend(itertools.islice(events, i + 1, None))
+                self._input_deferred()
                 return
-            elif kind is mev.PingAcked:
-                pass
+            if self._state == _CLOSED:
+                return
 
-    def _on_data(self, sid: int, data: bytes) -> None:
+    def _dispatch(self, event: Any) -> bool:
+        """Handle one event; False when a negotiation's input must go on next turn."""
+        kind = type(event)
+        if kind is mev.DataReceived:
+            return self._on_data(event.stream_id, event.data)
+        if kind is mev.SendWindowUpdated:
+            stream = self._window_blocked.pop(event.stream_id, None)
+            if stream is not None:
+                self._to_flush[event.stream_id] = stream
+        elif kind is mev.StreamOpened:
+            self._on_inbound_stream(event.stream_id)
+        elif kind is mev.StreamEnded:
+            self._on_remote_end(event.stream_id)
+        elif kind is mev.StreamReset:
+            self._on_reset(event.stream_id, event.reason)
+        elif kind is mev.GoAwayReceived:
+            self.goaway_received = True
+        elif kind is mev.SessionTerminated:
+            self._flush_wire_now()
+            self.abort(ConnectionAbortedError(f"session ended: {event.reason}"),
+                       cause=event.error)
+        elif kind is _ContinueNegotiation:
+            neg = self._negotiating.get(event.stream_id)
+            if neg is not None:
+                return self._negotiate(event.stream_id, neg, b"")
+        return True
+
+    def _input_deferred(self) -> None:
+        self._set_interest()  # no more input until the backlog is done
+        self._schedule_resume()
+
+    def _schedule_resume(self) -> None:
+        if not self._resume_scheduled and not self._output_paused:
+            self._resume_scheduled = True
+            self._reactor.call_soon(self._resume_input)
+
+    def _resume_input(self) -> None:
+        """A new reactor turn: handle the backlog with a fresh budget."""
+        self._resume_scheduled = False
+        if self._state not in _MUXING or self._output_paused:
+            return  # output draining below the mark schedules us again
+        self._answer_budget = _ANSWERS_PER_TURN
+        backlog = self._backlog
+        try:
+            while backlog:
+                event = backlog.popleft()
+                if not self._dispatch(event):
+                    backlog.appendleft(_ContinueNegotiation(event.stream_id))
+                    self._schedule_resume()
+                    break
+                if self._state == _CLOSED:
+                    return
+        except Exception as exc:
+            self._input_failed(exc)
+            return
+        if not backlog:
+            self._set_interest()
+        self._reactor.mark_dirty(self)
+
+    def _on_data(self, sid: int, data: Any) -> bool:
         # A lazily opened stream is in _streams while its negotiation finishes.
         neg = self._negotiating.get(sid) if self._negotiating else None
         if neg is None:
             stream = self._streams.get(sid)
             if stream is not None:
                 stream._feed(data)
+                self._count_unread(sid, stream)
                 if self._tcp_flow_control and stream._recv_len > self._pause_reading_at:
                     self._congest(sid, stream)
                 if self._watchers:
                     self._notify_watcher(sid)
-                return
+                return True
             self._muxer_consumed(sid, len(data))
             collector = self._collecting.get(sid)
             if collector is not None:
                 self._collected(collector, data)
-            return  # else a stream we already let go of
-        try:
-            result = neg.engine.receive_data(data)
-        except ProtocolError as exc:
-            self._muxer_consumed(sid, len(data))
-            self._drop_negotiation(sid)
-            self._reset_muxer_stream(sid)
-            if isinstance(exc, NegotiationFailed):
-                error: OSError = UnsupportedProtocol(neg.protocol, self.remote_peer_id)
-            else:
-                error = ConnectionAbortedError(f"stream negotiation failed: {exc}")
-            fail(neg.future, error)
-            if neg.stream is not None:
-                neg.stream._fail(error)
-                self._forget(sid)
-            return
-        out = neg.engine.data_to_send()
-        if out:
-            self._send_negotiation(sid, out)
-        if result is None:
-            self._muxer_consumed(sid, len(data))
-            return
-        self._muxer_consumed(sid, len(data) - len(result.leftover))
-        del self._negotiating[sid]
-        self._negotiated(sid, neg, result)
+            return True  # else a stream we already let go of
+        return self._negotiate(sid, neg, data)
+
+    def _negotiate(self, sid: int, neg: _Negotiation, data: Any) -> bool:
+        """Feed a negotiation; False when its answers used up the turn's budget (the
+        rest of its input waits in its engine for a ``_ContinueNegotiation``)."""
+        engine = neg.engine
+        while True:
+            try:
+                result = engine.receive_data(data)
+            except ProtocolError as exc:
+                self._muxer_consumed(sid, len(data) + neg.held)
+                if isinstance(exc, NegotiationFailed):
+                    error: OSError = UnsupportedProtocol(neg.protocol, self.remote_peer_id)
+                else:
+                    error = ConnectionAbortedError(f"stream negotiation failed: {exc}")
+                self._negotiation_failed(sid, neg, error)
+                return True
+            # Consumed: what the engine took as messages. Bytes it still buffers, and
+            # the leftover that goes on to the stream, keep their window for now.
+            leftover = len(result.leftover) if result is not None else 0
+            self._muxer_consumed(sid, len(data) + neg.held - engine.buffered - leftover)
+            out = engine.data_to_send()
+            if out:
+                self._answer_budget -= len(out)
+                if not self._send_negotiation(sid, out):
+                    return True
+            if result is not None:
+                self._pop_negotiation(sid)
+                self._negotiated(sid, neg, result)
+                return True
+            if not self._hold_negotiation_bytes(sid, neg):
+                return True
+            if not getattr(engine, "awaiting_drain", False):  # dialers answer nothing
+                return True
+            if self._answer_budget <= 0 or self._output_paused:
+                return False
+            data = b""
+
+    def _hold_negotiation_bytes(self, sid: int, neg: _Negotiation) -> bool:
+        """Count what the negotiation's engine buffers; reset it beyond the bound."""
+        held = neg.engine.buffered
+        self._negotiation_held += held - neg.held
+        neg.held = held
+        if self._negotiation_held <= self.node.limits.max_negotiation_buffer:
+            return True
+        log.info("%r: resetting stream %d: negotiations hold more than %d bytes", self, sid,
+                 self.node.limits.max_negotiation_buffer)
+        self._negotiation_failed(sid, neg, ConnectionAbortedError(
+            "stream negotiation reset: the connection's negotiations hold too much data"))
+        return False
+
+    def _negotiation_failed(self, sid: int, neg: _Negotiation, error: OSError) -> None:
+        """End a negotiation that will not become a stream: reset, tell who waits."""
+        self._drop_negotiation(sid)
+        self._reset_muxer_stream(sid)
+        fail(neg.future, error)
+        if neg.stream is not None:
+            neg.stream._fail(error)
+            self._forget(sid)
+        self._reactor.mark_dirty(self)
 
     def _negotiated(self, sid: int, neg: _Negotiation, result: Agreed) -> None:
         if neg.stream is not None:  # lazy: the opener has had the stream all along
             if result.leftover:
                 neg.stream._feed(bytes(result.leftover))
+                self._count_unread(sid, neg.stream)
             return
         stream = Stream(self, sid, self.remote_peer_id, result.protocol)
         self._streams[sid] = stream
         if result.leftover:
             stream._feed(bytes(result.leftover))
+            self._count_unread(sid, stream)
         if neg.remote_ended:
             self._on_remote_end(sid)
         if neg.future is not None:
@@ -435,17 +603,57 @@ class Connection:
 
     def _on_inbound_stream(self, sid: int) -> None:
         engine = MultistreamListener(self.node._protocol_supported,
-                                     list_protocols=self.node._supported_protocols)
+                                     list_protocols=self.node._supported_protocols,
+                                     max_output=_ANSWER_STEP)
         self._negotiating[sid] = _Negotiation(engine)
+        self._negotiation_deadlines[sid] = (time.monotonic()
+                                            + self.node.limits.negotiation_timeout)
+        if self._negotiation_timer is None:
+            self._arm_negotiation_timer()
         self._send_negotiation(sid, engine.data_to_send())
 
-    def _send_negotiation(self, sid: int, data: bytes) -> None:
+    def _send_negotiation(self, sid: int, data: bytes) -> bool:
+        """Send a negotiation message; False if that ended the negotiation."""
         try:
             taken = self._muxer.send_data(sid, data)
         except mev.StreamClosedError:
-            return
-        if taken < len(data):  # cannot happen with a fresh 256 KiB window
+            return True
+        if taken == len(data):
+            return True
+        # The remote does not read its answers (a fresh stream's window is 256 KiB).
+        neg = self._negotiating.get(sid)
+        if neg is not None:
+            self._negotiation_failed(sid, neg, ConnectionAbortedError(
+                "stream negotiation reset: the remote does not read the answers"))
+        else:
             self._reset_muxer_stream(sid)
+        return False
+
+    def _arm_negotiation_timer(self) -> None:
+        deadlines = self._negotiation_deadlines
+        if deadlines:
+            first = next(iter(deadlines.values()))  # the oldest: all have one timeout
+            self._negotiation_timer = self._reactor.call_later(
+                max(0.0, first - time.monotonic()), self._negotiations_timed_out)
+
+    def _negotiations_timed_out(self) -> None:
+        self._negotiation_timer = None
+        now = time.monotonic()
+        expired = []
+        for sid, deadline in self._negotiation_deadlines.items():
+            if deadline > now:
+                break
+            expired.append(sid)
+        for sid in expired:
+            neg = self._negotiating.get(sid)
+            if neg is None:
+                self._negotiation_deadlines.pop(sid, None)
+                continue
+            log.debug("%r: resetting stream %d: no protocol agreed within %.1f s", self,
+                      sid, self.node.limits.negotiation_timeout)
+            self._negotiation_failed(sid, neg, TimeoutError("stream negotiation timed out"))
+        if self._state in _MUXING:
+            self._arm_negotiation_timer()
 
     def _on_remote_end(self, sid: int) -> None:
         stream = self._streams.get(sid)
@@ -485,9 +693,17 @@ class Connection:
             except Exception:
                 log.exception("stream watcher %r failed", on_event)
 
+    def _pop_negotiation(self, sid: int) -> _Negotiation | None:
+        """Forget a negotiation (and what it counted toward the connection's bounds)."""
+        neg = self._negotiating.pop(sid, None)
+        if neg is not None:
+            self._negotiation_held -= neg.held
+            self._negotiation_deadlines.pop(sid, None)
+        return neg
+
     def _drop_negotiation(self, sid: int) -> _Negotiation | None:
         """Forget a negotiation that will not become a stream."""
-        neg = self._negotiating.pop(sid, None)
+        neg = self._pop_negotiation(sid)
         if not self._streams and not self._negotiating:
             self._became_idle()
         return neg
@@ -523,8 +739,9 @@ class Connection:
             if stream._counted:
                 stream._counted = False
                 self.node._inbound_stream_finished(stream)
-        if self._congested.pop(sid, None) is not None and not self._congested:
-            self._uncongested()
+        self._unread_total -= self._unread.pop(sid, 0)
+        if self._congested.pop(sid, None) is not None or self._unread_paused:
+            self._relieve_congestion()
         if not self._streams and not self._negotiating:
             self._became_idle()
 
@@ -635,10 +852,12 @@ class Connection:
             stream._flush_done()
 
     def _stream_consumed(self, stream: Stream, n: int) -> None:
-        if self._streams.get(stream._sid) is stream:
-            self._muxer_consumed(stream._sid, n)
+        sid = stream._sid
+        if self._streams.get(sid) is stream:
+            self._muxer_consumed(sid, n)
+            self._look_at_unread(sid, stream)
             self._reactor.mark_dirty(self)
-        if self._congested:
+        if self._congested or self._unread_paused:
             self._relieve_congestion()
 
     def _open_stream(self, protocol: str, future: Future, lazy: bool = False) -> None:
@@ -719,6 +938,7 @@ class Connection:
         sid = stream._sid
         remote_ended = sid in self._remote_ended
         self._streams.pop(sid, None)
+        self._unread_total -= self._unread.pop(sid, 0)
         self._remote_ended.discard(sid)
         self._to_flush.pop(sid, None)
         stream._finished = True
@@ -768,6 +988,9 @@ class Connection:
         if data:
             self._wire.append(data)
             self._wire_len += len(data)
+            if self._wire_len > _OUTPUT_PAUSE_AT and not self._output_paused:
+                self._output_paused = True  # the peer does not read: neither do we
+                self._set_interest()
             self._reactor.mark_dirty(self)
 
     def _queue_secure(self, data: Any) -> None:
@@ -866,6 +1089,11 @@ class Connection:
                     sent = 0
         if self._sent_watch:
             self._wake_sent_watchers()
+        if self._output_paused and self._wire_len <= _WIRE_HIGH_WATER:
+            self._output_paused = False
+            self._set_interest()
+            if self._backlog:
+                self._schedule_resume()
         want_write = bool(wire) or self._state == _CONNECTING
         if want_write != self._want_write:
             self._want_write = want_write
@@ -887,7 +1115,7 @@ class Connection:
         interest = 0
         if self._state == _CONNECTING or self._want_write:
             interest |= _WRITE
-        if self._state != _CONNECTING and not self._congested:
+        if self._state != _CONNECTING and self._reading_allowed():
             interest |= _READ
         if interest == self._interest:
             return
@@ -899,20 +1127,63 @@ class Connection:
             self._reactor.modify(self.sock, interest, self)
         self._interest = interest
 
+    def _reading_allowed(self) -> bool:
+        """False while the peer has made us hold enough: its output, its unread data,
+        or input we have not handled yet (unless it left: then it sends no more)."""
+        return self._peer_left or not (self._congested or self._unread_paused
+                                       or self._output_paused or self._backlog)
+
+    # -- unread data and congestion -----------------------------------------------------
+    def _count_unread(self, sid: int, stream: Stream) -> None:
+        """Data was fed to ``stream``: count it; pause reading beyond the bound."""
+        self._look_at_unread(sid, stream)
+        if (self._unread_total > self.node.limits.max_connection_buffer
+                and not self._unread_paused):
+            self._recount_unread()  # the application may have read some meanwhile
+            if self._unread_total > self.node.limits.max_connection_buffer:
+                self._unread_paused = True
+                self._stall()
+
+    def _look_at_unread(self, sid: int, stream: Stream) -> None:
+        unread = stream._recv_len
+        self._unread_total += unread - self._unread.get(sid, 0)
+        if unread:
+            self._unread[sid] = unread
+        else:
+            self._unread.pop(sid, None)
+
+    def _recount_unread(self) -> None:
+        for sid in list(self._unread):
+            stream = self._streams.get(sid)
+            if stream is None:
+                self._unread_total -= self._unread.pop(sid)
+            else:
+                self._look_at_unread(sid, stream)
+
     def _congest(self, sid: int, stream: Stream) -> None:
-        first = not self._congested
         self._congested[sid] = stream
-        if first:
-            self._set_interest()
-            self._congestion_timer = self._reactor.call_later(_CONGESTION_TIMEOUT,
-                                                              self._congestion_timed_out)
+        self._stall()
+
+    def _stall(self) -> None:
+        """Stop reading (a stream or the connection holds too much unread data) and
+        watch whether the application catches up."""
+        if self._congestion_timer is None and not self._peer_left:
+            self._congested_since = time.monotonic()
+            self._congestion_poll = _CONGESTION_POLL
+            self._congestion_timer = self._reactor.call_later(_CONGESTION_POLL,
+                                                              self._congestion_check)
+        self._set_interest()
 
     def _relieve_congestion(self) -> None:
         for sid, stream in list(self._congested.items()):
             if (stream._recv_len <= self._pause_reading_at
                     or self._streams.get(sid) is not stream):
                 del self._congested[sid]
-        if not self._congested:
+        if self._unread_paused:
+            self._recount_unread()
+            if self._unread_total <= self.node.limits.max_connection_buffer:
+                self._unread_paused = False
+        if not self._congested and not self._unread_paused:
             self._uncongested()
 
     def _uncongested(self) -> None:
@@ -921,9 +1192,42 @@ class Connection:
             self._congestion_timer = None
         self._set_interest()
 
-    def _congestion_timed_out(self) -> None:
+    def _congestion_check(self) -> None:
         self._congestion_timer = None
+        if _hung_up(self.sock):
+            # Not reading, we would not see it otherwise: read what the peer sent
+            # before it left (as when it leaves while we read), then its end.
+            self._peer_left = True
+            self._uncongested()
+            return
+        self._relieve_congestion()
+        if not self._congested and not self._unread_paused:
+            return
+        if time.monotonic() - self._congested_since >= _CONGESTION_TIMEOUT:
+            self._reset_stalling_streams()
+            self._relieve_congestion()
+            self._reactor.mark_dirty(self)
+            if not self._congested and not self._unread_paused:
+                return
+            self._congested_since = time.monotonic()
+        self._congestion_poll = min(self._congestion_poll * 2, _CONGESTION_POLL_MAX)
+        until_timeout = self._congested_since + _CONGESTION_TIMEOUT - time.monotonic()
+        self._congestion_timer = self._reactor.call_later(
+            max(0.0, min(self._congestion_poll, until_timeout)), self._congestion_check)
+
+    def _reset_stalling_streams(self) -> None:
+        """The application did not catch up in time: reset the streams over their own
+        bound, then the largest holders until the connection is under its bound."""
         stuck = [s for sid, s in self._congested.items() if self._streams.get(sid) is s]
+        self._congested.clear()
+        excess = self._unread_total - self.node.limits.max_connection_buffer
+        for sid, unread in sorted(self._unread.items(), key=lambda item: -item[1]):
+            if excess <= 0:
+                break
+            stream = self._streams.get(sid)
+            if stream is not None and stream not in stuck:
+                stuck.append(stream)
+                excess -= unread
         for stream in stuck:
             log.info("%r: resetting %r: %d unread bytes held the connection for %.0f s",
                      self, stream, stream._recv_len, _CONGESTION_TIMEOUT)
@@ -931,10 +1235,7 @@ class Connection:
             self._forget(stream._sid)
             stream._fail(ConnectionResetError(
                 f"stream reset: its unread data stalled the connection for "
-                f"{_CONGESTION_TIMEOUT:.0f} s (the muxer has no flow control)"))
-        self._congested.clear()
-        self._uncongested()
-        self._reactor.mark_dirty(self)
+                f"{_CONGESTION_TIMEOUT:.0f} s"))
 
     def _flush_wire_now(self) -> None:
         if self._muxer is not None and self._transport is not None:
@@ -1001,7 +1302,7 @@ class Connection:
         self.closed_reason = str(error)
         self._close_error = error
         for timer in (self._timer, self._deadline_timer, self._congestion_timer,
-                      self._idle_timer, self._linger_timer):
+                      self._idle_timer, self._linger_timer, self._negotiation_timer):
             if timer is not None:
                 timer.cancel()
         self._reactor.unregister(self.sock)
@@ -1012,6 +1313,9 @@ class Connection:
         for neg in self._negotiating.values():
             fail(neg.future, error)
         self._negotiating.clear()
+        self._negotiation_deadlines.clear()
+        self._negotiation_held = 0
+        self._backlog.clear()
         for _, future, _ in self._deferred_opens:
             fail(future, error)
         self._deferred_opens.clear()
@@ -1036,6 +1340,17 @@ class Connection:
         if on_ready is not None:
             on_ready(self, error)
         self.node._connection_closed(self, was_open)
+
+
+#: poll() flag for "the peer closed its side", seen even with unread data before it.
+_POLL_HUNG_UP = getattr(select, "POLLRDHUP", 0) | select.POLLHUP | select.POLLERR
+
+
+def _hung_up(sock: socket.socket) -> bool:
+    """Whether the peer closed (or reset) the connection, without reading from it."""
+    poller = select.poll()
+    poller.register(sock, _POLL_HUNG_UP)
+    return bool(poller.poll(0))
 
 
 def _copy_error(error: OSError) -> OSError:

@@ -43,6 +43,17 @@ class Limits:
     #: Most unread bytes a stream may hold: the largest yamux receive window it grows
     #: to, and mplex's per-stream buffer bound (mplex resets a stream beyond it).
     max_stream_buffer: int = 16 * 1024 * 1024
+    #: Most unread bytes all streams of one connection may hold together (data the
+    #: application has not read yet, streams not yet accepted included). Beyond it the
+    #: node stops reading that connection, so TCP pushes back on the sender; if it
+    #: stays stuck for 5 s, the streams holding the most are reset.
+    max_connection_buffer: int = 32 * 1024 * 1024
+    #: Seconds an inbound stream may take to agree on its protocol (multistream-select;
+    #: go- and rust-libp2p use 10 s too) before it is reset.
+    negotiation_timeout: float = 10.0
+    #: Bytes the protocol negotiations of one connection may buffer together (partial
+    #: multistream messages); the stream whose negotiation goes beyond it is reset.
+    max_negotiation_buffer: int = 128 * 1024
     #: yamux keepalive: ping after this many idle seconds (``None``: no keepalive) ...
     keepalive_interval: float | None = 15.0
     #: ... and close the connection when the ping is not answered within this time.
@@ -80,14 +91,21 @@ class Limits:
             object.__setattr__(self, name, seconds)
         if self.max_stream_buffer < 256 * 1024:
             raise ValueError("max_stream_buffer must be at least 256 KiB (yamux's window)")
+        if self.max_connection_buffer < self.max_stream_buffer:
+            raise ValueError("max_connection_buffer must be at least max_stream_buffer")
+        if self.max_negotiation_buffer < 4096:
+            raise ValueError("max_negotiation_buffer must be at least 4 KiB (two protocol "
+                             "ids of the longest length peers accept)")
 
 
 _COUNTS = ("max_inbound_connections", "max_outbound_connections",
            "max_streams_per_connection", "max_inbound_streams_per_protocol_per_peer",
-           "yamux_backlog", "max_stream_buffer", "max_connections_per_peer",
+           "yamux_backlog", "max_stream_buffer", "max_connection_buffer",
+           "max_negotiation_buffer", "max_connections_per_peer",
            "max_handler_jobs", "max_handler_jobs_per_peer", "max_address_book_peers")
 #: Counts that must be at least 1.
 _POSITIVE_COUNTS = ("max_connections_per_peer", "max_handler_jobs",
                     "max_handler_jobs_per_peer", "max_address_book_peers")
-_TIMEOUTS = ("handshake_timeout", "stream_close_timeout", "keepalive_timeout")
+_TIMEOUTS = ("handshake_timeout", "stream_close_timeout", "keepalive_timeout",
+             "negotiation_timeout")
 _OPTIONAL_TIMEOUTS = ("idle_connection_timeout", "keepalive_interval")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import socket
 import threading
@@ -320,9 +321,11 @@ class Node(BuiltinProtocols):
     def _protocol_supported(self, protocol: str) -> bool:
         return protocol in self._registry
 
-    def _supported_protocols(self) -> list[str]:
-        with self._lock:
-            return sorted(self._registry)
+    def _supported_protocols(self) -> tuple[str, ...]:
+        """Our protocols, sorted. The reactor calls this for every ``ls`` a peer sends,
+        so it takes no lock and sorts only when the registry changed (the answer is
+        cached by content: registering or unregistering a protocol invalidates it)."""
+        return _sorted_protocols(tuple(self._registry))  # tuple(dict) is atomic
 
     def _deliver_inbound(self, conn: Connection, stream: Stream) -> bool:
         """Reactor side: hand a negotiated inbound stream to its handler or queue."""
@@ -660,6 +663,11 @@ def _abandon_open(conn: Connection, future: Future) -> None:
 def _reset_opened_stream(future: Future) -> None:
     if not future.cancelled() and future.exception() is None:
         future.result().reset()
+
+
+@functools.lru_cache(maxsize=16)
+def _sorted_protocols(protocols: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(sorted(protocols))
 
 
 def _logged(fn: Callable[..., Any], *args: Any) -> Any:

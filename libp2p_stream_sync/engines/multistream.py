@@ -19,6 +19,7 @@ negotiated protocol and are handed back as :attr:`Agreed.leftover`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable, Sequence
 
 from ..codec.varint import decode_uvarint, encode_uvarint
@@ -139,6 +140,11 @@ class _MessageReader:
         del buf[:end]
         return body
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet handed out as a message."""
+        return len(self._buf)
+
     def take_rest(self) -> bytes:
         """Hand over (and forget) everything buffered after the last message read."""
         rest = bytes(self._buf)
@@ -171,6 +177,11 @@ class _Negotiator:
     def finished(self) -> bool:
         """True once negotiation ended (agreed, failed, or broken by the peer)."""
         return self._finished
+
+    @property
+    def buffered(self) -> int:
+        """Received bytes held until they form a complete message (or are processed)."""
+        return self._reader.buffered
 
     def _start_receive(self, data: bytes | bytearray | memoryview) -> None:
         if self._finished:
@@ -253,14 +264,28 @@ class MultistreamListener(_Negotiator):
     propose). Unknown proposals get ``na``; ``ls`` is answered with
     ``list_protocols()`` (an empty list when it is ``None``). ``is_supported`` is
     called for every proposal, so protocols can be (de)registered at any time.
+
+    ``max_output`` bounds the answers one :meth:`receive_data` call queues: once that
+    many bytes wait in :meth:`data_to_send`, the remaining messages stay buffered and
+    :attr:`awaiting_drain` is True; drain the output, then call ``receive_data(b"")``
+    to go on. A peer flooding ``ls`` then cannot make one call produce unbounded
+    output.
     """
 
     def __init__(self, is_supported: Callable[[str], bool], *,
-                 list_protocols: Callable[[], Sequence[str]] | None = None) -> None:
+                 list_protocols: Callable[[], Sequence[str]] | None = None,
+                 max_output: int | None = None) -> None:
         super().__init__()
         self._is_supported = is_supported
         self._list_protocols = list_protocols
+        self._max_output = max_output
+        self._awaiting_drain = False
         self._out += encode_message(_HEADER)
+
+    @property
+    def awaiting_drain(self) -> bool:
+        """True when the last :meth:`receive_data` stopped at ``max_output``."""
+        return self._awaiting_drain
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> Agreed | None:
         """Feed the dialer's bytes; return :class:`Agreed` once a proposal is accepted.
@@ -268,12 +293,16 @@ class MultistreamListener(_Negotiator):
         Raises :class:`MultistreamError` on a wrong header or a malformed message.
         """
         self._start_receive(data)
+        self._awaiting_drain = False
         while True:
+            if self._max_output is not None and len(self._out) >= self._max_output:
+                self._awaiting_drain = True
+                return None
             body = self._next_message()
             if body is None:
                 return None
             if body == _LS:
-                self._out += encode_ls_response(self._listable())
+                self._out += self._ls_answer()
                 continue
             protocol = self._accept(body)
             if protocol is None:
@@ -293,12 +322,22 @@ class MultistreamListener(_Negotiator):
             return None  # not a valid id, so certainly not one of ours
         return protocol if self._is_supported(protocol) else None
 
-    def _listable(self) -> list[str]:
+    def _ls_answer(self) -> bytes:
         if self._list_protocols is None:
-            return []
-        listable = []
-        for proto in self._list_protocols():
-            raw = proto.encode("utf-8")
-            if raw and b"\n" not in raw and len(raw) <= MAX_PROTOCOL_ID_LENGTH:
-                listable.append(proto)
-        return listable
+            return _encoded_ls_answer(())
+        return _encoded_ls_answer(tuple(self._list_protocols()))
+
+
+@lru_cache(maxsize=16)
+def _encoded_ls_answer(protocols: tuple[str, ...]) -> bytes:
+    """The ``ls`` answer for ``protocols``, leaving out ids we could never send.
+
+    Cached: a peer may ask ``ls`` thousands of times on one stream, and a node's
+    protocols rarely change.
+    """
+    listable = []
+    for proto in protocols:
+        raw = proto.encode("utf-8")
+        if raw and b"\n" not in raw and len(raw) <= MAX_PROTOCOL_ID_LENGTH:
+            listable.append(proto)
+    return encode_ls_response(listable)

@@ -177,6 +177,27 @@ def test_listener_answers_ls():
     assert lst.data_to_send() == encode_ls_response(["/a", "/bc"])
 
 
+def test_listener_stops_at_max_output_and_goes_on_when_asked():
+    lst = MultistreamListener(supported("/a"), list_protocols=lambda: ["/a", "/bc"],
+                              max_output=100)
+    lst.data_to_send()
+    answer = encode_ls_response(["/a", "/bc"])
+    assert lst.receive_data(HEADER + b"\x03ls\n" * 50 + encode_message("/a") + b"x") is None
+    assert lst.awaiting_drain and lst.buffered > 0
+    answers = lst.data_to_send()
+    while lst.awaiting_drain:
+        result = lst.receive_data(b"")
+        answers += lst.data_to_send()
+    assert answers == answer * 50 + encode_message("/a")
+    assert result == Agreed("/a", b"x") and lst.buffered == 0
+
+
+def test_buffered_counts_a_partial_message():
+    lst = MultistreamListener(supported("/a"))
+    assert lst.receive_data(HEADER + b"\x10/a") is None
+    assert lst.buffered == 3 and not lst.awaiting_drain
+
+
 def test_listener_ls_without_list_callback_answers_empty_list():
     lst = MultistreamListener(supported("/a"))
     lst.data_to_send()
