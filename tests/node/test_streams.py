@@ -13,7 +13,7 @@ import pytest
 from libp2p_stream_sync import (AlreadyRegistered, IncompleteReadError, OpenStreamError,
                                 PeerId, UnsupportedProtocol)
 
-from conftest import EchoServer, connect, p2p_addr
+from conftest import EchoServer, connect, p2p_addr, wait_until
 
 MUXERS = ["yamux", "mplex"]
 
@@ -396,19 +396,25 @@ def test_opens_beyond_the_yamux_ack_backlog_wait_for_acks(make_node):
 
     def opener():
         try:
-            control.open_stream(server.peer_id, "/many/1.0.0", timeout=1.0)
+            control.open_stream(server.peer_id, "/many/1.0.0", timeout=4.0)
         except OpenStreamError as exc:
             errors.append(exc.kind)
+
+    conn = client._connections[server.peer_id][0]
+
+    def probe_backlog() -> tuple[int, int]:
+        probe: Future = Future()
+        client._reactor.call_soon(
+            lambda: probe.set_result((conn._muxer.outbound_unacked,
+                                      len(conn._deferred_opens))))
+        return probe.result(5)
 
     threads = [threading.Thread(target=opener) for _ in range(300)]
     for t in threads:
         t.start()
-    time.sleep(0.5)
-    conn = client._connections[server.peer_id][0]
-    probe: Future = Future()
-    client._reactor.call_soon(
-        lambda: probe.set_result((conn._muxer.outbound_unacked, len(conn._deferred_opens))))
-    unacked, deferred = probe.result(5)
+    # Under load the 300 threads take a while to reach the reactor: wait for all.
+    wait_until(lambda: sum(probe_backlog()) >= 300, timeout=3.5)
+    unacked, deferred = probe_backlog()
     for t in threads:
         t.join(10)
     assert (unacked, deferred) == (256, 44)
