@@ -42,7 +42,7 @@ from .tls_certificate import (
 try:
     from OpenSSL import SSL
 except ImportError:  # the optional extra is not installed
-    SSL = None
+    SSL = None  # type: ignore[assignment]
 
 __all__ = [
     "PROTOCOL_ID", "ALPN_LIBP2P", "TlsUnavailable", "TlsError", "TlsHandshakeError",
@@ -91,18 +91,20 @@ def _ssl_error_text(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _accept_any_certificate(_conn, _cert, _errno, _depth, _ok) -> bool:
+def _accept_any_certificate(_conn: object, _cert: object, _errno: int, _depth: int,
+                            _ok: int) -> bool:
     """OpenSSL's verify callback: accept self-signed; the libp2p checks come after."""
     return True
 
 
-def _select_alpn(conn, offered: list[bytes]) -> bytes:
+def _select_alpn(conn: "SSL.Connection", offered: list[bytes]) -> bytes:
     """Server ALPN: our first muxer the client offers, else ``libp2p``."""
     handshake: TlsHandshake = conn.get_app_data()
     for protocol in handshake.alpn_protocols():
         if protocol in offered:
             return protocol
-    return SSL.NO_OVERLAPPING_PROTOCOLS  # go-libp2p clients always offer "libp2p"
+    # go, js and py clients always offer "libp2p"; no ALPN is then sent back.
+    return SSL.NO_OVERLAPPING_PROTOCOLS  # type: ignore[return-value]
 
 
 class TlsIdentity:
@@ -285,12 +287,12 @@ class TlsHandshake:
         self.remote_public_key = peer.public_key
         self._complete = True
 
-    def _peer_chain(self) -> list:
+    def _peer_chain(self) -> list[x509.Certificate]:
         """The certificates the remote sent (OpenSSL omits the leaf on the server side)."""
-        chain = self._conn.get_peer_cert_chain(as_cryptography=True) or []
+        chain = list(self._conn.get_peer_cert_chain(as_cryptography=True) or [])
         if not self.initiator:
             leaf = self._conn.get_peer_certificate(as_cryptography=True)
-            chain = ([leaf] if leaf is not None else []) + list(chain)
+            chain = ([leaf] if leaf is not None else []) + chain
         return chain
 
 

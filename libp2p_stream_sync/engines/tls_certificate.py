@@ -235,7 +235,7 @@ def _parse(cert: bytes | x509.Certificate) -> x509.Certificate:
         return cert
     try:
         return x509.load_der_x509_certificate(bytes(cert))
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise InvalidCertificate(f"malformed certificate: {exc}") from exc
 
 
@@ -262,14 +262,14 @@ def _libp2p_extension(cert: x509.Certificate) -> bytes:
     """The libp2p extension's value; rejects unknown critical extensions."""
     try:
         extensions = list(cert.extensions)
-    except ValueError as exc:  # malformed or duplicate extensions
+    except (ValueError, x509.DuplicateExtension) as exc:  # malformed or duplicated
         raise InvalidCertificate(f"certificate extensions malformed: {exc}") from exc
     value = None
     for ext in extensions:
         if ext.critical and ext.oid not in UNDERSTOOD_CRITICAL:
             raise InvalidCertificate(f"unknown critical extension {ext.oid.dotted_string}")
         if ext.oid == EXTENSION_OID:
-            value = ext.value.value
+            value = bytes(ext.value.value)
     if value is None:
         raise InvalidCertificate("certificate lacks the libp2p public key extension")
     return value

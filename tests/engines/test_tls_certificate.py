@@ -253,3 +253,48 @@ def test_signed_key_round_trip_and_strict_decoding():
         decode_signed_key(encoded + b"\x00")
     with pytest.raises(DecodeError):  # non-minimal length
         decode_signed_key(b"\x30\x81\x04\x04\x00\x04\x00")
+
+
+LIBP2P_OID_DER = bytes.fromhex("060a2b0601040183a25a0101")
+ECDSA_WITH_SHA256 = bytes.fromhex("300a06082a8648ce3d040302")
+
+
+def der_tlv(tag: int, content: bytes) -> bytes:
+    length = len(content)
+    if length < 0x80:
+        return bytes([tag, length]) + content
+    size = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(size)]) + size + content
+
+
+def resign(cert: x509.Certificate, key, old: bytes, new: bytes) -> bytes:
+    """``cert`` (signed by a P-256 ``key``) with ``old`` replaced by ``new`` in its TBS
+    bytes, signed again: breaks one rule that ``cryptography``'s builder enforces."""
+    tbs = cert.tbs_certificate_bytes
+    assert tbs.count(old) == 1 and len(old) == len(new)
+    tbs = tbs.replace(old, new)
+    signature = key.sign(tbs, ec.ECDSA(hashes.SHA256()))
+    return der_tlv(0x30, tbs + ECDSA_WITH_SHA256 + der_tlv(0x03, b"\x00" + signature))
+
+
+def test_resign_makes_a_valid_certificate():
+    cert_key = ec.generate_private_key(ec.SECP256R1())
+    same = resign(build(cert_key=cert_key), cert_key, LIBP2P_OID_DER, LIBP2P_OID_DER)
+    assert verify_certificate_chain([same]).peer_id == keypair().peer_id
+
+
+def test_a_duplicated_libp2p_extension_is_rejected():
+    cert_key = ec.generate_private_key(ec.SECP256R1())
+    decoy = x509.ObjectIdentifier("1.3.6.1.4.1.53594.1.2")  # the libp2p OID but the last arc
+    cert = build(cert_key=cert_key,
+                 after=[(x509.UnrecognizedExtension(decoy, b"\x05\x00"), False)])
+    duplicated = resign(cert, cert_key, LIBP2P_OID_DER[:-1] + b"\x02", LIBP2P_OID_DER)
+    rejected([duplicated], "extensions malformed")
+
+
+def test_an_unknown_x509_version_is_rejected():
+    """A fuzzer finding: cryptography raises InvalidVersion, which is no ValueError."""
+    cert_key = ec.generate_private_key(ec.SECP256R1())
+    v18 = resign(build(cert_key=cert_key), cert_key, b"\xa0\x03\x02\x01\x02",
+                 b"\xa0\x03\x02\x01\x12")
+    rejected([v18], "malformed certificate: 18 is not a valid X509 version")

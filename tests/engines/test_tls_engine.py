@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import pathlib
 
 import pytest
 from cryptography import x509
@@ -28,7 +27,6 @@ from libp2p_stream_sync.engines.tls_certificate import (
 from libp2p_stream_sync.errors import ProtocolError
 from libp2p_stream_sync.identity import Keypair, KeyType
 
-DATA = pathlib.Path(__file__).resolve().parent / "data"
 YAMUX, MPLEX = "/yamux/1.0.0", "/mplex/6.7.0"
 KEY_TYPES = [KeyType.ED25519, KeyType.SECP256K1, KeyType.ECDSA, KeyType.RSA]
 _IDENTITIES: dict[KeyType, TlsIdentity] = {}
