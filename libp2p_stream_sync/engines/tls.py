@@ -25,6 +25,15 @@ Usage (the same shape as :class:`.noise.NoiseHandshake`)::
 The handshake feeds OpenSSL whole TLS records only and stops at the one that
 completes the handshake, so the bytes after it come back from :meth:`to_transport`
 as ``leftover`` ciphertext, exactly as with Noise.
+
+As TLS 1.3 goes, the client (initiator) completes first, before the server has
+checked the client's certificate; a server that rejects it raises and closes the
+connection without reading what the client sent (libp2p/specs tls.md, note for
+clients).
+
+Memory a peer can make one handshake hold: one partial TLS record (< 18.5 KiB) in
+the engine, plus OpenSSL's buffer for one handshake message (its ``max_cert_list``,
+100 KiB by default). The transport keeps no plaintext between calls.
 """
 
 from __future__ import annotations
@@ -103,7 +112,7 @@ def _select_alpn(conn: "SSL.Connection", offered: list[bytes]) -> bytes:
     for protocol in handshake.alpn_protocols():
         if protocol in offered:
             return protocol
-    # go, js and py clients always offer "libp2p"; no ALPN is then sent back.
+    # Not even "libp2p" (every libp2p client offers it): answer without ALPN.
     return SSL.NO_OVERLAPPING_PROTOCOLS  # type: ignore[return-value]
 
 
@@ -147,7 +156,9 @@ class TlsIdentity:
                        _accept_any_certificate)
         if not client:
             ctx.set_alpn_select_callback(_select_alpn)
-            # No resumption: the server keeps no session state and sends no tickets.
+            # No resumption, no server state: with tickets off and no session cache
+            # OpenSSL still sends two small TLS 1.3 tickets (pyOpenSSL cannot set
+            # their number to 0), which the client side ignores.
             ctx.set_options(SSL.OP_NO_TICKET)
             ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
         return ctx
@@ -280,8 +291,6 @@ class TlsHandshake:
             return
         except SSL.Error as exc:
             raise TlsHandshakeError(f"TLS handshake failed: {_ssl_error_text(exc)}") from exc
-        if self._conn.get_protocol_version_name() != "TLSv1.3":  # min version forbids it
-            raise TlsHandshakeError("TLS handshake negotiated a version below 1.3")
         peer = verify_certificate_chain(self._peer_chain(), expected_peer=self.expected_peer)
         self.remote_peer_id = peer.peer_id
         self.remote_public_key = peer.public_key
@@ -324,6 +333,10 @@ class TlsTransport:
         self._rbuf = bytearray()
         #: True once the peer sent close_notify (its graceful end of stream).
         self.peer_closed = False
+
+    def cipher_name(self) -> str:
+        """The negotiated TLS 1.3 cipher suite, e.g. ``TLS_AES_256_GCM_SHA384``."""
+        return str(self._conn.get_cipher_name())
 
     def encrypt(self, plaintext: bytes | bytearray | memoryview) -> bytes:
         """Encrypt ``plaintext`` into TLS records, ready for the wire (b"" for b"")."""
