@@ -215,6 +215,21 @@ def test_the_client_offers_its_muxers_then_libp2p():
     assert client.alpn_protocols() == [YAMUX.encode(), MPLEX.encode(), b"libp2p"]
 
 
+def test_the_client_hello_carries_alpn_and_no_server_name():
+    """What a peer's TLS stack sees: our muxers then "libp2p" in ALPN, no SNI (spec)."""
+    seen = {}
+    ctx = _raw_client_context(other_identity())
+    ctx.set_tlsext_servername_callback(
+        lambda conn: seen.setdefault("sni", conn.get_servername()))
+    ctx.set_alpn_select_callback(lambda conn, offered: seen.setdefault("alpn", offered)[0])
+    raw = SSL.Connection(ctx, None)
+    raw.set_accept_state()
+    client = engine(identity(), True, muxers=[YAMUX, MPLEX])
+    _raw_handshake(raw, client)
+    assert seen == {"sni": None, "alpn": [YAMUX.encode(), MPLEX.encode(), b"libp2p"]}
+    assert client.selected_muxer() == YAMUX
+
+
 def test_a_client_without_alpn_gets_no_muxer():
     ctx = _raw_client_context(identity())
     raw = SSL.Connection(ctx, None)
