@@ -30,6 +30,9 @@ from libp2p_stream_sync.engines.noise import (
     NoiseHandshake, NoiseTransport, decode_handshake_payload, encode_handshake_payload,
     SIGNATURE_PREFIX)
 from libp2p_stream_sync.engines.noise_state import x25519_private_key, x25519_public_bytes
+from libp2p_stream_sync.engines import tls
+from libp2p_stream_sync.engines.tls_certificate import (
+    TlsError, make_certificate, verify_certificate_chain)
 from libp2p_stream_sync.errors import DecodeError, ProtocolError
 from libp2p_stream_sync.identity import Keypair, PeerId, PublicKey
 from libp2p_stream_sync.identity.keys import KeyType, encode_key_message
@@ -575,6 +578,102 @@ def _codec_corpus() -> list[bytes]:
             _KP_I.peer_id.to_cid_string().encode(), _KP_I.peer_id.to_bytes()]
 
 
+# ---------------------------------------------------------------- tls
+
+
+def _tls_identities() -> tuple[tls.TlsIdentity, tls.TlsIdentity]:
+    return tls.TlsIdentity(_KP_I), tls.TlsIdentity(_KP_R)
+
+
+def _tls_pair(identities) -> tuple[tls.TlsHandshake, tls.TlsHandshake]:
+    client_identity, server_identity = identities
+    client = tls.TlsHandshake(_KP_I, initiator=True, expected_peer=_KP_R.peer_id,
+                              muxers=_MUXERS, identity=client_identity)
+    server = tls.TlsHandshake(_KP_R, initiator=False, muxers=_MUXERS,
+                              identity=server_identity)
+    return client, server
+
+
+def _tls_corpus(identities) -> dict[str, list[bytes]]:
+    """A real handshake's flights and application records (TLS is not deterministic:
+    a recorded server flight only parses up to the key exchange in a new handshake)."""
+    client, server = _tls_pair(identities)
+    hello = client.data_to_send()
+    server.receive_data(hello)
+    server_flight = server.data_to_send()
+    client.receive_data(server_flight)
+    client_transport, _ = client.to_transport()
+    client_flight = client.data_to_send()
+    server.receive_data(client_flight)
+    tickets = server.data_to_send()
+    server_transport, _ = server.to_transport()
+    records = [server_transport.encrypt(b"hello"), server_transport.encrypt(b"x" * 40000),
+               server_transport.close()]
+    return {"client-hello": [hello, hello + client_flight],
+            "server-flight": [server_flight, server_flight + tickets + records[0]],
+            "records": [tickets + r for r in records]}
+
+
+def _run_tls_server(data: bytes, rng: random.Random, identities) -> None:
+    server = _tls_pair(identities)[1]
+    split_feed(data, rng, server.receive_data, lambda: server.complete)
+    server.data_to_send()
+    assert not server.complete, "TLS server completed without the client's Finished"
+
+
+def _run_tls_client(data: bytes, rng: random.Random, identities) -> None:
+    client = _tls_pair(identities)[0]
+    client.data_to_send()
+    split_feed(data, rng, client.receive_data, lambda: client.complete)
+    # A recorded server flight cannot complete a new handshake (fresh key shares).
+    assert not client.complete, "TLS client completed against a replayed server flight"
+
+
+def _run_tls_transport(data: bytes, rng: random.Random, identities) -> None:
+    client, server = _tls_pair(identities)
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    server.receive_data(client.data_to_send())
+    transport, _ = client.to_transport()
+    transport.receive_data(server.data_to_send())  # tickets
+    split_feed(data, rng, transport.receive_data)
+    transport.encrypt(b"still usable")
+
+
+def _certificate_corpus() -> list[bytes]:
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    certs = [make_certificate(kp)[1] for kp in (_KP_I, Keypair.generate(KeyType.SECP256K1),
+                                                Keypair.generate(KeyType.RSA))]
+    certs.append(make_certificate(_KP_R, ed25519.Ed25519PrivateKey.generate())[1])
+    return [c.public_bytes(Encoding.DER) for c in certs]
+
+
+def _run_tls_certificate(data: bytes, rng: random.Random) -> None:
+    expected = _KP_I.peer_id if rng.random() < 0.5 else None
+    peer = verify_certificate_chain([data], expected_peer=expected)
+    assert PeerId.from_public_key(peer.public_key) == peer.peer_id
+
+
+def _tls_targets() -> list[Target]:
+    """The TLS targets (the handshake ones only when the pyOpenSSL extra is installed)."""
+    targets = [Target("tls-certificate", _certificate_corpus(), _run_tls_certificate,
+                      (TlsError,))]
+    if not tls.tls_available():
+        return targets
+    identities = _tls_identities()
+    corpus = _tls_corpus(identities)
+
+    def bind(run):
+        return lambda data, rng: run(data, rng, identities)
+    targets += [
+        Target("tls-server", corpus["client-hello"], bind(_run_tls_server), (TlsError,)),
+        Target("tls-client", corpus["server-flight"], bind(_run_tls_client), (TlsError,)),
+        Target("tls-transport", corpus["records"], bind(_run_tls_transport), (TlsError,)),
+    ]
+    return targets
+
+
 # ---------------------------------------------------------------- registry
 
 
@@ -600,5 +699,6 @@ def build_targets() -> dict[str, Target]:
         Target("peer-id", _peer_id_corpus(), _run_peer_id, ()),
         Target("public-key", _public_key_corpus(), _run_public_key, (DecodeError,)),
         Target("codecs", _codec_corpus(), _run_codecs, codec_err),
+        *_tls_targets(),
     ]
     return {t.name: t for t in targets}
