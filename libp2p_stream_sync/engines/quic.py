@@ -119,7 +119,7 @@ class QuicIdentity:
 
 if QuicConnection is not None:
     class _AioquicConnection(QuicConnection):
-        """aioquic's connection with the four hooks libp2p needs and aioquic lacks.
+        """aioquic's connection with the hooks libp2p needs and aioquic lacks.
 
         Checked against aioquic 1.7.2 (``AIOQUIC_VERSION``); each hook names the
         private attribute it uses.
@@ -128,6 +128,14 @@ if QuicConnection is not None:
         def __init__(self, *, stream_window: int, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self.stream_window = stream_window
+
+        def set_inbound_stream_limits(self, *, bidi: int, uni: int) -> None:
+            """The initial MAX_STREAMS we announce (aioquic has no option for them:
+            its ``_local_max_streams_*`` limits are fixed at 128). Call before the
+            transport parameters are written (at once after construction)."""
+            for limit, value in ((self._local_max_streams_bidi, bidi),
+                                 (self._local_max_streams_uni, uni)):
+                limit.value = limit.sent = value
 
         def _initialize(self, peer_cid: bytes) -> None:
             # aioquic's server asks for a client certificate only when the TLS
@@ -232,7 +240,7 @@ class QuicMuxer:
             original_destination_connection_id=original_destination_connection_id,
             retry_source_connection_id=retry_source_connection_id,
             stream_window=stream_window)
-        self._set_inbound_stream_limit(max_streams)
+        self._conn.set_inbound_stream_limits(bidi=max_streams, uni=0)
         self._streams: dict[int, _Stream] = {}
         self._remote_next = 1 if initiator else 0   # next remote-initiated stream id
         self._remote_gaps: set[int] = set()         # lower remote ids not seen yet
@@ -254,13 +262,6 @@ class QuicMuxer:
             supported_versions=[QuicProtocolVersion.VERSION_1],
             idle_timeout=idle_timeout, max_stream_data=stream_window,
             max_data=16 * stream_window)
-
-    def _set_inbound_stream_limit(self, n: int) -> None:
-        # Before the transport parameters are written: the initial MAX_STREAMS values
-        # (aioquic has no option for them: private ``_local_max_streams_*`` limits).
-        for limit, value in ((self._conn._local_max_streams_bidi, n),
-                             (self._conn._local_max_streams_uni, 0)):
-            limit.value = limit.sent = value
 
     @classmethod
     def client(cls, keypair: Keypair, addr: NetworkAddress, now: float,
@@ -368,7 +369,10 @@ class QuicMuxer:
     def send_window(self, sid: int) -> int:
         """How many bytes :meth:`send_data` would take now on stream ``sid``."""
         self._writable(sid)
-        return max(0, self._send_buffer - self._conn.unacked_bytes(sid))
+        window = max(0, self._send_buffer - self._conn.unacked_bytes(sid))
+        if not window:
+            self._blocked.add(sid)  # SendWindowUpdated once acknowledgements free room
+        return window
 
     def send_data(self, sid: int, data: bytes | bytearray | memoryview) -> int:
         """Queue up to :meth:`send_window` bytes of ``data``; return how many.
@@ -382,7 +386,7 @@ class QuicMuxer:
             n = min(view.nbytes, window)
             if n:
                 self._conn.send_stream_data(sid, bytes(view[:n]))
-            if n < view.nbytes:
+            if n < view.nbytes or n == window:
                 self._blocked.add(sid)
         return n
 
@@ -430,6 +434,10 @@ class QuicMuxer:
         has no GOAWAY frame, so the peer learns it from the resets; :meth:`close`
         ends the connection."""
         self._going_away = True
+
+    def change_connection_id(self) -> None:
+        """Switch to another of the peer's connection ids (unlinkability, RFC 9000 9.5)."""
+        self._conn.change_connection_id()
 
     def close(self, code: int = 0, reason: str = "") -> None:
         """Close the connection (CONNECTION_CLOSE with application error ``code``)."""
