@@ -95,6 +95,10 @@ class QuicEndpoint:
         about the handshake). Never raises for what a peer sends.
         """
         data = bytes(data)
+        foreign = _foreign_long_header(data)
+        if foreign is not None:
+            self._negotiate_version(*foreign, data, addr)
+            return []
         try:
             header = pull_quic_header(Buffer(data=data), host_cid_length=CID_LENGTH)
         except ValueError:
@@ -102,10 +106,12 @@ class QuicEndpoint:
             return []
         conn = self._routes.get(header.destination_cid)
         if conn is None:
-            conn = self._maybe_accept(header, data, addr, now)
-            if conn is None:
+            accepted = self._maybe_accept(header, data, addr, now)
+            if accepted is None:
                 return []
-        events = conn.receive_datagram(data, addr, now)
+            conn, events = accepted
+        else:
+            events = conn.receive_datagram(data, addr, now)
         self._after_call(conn)
         return [(conn, events)]
 
@@ -146,15 +152,15 @@ class QuicEndpoint:
     # ------------------------------------------------------------------ new peers
 
     def _maybe_accept(self, header: Any, data: bytes, addr: NetworkAddress,
-                      now: float) -> QuicMuxer | None:
-        """A connection for a datagram no route knows, or None (dropped/answered)."""
+                      now: float) -> tuple[QuicMuxer, list] | None:
+        """A new connection (fed ``data``) and its events for a datagram no route
+        knows, or None (dropped or answered statelessly)."""
         if header.version is None:
             self.dropped["unknown connection id"] += 1
             return None
-        if header.version not in SUPPORTED_VERSIONS:
-            self._negotiate_version(header, data, addr)
-            return None
-        if header.packet_type != QuicPacketType.INITIAL or len(data) < MIN_INITIAL_SIZE:
+        if (header.version not in SUPPORTED_VERSIONS
+                or header.packet_type != QuicPacketType.INITIAL
+                or len(data) < MIN_INITIAL_SIZE):
             self.dropped["not an initial"] += 1
             return None
         host = str(addr[0])
@@ -169,7 +175,7 @@ class QuicEndpoint:
         conn = QuicMuxer.server(self.keypair, now, identity=self.identity,
                                 original_destination_connection_id=ids[0],
                                 retry_source_connection_id=ids[1], **self._kwargs)
-        conn.receive_datagram(data, addr, now)
+        events = conn.receive_datagram(data, addr, now)
         first_flight = conn.datagrams_to_send(now)
         if not first_flight:  # it did not decrypt: keep nothing
             self.dropped["bad initial"] += 1
@@ -179,17 +185,16 @@ class QuicEndpoint:
         self._half_open[conn] = (host, now + self.handshake_timeout)
         self._per_host[host] += 1
         self._route(conn, [header.destination_cid, conn.host_cid])
-        self._after_call(conn)
-        return conn
+        return conn, events
 
-    def _negotiate_version(self, header: Any, data: bytes, addr: NetworkAddress) -> None:
-        if (header.packet_type == QuicPacketType.VERSION_NEGOTIATION
-                or header.version == QuicProtocolVersion.NEGOTIATION
-                or len(data) < MIN_INITIAL_SIZE):
+    def _negotiate_version(self, version: int, dcid: bytes | None, scid: bytes | None,
+                           data: bytes, addr: NetworkAddress) -> None:
+        if (version == QuicProtocolVersion.NEGOTIATION or len(data) < MIN_INITIAL_SIZE
+                or dcid is None or scid is None):
             self.dropped["version"] += 1  # never answer a VN (reflection loops)
             return
         self._out.append((encode_quic_version_negotiation(
-            source_cid=header.destination_cid, destination_cid=header.source_cid,
+            source_cid=dcid, destination_cid=scid,
             supported_versions=SUPPORTED_VERSIONS), addr))
 
     def _retry_ids(self, header: Any, addr: NetworkAddress,
@@ -249,6 +254,21 @@ class QuicEndpoint:
         for cid in self._cids.pop(conn, ()):
             if self._routes.get(cid) is conn:
                 del self._routes[cid]
+
+
+def _foreign_long_header(data: bytes) -> tuple[int, bytes | None, bytes | None] | None:
+    """``(version, destination cid, source cid)`` of a long-header packet of a version
+    we do not speak (read by the version-independent rules of RFC 8999), else None."""
+    if len(data) < 7 or not data[0] & 0x80:
+        return None
+    version = int.from_bytes(data[1:5], "big")
+    if version in SUPPORTED_VERSIONS:
+        return None
+    dcid_end = 6 + data[5]
+    if data[5] > 20 or dcid_end >= len(data) or data[dcid_end] > 20 \
+            or dcid_end + 1 + data[dcid_end] > len(data):
+        return version, None, None  # malformed: dropped
+    return version, data[6:dcid_end], data[dcid_end + 1:dcid_end + 1 + data[dcid_end]]
 
 
 def _random_cid() -> bytes:

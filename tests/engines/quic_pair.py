@@ -37,12 +37,13 @@ class Pair:
         self.client_events: list = []
         self.server_events: list = []
         self.wire_bytes = 0
+        self._server: QuicMuxer | None = None
 
     @property
     def server(self) -> QuicMuxer:
-        """The one connection the endpoint accepted."""
-        (conn,) = self.endpoint.connections
-        return conn
+        """The connection the endpoint accepted for this client."""
+        assert self._server is not None, "no connection accepted yet"
+        return self._server
 
     def step(self) -> bool:
         """Move every pending datagram once; True if any moved."""
@@ -51,8 +52,9 @@ class Pair:
             moved = True
             self.wire_bytes += len(data)
             if not (self.drop and self.drop(data, True)):
-                for _conn, events in self.endpoint.receive_datagram(data, CLIENT_ADDR,
-                                                                    self.now):
+                for conn, events in self.endpoint.receive_datagram(data, CLIENT_ADDR,
+                                                                   self.now):
+                    self._server = self._server or conn
                     self.server_events += events
         for data, _addr in self.endpoint.datagrams_to_send(self.now):
             moved = True
@@ -101,6 +103,6 @@ class Pair:
     def handshake(self) -> None:
         """Run until both sides verified (or one gave up)."""
         self.run(until=lambda: self.client.is_terminated or (
-            self.client.is_verified and self.endpoint.connections
+            self.client.is_verified and self._server is not None
             and self.server.is_verified) or (not self.endpoint.connections
                                              and self.now > 5))
