@@ -39,7 +39,7 @@ from __future__ import annotations
 import datetime
 import ssl
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from cryptography import x509
 
@@ -570,4 +570,3 @@ class QuicMuxer:
     def _forget(self, sid: int) -> None:
         self._streams.pop(sid, None)
         self._blocked.discard(sid)
-

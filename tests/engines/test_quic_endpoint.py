@@ -217,9 +217,6 @@ def test_random_datagrams_to_the_endpoint_are_dropped(datagrams):
         assert len(reply) <= 1500
 
 
-_RECORDED: list[bytes] = []
-
-
 def _recorded() -> tuple[Pair, list[bytes]]:
     """A connected pair plus every datagram its client sent (handshake and a stream)."""
     sent: list[bytes] = []
@@ -255,6 +252,7 @@ def test_truncated_replayed_and_mutated_datagrams_only_drop_or_close(data):
     pair.run()
     # Either the connection carries on, or it ended cleanly with a reason.
     if pair.client.is_terminated or not pair.endpoint.connections:
-        assert any(isinstance(e, SessionTerminated) for e in pair.server_events + pair.client_events)
+        events = pair.server_events + pair.client_events
+        assert any(isinstance(e, SessionTerminated) for e in events)
     else:
         assert echo_works(pair)

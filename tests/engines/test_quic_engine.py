@@ -488,3 +488,21 @@ def test_close_reaches_the_peer():
     pair.run(until=lambda: pair.client.is_terminated and not pair.endpoint.connections)
     (ended,) = of(pair.server_events, SessionTerminated)
     assert ended.error is None and ended.reason == "bye"
+
+
+def test_go_away_resets_new_inbound_streams_and_keeps_old_ones():
+    pair = connected()
+    old = pair.client.open_stream()
+    pair.client.send_data(old, b"before")
+    pair.run()
+    pair.server.go_away()
+    with pytest.raises(StreamLimitError):
+        pair.server.open_stream()
+    new = pair.client.open_stream()
+    pair.client.send_data(new, b"after")
+    pair.client.send_data(old, b" and still")
+    pair.run()
+    assert of(pair.client_events, StreamReset, new)
+    assert [e.stream_id for e in of(pair.server_events, StreamOpened)] == [old]
+    assert received(pair.server_events, old) == b"before and still"
+    assert pair.server.has_flow_control and pair.server.outbound_unacked == 0
