@@ -72,8 +72,9 @@ class QuicEndpoint:
         self._half_open: dict[QuicMuxer, tuple[str, float]] = {}  # host, deadline
         self._per_host: Counter[str] = Counter()
         self._out: list[tuple[bytes, NetworkAddress]] = []
-        #: Datagrams dropped, by reason (for tests and stats).
+        #: Datagrams dropped, by reason; stateless replies sent, by kind (stats).
         self.dropped: Counter[str] = Counter()
+        self.stateless_replies: Counter[str] = Counter()
 
     @property
     def connections(self) -> list[QuicMuxer]:
@@ -193,6 +194,7 @@ class QuicEndpoint:
                 or dcid is None or scid is None):
             self.dropped["version"] += 1  # never answer a VN (reflection loops)
             return
+        self.stateless_replies["version negotiation"] += 1
         self._out.append((encode_quic_version_negotiation(
             source_cid=dcid, destination_cid=scid,
             supported_versions=SUPPORTED_VERSIONS), addr))
@@ -208,6 +210,7 @@ class QuicEndpoint:
             token = self._retry.create_token(
                 address=addr, original_destination_connection_id=header.destination_cid,
                 retry_source_connection_id=source_cid, now=now)
+            self.stateless_replies["retry"] += 1
             self._out.append((encode_quic_retry(
                 version=header.version, source_cid=source_cid,
                 destination_cid=header.source_cid,

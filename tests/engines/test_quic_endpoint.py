@@ -153,6 +153,7 @@ def test_no_reply_to_small_or_negotiation_packets(packet):
 
 def test_stateless_retry_then_handshake():
     pair = connected(endpoint_kwargs={"retry": True})
+    assert pair.endpoint.stateless_replies["retry"] == 1
     assert echo_works(pair)
 
 

@@ -506,3 +506,15 @@ def test_go_away_resets_new_inbound_streams_and_keeps_old_ones():
     assert [e.stream_id for e in of(pair.server_events, StreamOpened)] == [old]
     assert received(pair.server_events, old) == b"before and still"
     assert pair.server.has_flow_control and pair.server.outbound_unacked == 0
+
+
+def test_peer_opening_a_unidirectional_stream_is_closed():
+    """libp2p uses bidirectional streams only: we allow the peer no unidirectional one."""
+    pair = connected()
+    raw = pair.client._conn
+    raw._remote_max_streams_uni = 10  # a peer that ignores our MAX_STREAMS_UNI of 0
+    raw.send_stream_data(raw.get_next_available_stream_id(is_unidirectional=True), b"x")
+    pair.run(until=lambda: pair.client.is_terminated)
+    (ended,) = of(pair.client_events, SessionTerminated)
+    assert ended.error is not None
+    assert not of(pair.server_events, StreamOpened)
