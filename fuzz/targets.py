@@ -700,5 +700,85 @@ def build_targets() -> dict[str, Target]:
         Target("public-key", _public_key_corpus(), _run_public_key, (DecodeError,)),
         Target("codecs", _codec_corpus(), _run_codecs, codec_err),
         *_tls_targets(),
+        *_quic_targets(),
     ]
     return {t.name: t for t in targets}
+
+
+# ---------------------------------------------------------------- quic
+
+_QUIC_SERVER_ADDR, _QUIC_CLIENT_ADDR = ("127.0.0.1", 4433), ("127.0.0.1", 5544)
+
+
+def _quic_connect(identities, record: list[bytes] | None = None):
+    """A client engine and a server endpoint, handshake done (``record`` gets every
+    datagram the client sent), moving datagrams in memory on a fake clock."""
+    from libp2p_stream_sync.engines.quic import QuicMuxer
+    from libp2p_stream_sync.engines.quic_endpoint import QuicEndpoint
+    client_identity, server_identity = identities
+    endpoint = QuicEndpoint(_KP_R, identity=server_identity)
+    client = QuicMuxer.client(_KP_I, _QUIC_SERVER_ADDR, 0.0, expected_peer=_KP_R.peer_id,
+                              identity=client_identity)
+    now = 0.0
+    for _ in range(200):
+        now += 1e-5
+        for data, _addr in client.datagrams_to_send(now):
+            if record is not None:
+                record.append(data)
+            endpoint.receive_datagram(data, _QUIC_CLIENT_ADDR, now)
+        for data, _addr in endpoint.datagrams_to_send(now):
+            client.receive_datagram(data, _QUIC_SERVER_ADDR, now)
+        if client.is_verified and endpoint.connections and endpoint.connections[0].is_verified:
+            break
+    sid = client.open_stream()
+    client.send_data(sid, b"hello quic" * 100)
+    client.close_stream(sid)
+    for data, _addr in client.datagrams_to_send(now):
+        if record is not None:
+            record.append(data)
+        endpoint.receive_datagram(data, _QUIC_CLIENT_ADDR, now)
+    return client, endpoint, now
+
+
+def _run_quic_endpoint(data: bytes, rng: random.Random, identities) -> None:
+    """One datagram to a fresh endpoint: dropped, answered, or a new connection."""
+    from libp2p_stream_sync.engines.quic_endpoint import QuicEndpoint
+    endpoint = QuicEndpoint(_KP_R, identity=identities[1], retry=rng.random() < 0.3)
+    endpoint.receive_datagram(data, _QUIC_CLIENT_ADDR, 0.0)
+    for reply, _addr in endpoint.datagrams_to_send(0.0):
+        assert len(reply) <= max(len(data), 1200) * 3, "amplification beyond 3x"
+    endpoint.handle_timer(100.0)
+    assert endpoint.half_open == 0 and not endpoint.connections
+
+
+def _run_quic_connection(data: bytes, rng: random.Random, state: dict) -> None:
+    """A datagram to an established connection (kept across inputs, remade when it
+    ends); afterwards its local API must still work."""
+    if state.get("endpoint") is None or not state["endpoint"].connections:
+        state["client"], state["endpoint"], state["now"] = _quic_connect(state["ids"])
+    endpoint = state["endpoint"]
+    state["now"] += 1e-3
+    for conn, _events in endpoint.receive_datagram(data, _QUIC_CLIENT_ADDR, state["now"]):
+        if not conn.is_terminated and rng.random() < 0.05:
+            conn.go_away()
+    endpoint.datagrams_to_send(state["now"])
+    endpoint.handle_timer(state["now"])
+
+
+def _quic_targets() -> list[Target]:
+    """The QUIC targets, when the aioquic extra is installed."""
+    from libp2p_stream_sync.engines import quic
+    if not quic.quic_available():
+        return []
+    identities = (quic.QuicIdentity(_KP_I), quic.QuicIdentity(_KP_R))
+    recorded: list[bytes] = []
+    _quic_connect(identities, recorded)
+    state: dict = {"ids": identities}
+    return [
+        Target("quic-endpoint", recorded[:2],
+               lambda data, rng: _run_quic_endpoint(data, rng, identities), (),
+               max_random=1500),
+        Target("quic-connection", recorded,
+               lambda data, rng: _run_quic_connection(data, rng, state), (),
+               max_random=1500),
+    ]

@@ -37,7 +37,12 @@ LAYERS: dict[str, int] = {
 
 #: Private names some of our code legitimately uses on objects of the standard library.
 STDLIB_PRIVATE_OK = {"_replace", "_asdict", "_fields", "_exit", "_getframe", "_checkClosed",
-                     "_GLOBAL_DEFAULT_TIMEOUT"}
+                     "_GLOBAL_DEFAULT_TIMEOUT",
+                     # aioquic 1.7.2 has no public hook for these; engines/quic.py
+                     # touches them only in _AioquicConnection (client certificate
+                     # request, peer certificates, bytes held in a stream's sender).
+                     "_request_client_certificate", "_peer_certificate",
+                     "_peer_certificate_chain", "_buffer"}
 
 #: Known violations still to remove (the untangle issue drains this list to empty).
 KNOWN_VIOLATIONS: set[str] = {
