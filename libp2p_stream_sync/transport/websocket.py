@@ -191,6 +191,11 @@ class WebSocketChannel:
             except OSError:
                 pass
 
+    @property
+    def upgraded(self) -> bool:
+        """The HTTP upgrade is complete (application bytes flow)."""
+        return self._engine.is_open
+
     # -- writing -----------------------------------------------------------------------
     @property
     def pending(self) -> int:
