@@ -155,7 +155,7 @@ def main() -> None:
         for kind, direction, label in cases:
             results[label].append(run_case(kind, direction, total))
     print(f"{args.mib} MiB per transfer, median of {args.rounds} round(s)\n")
-    print(f"| case | MB/s | sender CPU s/GB | receiver CPU s/GB |\n|---|---|---|---|")
+    print("| case | MB/s | sender CPU s/GB | receiver CPU s/GB |\n|---|---|---|---|")
     for label, runs in results.items():
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         print(f"| {label} | {med['mbps']:.0f} | {med['send_cpu']:.2f} | "

@@ -30,6 +30,7 @@ from libp2p_stream_sync.engines.noise import (
     NoiseHandshake, NoiseTransport, decode_handshake_payload, encode_handshake_payload,
     SIGNATURE_PREFIX)
 from libp2p_stream_sync.engines.noise_state import x25519_private_key, x25519_public_bytes
+from libp2p_stream_sync.engines.websocket import WebSocketEngine, WebSocketError, load_wsproto
 from libp2p_stream_sync.errors import DecodeError, ProtocolError
 from libp2p_stream_sync.identity import Keypair, PeerId, PublicKey
 from libp2p_stream_sync.identity.keys import KeyType, encode_key_message
@@ -575,6 +576,57 @@ def _codec_corpus() -> list[bytes]:
             _KP_I.peer_id.to_cid_string().encode(), _KP_I.peer_id.to_bytes()]
 
 
+# ---------------------------------------------------------------- websocket (server side)
+
+_WS_REQUEST = (b"GET / HTTP/1.1\r\nHost: 127.0.0.1:4001\r\nUpgrade: websocket\r\n"
+               b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               b"Sec-WebSocket-Version: 13\r\n\r\n")
+
+
+def _ws_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    """A client frame (masked with a fixed key, so the corpus is deterministic)."""
+    n = len(payload)
+    length = (bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big")
+              if n < 65536 else bytes([0x80 | 127]) + n.to_bytes(8, "big"))
+    key = b"\x11\x22\x33\x44"
+    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return bytes([(0x80 if fin else 0) | opcode]) + length + key + masked
+
+
+def _websocket_corpus() -> list[bytes]:
+    r = _WS_REQUEST
+    return [r + _ws_frame(2, b"/multistream/1.0.0\n"),
+            r + _ws_frame(2, b"frag", fin=False) + _ws_frame(9, b"ping")
+            + _ws_frame(0, b"ment") + _ws_frame(1, "t\u00e9xt".encode())
+            + _ws_frame(8, (1000).to_bytes(2, "big") + b"bye"),
+            r, r + _ws_frame(2, b"z" * 70000)[:200], r + _ws_frame(8, b""),
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", r.replace(b"13", b"8"),
+            r + bytes([0x82, 0xFF]) + b"\x7f" + b"\xff" * 7 + b"abcd"]
+
+
+def _run_websocket_server(data: bytes, rng: random.Random) -> None:
+    """Bytes from a would-be WebSocket client; only WebSocketError may escape."""
+    engine = WebSocketEngine(client=False, max_message_size=rng.choice([1 << 20, 100]))
+    for app in split_feed(data, rng, engine.receive_data):
+        assert isinstance(app, bytes), type(app)
+        assert isinstance(engine.data_to_send(), bytes)
+    if engine.writable:
+        engine.send(b"reply")
+    engine.close()
+    engine.data_to_send()
+    if engine.eof:
+        assert engine.close_code is not None
+
+
+def _websocket_targets() -> list[Target]:
+    try:
+        load_wsproto()
+    except ImportError:  # the optional extra is not installed: nothing to fuzz
+        return []
+    return [Target("websocket-server", _websocket_corpus(), _run_websocket_server,
+                   (WebSocketError,))]
+
+
 # ---------------------------------------------------------------- registry
 
 
@@ -600,5 +652,5 @@ def build_targets() -> dict[str, Target]:
         Target("peer-id", _peer_id_corpus(), _run_peer_id, ()),
         Target("public-key", _public_key_corpus(), _run_public_key, (DecodeError,)),
         Target("codecs", _codec_corpus(), _run_codecs, codec_err),
-    ]
+    ] + _websocket_targets()
     return {t.name: t for t in targets}

@@ -151,9 +151,8 @@ class WebSocketEngine:
         if self._close_wanted or self._failed:
             return
         self._close_wanted = True
-        if self.is_open and self._ws.state is self._state.OPEN:
-            self._out += self._ws.send(self._events.CloseConnection(code=code,
-                                                                     reason=reason))
+        if self.is_open:
+            self._send_close(code, reason)
 
     def data_to_send(self) -> bytes:
         """Bytes to write to the socket, possibly ``b""``."""
@@ -277,7 +276,10 @@ class WebSocketEngine:
     def _fail(self, code: int, reason: str) -> None:
         self._failed = True
         self._owed_pong = None
-        if self._ws.state is self._state.OPEN:
-            self._out += self._ws.send(self._events.CloseConnection(code=code,
-                                                                     reason=reason))
+        self._send_close(code, reason)
         raise WebSocketError(reason)
+
+    def _send_close(self, code: int, reason: str) -> None:
+        if self._ws.state is self._state.OPEN:
+            close = self._events.CloseConnection(code=code, reason=reason)
+            self._out += self._ws.send(close)
