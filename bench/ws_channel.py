@@ -29,6 +29,7 @@ from libp2p_stream_sync.transport.websocket import WebSocketChannel  # noqa: E40
 
 CHUNK = 64 * 1024
 RECV = 256 * 1024
+FRAME = 64 * 1024   # --frame: payload of each WebSocket message sent
 
 
 def _cpu() -> float:
@@ -41,7 +42,8 @@ def _wrap(sock: socket.socket, kind: str, role: str):
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if kind == "tcp":
         return sock
-    return WebSocketChannel(sock, role, host="127.0.0.1:1" if role == "client" else None)
+    return WebSocketChannel(sock, role, host="127.0.0.1:1" if role == "client" else None,
+                            max_frame_size=FRAME)
 
 
 def _send(chan, total: int) -> None:
@@ -146,7 +148,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--frame", type=int, default=64, help="KiB per message sent")
+    parser.add_argument("--chunk", type=int, default=64, help="KiB per sendmsg call")
     args = parser.parse_args()
+    global FRAME, CHUNK
+    FRAME, CHUNK = args.frame * 1024, args.chunk * 1024
     total = args.mib * 1024 * 1024
     cases = [("tcp", "c2s", "raw TCP"), ("ws", "c2s", "WebSocket client->server (masked)"),
              ("ws", "s2c", "WebSocket server->client")]
@@ -154,7 +160,8 @@ def main() -> None:
     for _ in range(args.rounds):  # interleaved: load changes hit every case alike
         for kind, direction, label in cases:
             results[label].append(run_case(kind, direction, total))
-    print(f"{args.mib} MiB per transfer, median of {args.rounds} round(s)\n")
+    print(f"{args.mib} MiB per transfer, {args.chunk} KiB per sendmsg, {args.frame} KiB "
+          f"messages, median of {args.rounds} round(s)\n")
     print("| case | MB/s | sender CPU s/GB | receiver CPU s/GB |\n|---|---|---|---|")
     for label, runs in results.items():
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}

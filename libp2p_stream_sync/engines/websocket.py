@@ -92,7 +92,7 @@ class WebSocketEngine:
         self._max_frame_size = max_frame_size
         self._ws: Any = wsproto.WSConnection(
             wsproto.ConnectionType.CLIENT if client else wsproto.ConnectionType.SERVER)
-        self._out = bytearray()
+        self._out: list[bytes] = []
         self._head = bytearray()
         self._early = bytearray()     # application bytes sent before the upgrade completed
         self._owed_pong: bytes | None = None
@@ -109,7 +109,7 @@ class WebSocketEngine:
         if client:
             if not host:
                 raise ValueError("a WebSocket client needs the Host header value")
-            self._out += self._ws.send(self._events.Request(host=host, target=path))
+            self._out.append(self._ws.send(self._events.Request(host=host, target=path)))
 
     # -- state -------------------------------------------------------------------------
     @property
@@ -157,9 +157,9 @@ class WebSocketEngine:
     def data_to_send(self) -> bytes:
         """Bytes to write to the socket, possibly ``b""``."""
         if self._owed_pong is not None and self._ws.state is self._state.OPEN:
-            self._out += self._ws.send(self._events.Pong(payload=self._owed_pong))
+            self._out.append(self._ws.send(self._events.Pong(payload=self._owed_pong)))
         self._owed_pong = None
-        out = bytes(self._out)
+        out = b"".join(self._out)
         self._out.clear()
         return out
 
@@ -167,8 +167,8 @@ class WebSocketEngine:
         view = memoryview(data)
         step = self._max_frame_size
         for start in range(0, len(view), step):
-            chunk = bytes(view[start:start + step])
-            self._out += self._ws.send(self._events.BytesMessage(data=chunk))
+            message = self._events.BytesMessage(data=view[start:start + step])
+            self._out.append(self._ws.send(message))
 
     # -- input -------------------------------------------------------------------------
     def receive_data(self, data: bytes | bytearray | memoryview) -> bytes:
@@ -215,7 +215,7 @@ class WebSocketEngine:
     def _handshake_event(self, event: object) -> None:
         ev = self._events
         if isinstance(event, ev.Request):  # server: any path will do
-            self._out += self._ws.send(ev.AcceptConnection())
+            self._out.append(self._ws.send(ev.AcceptConnection()))
             self._opened()
         elif isinstance(event, ev.AcceptConnection):  # client
             self._opened()
@@ -237,7 +237,7 @@ class WebSocketEngine:
         self._head = bytearray()
         self._early = bytearray()
         if not self.client:
-            self._out += response
+            self._out.append(response)
         raise WebSocketError(reason)
 
     def _process_events(self) -> bytes:
@@ -271,7 +271,7 @@ class WebSocketEngine:
         self.close_reason = event.reason or ""
         self._owed_pong = None
         if state is self._state.REMOTE_CLOSING:
-            self._out += self._ws.send(event.response())
+            self._out.append(self._ws.send(event.response()))
 
     def _fail(self, code: int, reason: str) -> None:
         self._failed = True
@@ -282,4 +282,4 @@ class WebSocketEngine:
     def _send_close(self, code: int, reason: str) -> None:
         if self._ws.state is self._state.OPEN:
             close = self._events.CloseConnection(code=code, reason=reason)
-            self._out += self._ws.send(close)
+            self._out.append(self._ws.send(close))
