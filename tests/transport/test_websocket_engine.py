@@ -234,3 +234,15 @@ def test_server_refusal_reaches_a_wsproto_client_as_a_rejection():
 def test_a_client_needs_a_host():
     with pytest.raises(ValueError):
         WebSocketEngine(client=True)
+
+
+def test_frames_sent_right_after_the_request_are_not_lost():
+    """A client that does not wait for the 101 (RFC 6455 says it should): its frames
+    arrive with the request and are delivered, not dropped with the HTTP head."""
+    client = WebSocketEngine(client=True, host="h:1")
+    server = WebSocketEngine(client=False)
+    request = client.data_to_send()
+    key = b"\x01\x02\x03\x04"
+    masked = bytes(b ^ key[i % 4] for i, b in enumerate(b"pipelined"))
+    frame = b"\x82" + bytes([0x80 | len(masked)]) + key + masked
+    assert server.receive_data(request + frame) == b"pipelined"
