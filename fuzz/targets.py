@@ -597,8 +597,9 @@ def _websocket_corpus() -> list[bytes]:
     r = _WS_REQUEST
     return [r + _ws_frame(2, b"/multistream/1.0.0\n"),
             r + _ws_frame(2, b"frag", fin=False) + _ws_frame(9, b"ping")
-            + _ws_frame(0, b"ment") + _ws_frame(1, "t\u00e9xt".encode())
+            + _ws_frame(0, b"ment") + _ws_frame(2, b"more")
             + _ws_frame(8, (1000).to_bytes(2, "big") + b"bye"),
+            r + _ws_frame(1, "t\u00e9xt".encode()),
             r, r + _ws_frame(2, b"z" * 70000)[:200], r + _ws_frame(8, b""),
             b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", r.replace(b"13", b"8"),
             r + bytes([0x82, 0xFF]) + b"\x7f" + b"\xff" * 7 + b"abcd"]

@@ -4,9 +4,11 @@
 out: the HTTP/1.1 upgrade (client: ``GET`` with the given ``Host``; server: accepts the
 upgrade on any path, answers anything else with ``400``), then application bytes as binary
 messages (one unfragmented message per chunk of at most ``max_frame_size`` bytes). On
-receipt, binary and text messages, fragmented or not, are all just bytes of the stream
-(go-libp2p and rust-libp2p read text messages the same way); pings are answered, and the
-peer's close frame is the end of the stream, answered with a close frame.
+receipt, binary messages, fragmented or not, are just bytes of the stream; pings are
+answered, and the peer's close frame is the end of the stream, answered with a close frame.
+A text message is refused (close code 1003): libp2p peers send binary only, and refusing
+keeps the application bytes of a read no more than the bytes read (a UTF-8 decoder would
+hold some back), which the channel relies on.
 
 Bounds (a peer cannot make the engine hold more): the HTTP head of the request or
 response, ``max_head_size`` (default 8 KiB, larger: ``431`` / error); one incoming message,
@@ -37,6 +39,7 @@ MAX_MESSAGE_SIZE = 1024 * 1024
 MAX_FRAME_SIZE = 64 * 1024
 
 CLOSE_NORMAL = 1000
+CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_NO_STATUS = 1005
 CLOSE_TOO_BIG = 1009
 #: Close codes that end the stream cleanly (as go-libp2p reads them); others are errors.
@@ -244,10 +247,11 @@ class WebSocketEngine:
         ev = self._events
         chunks = []
         for event in self._ws.events():
-            if isinstance(event, (ev.BytesMessage, ev.TextMessage)):
-                data = event.data.encode() if isinstance(event.data, str) else event.data
-                chunks.append(data)
-                self._count_message(len(data), event.message_finished)
+            if isinstance(event, ev.BytesMessage):
+                chunks.append(event.data)
+                self._count_message(len(event.data), event.message_finished)
+            elif isinstance(event, ev.TextMessage):
+                self._fail(CLOSE_UNSUPPORTED_DATA, "text message (libp2p sends binary)")
             elif isinstance(event, ev.Ping):
                 self._owed_pong = bytes(event.payload)
             elif isinstance(event, ev.CloseConnection):

@@ -29,8 +29,6 @@ from .tcp import parse_tcp_multiaddr, to_multiaddr
 #: Own pending output (bytes accepted but not yet on the socket) that stops ``sendmsg``.
 MAX_PENDING = 256 * 1024
 _MAX_SENDMSG_BUFFERS = 64
-# A text message's UTF-8 decoder may hold back up to 3 bytes until the next read.
-_UTF8_CARRY = 3
 
 __all__ = ["MAX_PENDING", "WebSocketChannel", "WebSocketError", "host_header",
            "is_websocket_multiaddr", "require_wsproto", "split_websocket_multiaddr"]
@@ -108,7 +106,6 @@ class WebSocketChannel:
         self._max_frame_size = max_frame_size
         self._out: deque[memoryview] = deque()
         self._out_len = 0
-        self._inbox = b""        # decoded bytes that did not fit the caller's buffer
         self._write_shut = False
         self._read_shut = False
 
@@ -116,6 +113,11 @@ class WebSocketChannel:
     def fileno(self) -> int:
         """The TCP socket's descriptor (what the selector watches)."""
         return self._sock.fileno()
+
+    @property
+    def family(self) -> int:
+        """The TCP socket's address family."""
+        return self._sock.family
 
     def getsockopt(self, *args: Any) -> Any:
         """``socket.getsockopt`` of the TCP socket (e.g. ``SO_ERROR`` after connect)."""
@@ -139,40 +141,51 @@ class WebSocketChannel:
 
         Returns the count, 0 at end of stream; raises ``BlockingIOError`` when no
         application bytes are available yet (also when the read carried only framing,
-        control frames or the upgrade).
+        control frames or the upgrade). Fills the buffer while the socket has bytes, so a
+        caller that grows its reads when they come back full sees full reads.
         """
         view = memoryview(buffer).cast("B")
         nbytes = nbytes or len(view)
-        if self._inbox:
-            return self._deliver(view, nbytes, self._inbox)
         if self._engine.eof:
             return self._end_of_stream()
-        data = self._sock.recv(nbytes - _UTF8_CARRY if nbytes > 2 * _UTF8_CARRY else nbytes)
-        if not data:
-            return 0
-        try:
-            app = self._engine.receive_data(data)
-        except WebSocketError as exc:
-            self._flush_quietly()
-            raise ConnectionAbortedError(errno.ECONNABORTED, f"websocket: {exc}") from exc
+        got = self._read_socket(view, nbytes)
         self.flush()  # the 101 response, held bytes, pongs, the answer to a close frame
         if self._engine.eof:
             self._shut_read()
-        if app:
-            return self._deliver(view, nbytes, app)
+        if got is None:  # TCP ended without a close frame: the end, as with TCP
+            return 0
+        if got:
+            return got
         if self._engine.eof:
             return self._end_of_stream()
         raise BlockingIOError(errno.EAGAIN, "no application data yet")
 
-    def _deliver(self, view: memoryview, nbytes: int, data: bytes) -> int:
-        n = min(nbytes, len(data))
-        if n == len(data):
-            view[:n] = data
-            self._inbox = b""
-        else:
-            view[:n] = memoryview(data)[:n]
-            self._inbox = data[n:]
-        return n
+    def _read_socket(self, view: memoryview, nbytes: int) -> int | None:
+        """Decode socket bytes into ``view`` until it is full or the socket is drained;
+        the count, or None at the TCP end. (Application bytes never outnumber the bytes
+        read, so reading at most the room left never overflows ``view``.)"""
+        got = 0
+        while got < nbytes and not self._engine.eof:
+            want = nbytes - got
+            try:
+                data = self._sock.recv(want)
+            except (BlockingIOError, InterruptedError):
+                if got:
+                    break
+                raise
+            if not data:
+                return got or None
+            try:
+                app = self._engine.receive_data(data)
+            except WebSocketError as exc:
+                self._flush_quietly()
+                raise ConnectionAbortedError(errno.ECONNABORTED,
+                                             f"websocket: {exc}") from exc
+            view[got:got + len(app)] = app
+            got += len(app)
+            if len(data) < want:
+                break  # drained for now
+        return got
 
     def _end_of_stream(self) -> int:
         code = self._engine.close_code

@@ -32,12 +32,18 @@ def tcp_pair() -> tuple[socket.socket, socket.socket]:
     return client, server
 
 
+#: The TCP socket under each channel made by channel_pair (to look at the wire).
+TCP_OF: dict = {}
+
+
 def channel_pair() -> tuple[WebSocketChannel, WebSocketChannel]:
     client, server = tcp_pair()
     for sock in (client, server):
         sock.setblocking(False)
-    return (WebSocketChannel(client, "client", host="127.0.0.1:4001"),
-            WebSocketChannel(server, "server"))
+    channels = (WebSocketChannel(client, "client", host="127.0.0.1:4001"),
+                WebSocketChannel(server, "server"))
+    TCP_OF.update(zip(channels, (client, server)))
+    return channels
 
 
 # -- a minimal RFC 6455 endpoint on the standard library (blocking socket) ---------------
@@ -210,6 +216,27 @@ def test_16_mib_each_way_at_once_arrives_intact():
     server.close()
 
 
+def test_a_read_fills_the_buffer_across_frames_when_the_socket_has_them():
+    """So a caller that grows its reads when they come back full (the connection does)
+    sees full reads: framing must not make every read look short."""
+    client, server = channel_pair()
+    upgrade(client, server)
+    for _ in range(10):
+        client.sendmsg([bytes(1000)])
+    select.select([server], [], [], 1.0)
+    for _ in range(100):  # until all 10 frames (10 x 1008 bytes) are in the socket
+        if len(TCP_OF[server].recv(20000, socket.MSG_PEEK)) >= 10080:
+            break
+        select.select([], [], [], 0.01)
+    buf = bytearray(5000)
+    assert server.recv_into(buf, 5000) == 5000
+    assert server.recv_into(buf, 5000) == 5000
+    with pytest.raises(BlockingIOError):
+        server.recv_into(buf, 5000)
+    client.close()
+    server.close()
+
+
 def test_close_frame_each_way_ends_the_stream_and_the_tcp_connection():
     client, server = channel_pair()
     upgrade(client, server)
@@ -224,7 +251,7 @@ def test_close_frame_each_way_ends_the_stream_and_the_tcp_connection():
     drive([client, server], lambda: read_some(client) == b"")
     assert not client.wants_write and not server.wants_write
     # both close frames exchanged: each side also sent its TCP FIN
-    assert server._sock.recv(10) == b"" and client._sock.recv(10) == b""
+    assert TCP_OF[server].recv(10) == b"" and TCP_OF[client].recv(10) == b""
     client.close()
     server.close()
 

@@ -75,16 +75,23 @@ def test_upgrade_response_and_first_frames_in_one_read():
     assert client.receive_data(server.data_to_send()) == b"hello"
 
 
-def test_fragmented_binary_and_text_messages_are_bytes_of_the_stream():
+def test_fragmented_binary_messages_are_bytes_of_the_stream():
     server = WebSocketEngine(client=False)
     peer = wsproto_client_on(server)
     wire = (peer.send(BytesMessage(data=b"frag1-", message_finished=False))
             + peer.send(BytesMessage(data=b"frag2-", message_finished=False))
             + peer.send(BytesMessage(data=b"end|", message_finished=True))
-            + peer.send(TextMessage(data="h\u00e9llo \u20ac", message_finished=False))
-            + peer.send(TextMessage(data="!", message_finished=True)))
+            + peer.send(BytesMessage(data=b"next", message_finished=True)))
     got = b"".join(server.receive_data(wire[i:i + 1]) for i in range(len(wire)))
-    assert got == b"frag1-frag2-end|" + "h\u00e9llo \u20ac!".encode()
+    assert got == b"frag1-frag2-end|next"
+
+
+def test_a_text_message_is_refused_with_close_code_1003():
+    server = WebSocketEngine(client=False)
+    peer = wsproto_client_on(server)
+    with pytest.raises(WebSocketError, match="text"):
+        server.receive_data(peer.send(TextMessage(data="h\u00e9llo")))
+    assert [e.code for e in events_of(peer, server.data_to_send())] == [1003]
 
 
 def test_ping_is_answered_with_a_pong_and_unanswered_pings_coalesce():
