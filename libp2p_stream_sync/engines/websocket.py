@@ -187,7 +187,7 @@ class WebSocketEngine:
             data = self._receive_head(data)
             if not data:
                 return b""
-        self._ws.receive_data(bytes(data))
+        self._ws.receive_data(data)  # wsproto copies what it keeps
         return self._process_events()
 
     def _receive_head(self, data: bytes | bytearray | memoryview) -> bytes:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import threading
 from collections import deque
 from typing import Any, Sequence
 
@@ -167,14 +168,16 @@ class WebSocketChannel:
         got = 0
         while got < nbytes and not self._engine.eof:
             want = nbytes - got
+            scratch = _scratch_buffer(want)
             try:
-                data = self._sock.recv(want)
+                n = self._sock.recv_into(scratch, want)
             except (BlockingIOError, InterruptedError):
                 if got:
                     break
                 raise
-            if not data:
+            if not n:
                 return got or None
+            data = scratch[:n]
             try:
                 app = self._engine.receive_data(data)
             except WebSocketError as exc:
@@ -183,7 +186,7 @@ class WebSocketChannel:
                                              f"websocket: {exc}") from exc
             view[got:got + len(app)] = app
             got += len(app)
-            if len(data) < want:
+            if n < want:
                 break  # drained for now
         return got
 
@@ -296,6 +299,18 @@ class WebSocketChannel:
             self._engine.close()
         self._flush_quietly()
         self._sock.close()
+
+
+_per_thread = threading.local()
+
+
+def _scratch_buffer(size: int) -> memoryview:
+    """A receive buffer of ``size`` bytes shared by the channels of one thread (the engine
+    copies what it keeps), so an idle channel holds no receive buffer of its own."""
+    buf = getattr(_per_thread, "scratch", None)
+    if buf is None or len(buf) < size:
+        buf = _per_thread.scratch = bytearray(max(size, 64 * 1024))
+    return memoryview(buf)[:size]
 
 
 def _take(buffers: Sequence[Any], limit: int) -> bytes:
