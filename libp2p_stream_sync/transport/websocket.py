@@ -18,7 +18,7 @@ import errno
 import socket
 import threading
 from collections import deque
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 from multiaddr import Multiaddr
 
@@ -86,10 +86,12 @@ class WebSocketChannel:
     its code is 1000 or 1005, else raises ``ConnectionResetError``. A closed TCP
     connection without a close frame also reads as end of stream, as with TCP. A peer
     breaking the protocol makes ``recv_into`` raise ``ConnectionAbortedError`` (its
-    ``__cause__`` is the :class:`WebSocketError`), after a best-effort rejection.
+    ``__cause__`` is the :class:`WebSocketError`), after a best-effort rejection; a text
+    message is such a break (libp2p peers send binary messages).
     """
 
-    def __init__(self, sock: socket.socket, role: str, host: str | None = None, *,
+    def __init__(self, sock: socket.socket, role: Literal["client", "server"],
+                 host: str | None = None, *,
                  max_pending: int = MAX_PENDING, max_head_size: int = MAX_HEAD_SIZE,
                  max_message_size: int = MAX_MESSAGE_SIZE,
                  max_frame_size: int = MAX_FRAME_SIZE) -> None:
