@@ -33,6 +33,7 @@ from libp2p_stream_sync.engines.noise_state import x25519_private_key, x25519_pu
 from libp2p_stream_sync.engines import tls
 from libp2p_stream_sync.engines.tls_certificate import (
     TlsError, make_certificate, verify_certificate_chain)
+from libp2p_stream_sync.engines.websocket import WebSocketEngine, WebSocketError, load_wsproto
 from libp2p_stream_sync.errors import DecodeError, ProtocolError
 from libp2p_stream_sync.identity import Keypair, PeerId, PublicKey
 from libp2p_stream_sync.identity.keys import KeyType, encode_key_message
@@ -672,6 +673,56 @@ def _tls_targets() -> list[Target]:
         Target("tls-transport", corpus["records"], bind(_run_tls_transport), (TlsError,)),
     ]
     return targets
+# ---------------------------------------------------------------- websocket (server side)
+
+_WS_REQUEST = (b"GET / HTTP/1.1\r\nHost: 127.0.0.1:4001\r\nUpgrade: websocket\r\n"
+               b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               b"Sec-WebSocket-Version: 13\r\n\r\n")
+
+
+def _ws_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    """A client frame (masked with a fixed key, so the corpus is deterministic)."""
+    n = len(payload)
+    length = (bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big")
+              if n < 65536 else bytes([0x80 | 127]) + n.to_bytes(8, "big"))
+    key = b"\x11\x22\x33\x44"
+    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return bytes([(0x80 if fin else 0) | opcode]) + length + key + masked
+
+
+def _websocket_corpus() -> list[bytes]:
+    r = _WS_REQUEST
+    return [r + _ws_frame(2, b"/multistream/1.0.0\n"),
+            r + _ws_frame(2, b"frag", fin=False) + _ws_frame(9, b"ping")
+            + _ws_frame(0, b"ment") + _ws_frame(2, b"more")
+            + _ws_frame(8, (1000).to_bytes(2, "big") + b"bye"),
+            r + _ws_frame(1, "t\u00e9xt".encode()),
+            r, r + _ws_frame(2, b"z" * 70000)[:200], r + _ws_frame(8, b""),
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", r.replace(b"13", b"8"),
+            r + bytes([0x82, 0xFF]) + b"\x7f" + b"\xff" * 7 + b"abcd"]
+
+
+def _run_websocket_server(data: bytes, rng: random.Random) -> None:
+    """Bytes from a would-be WebSocket client; only WebSocketError may escape."""
+    engine = WebSocketEngine(client=False, max_message_size=rng.choice([1 << 20, 100]))
+    for app in split_feed(data, rng, engine.receive_data):
+        assert isinstance(app, bytes), type(app)
+        assert isinstance(engine.data_to_send(), bytes)
+    if engine.writable:
+        engine.send(b"reply")
+    engine.close()
+    engine.data_to_send()
+    if engine.eof:
+        assert engine.close_code is not None
+
+
+def _websocket_targets() -> list[Target]:
+    try:
+        load_wsproto()
+    except ImportError:  # the optional extra is not installed: nothing to fuzz
+        return []
+    return [Target("websocket-server", _websocket_corpus(), _run_websocket_server,
+                   (WebSocketError,))]
 
 
 # ---------------------------------------------------------------- registry
@@ -701,6 +752,7 @@ def build_targets() -> dict[str, Target]:
         Target("codecs", _codec_corpus(), _run_codecs, codec_err),
         *_tls_targets(),
         *_quic_targets(),
+        *_websocket_targets(),
     ]
     return {t.name: t for t in targets}
 
