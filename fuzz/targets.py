@@ -673,6 +673,8 @@ def _tls_targets() -> list[Target]:
         Target("tls-transport", corpus["records"], bind(_run_tls_transport), (TlsError,)),
     ]
     return targets
+
+
 # ---------------------------------------------------------------- websocket (server side)
 
 _WS_REQUEST = (b"GET / HTTP/1.1\r\nHost: 127.0.0.1:4001\r\nUpgrade: websocket\r\n"
