@@ -28,7 +28,7 @@ LAYERS: dict[str, int] = {
     "engines": 3,
     "reactor": 4, "interfaces": 4,
     "transport": 5, "stream": 5, "connection": 5, "muxed": 5, "upgrade": 5,
-    "addressbook": 5, "registry": 5,
+    "addressbook": 5, "registry": 5, "budget": 5,
     "control": 6,
     "protocols": 7,
     "node": 8,
