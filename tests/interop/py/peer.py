@@ -311,7 +311,8 @@ async def echo_one(host, peer_id, args, index: int) -> None:
 
     payload = os.urandom(args.bytes)
     stream = await new_stream(host, peer_id, ECHO_PROTOCOL)
-    lockstep = args.lockstep or args.muxer == "mplex"
+    # (QUIC has its own streams: --muxer mplex means nothing there.)
+    lockstep = args.lockstep or (args.muxer == "mplex" and args.transport != "quic")
     chunk = max(1, args.chunk or (4076 if lockstep else 16384))
     received = bytearray()
     try:
