@@ -16,6 +16,8 @@ Public helpers:
   ``fcntl`` file lock, so parallel test workers are safe.
 * :class:`PeerProcess` -- context manager running ``listen`` and parsing its
   ``LISTEN <multiaddr>`` line.
+* :class:`ListenerPool` -- listeners shared by many tests, started on first
+  use, one per (kind, muxer, stack).
 * :func:`run_peer_command` -- run a client command (echo, ping, id, perf,
   open) to completion.
 * :func:`parse_result` -- split a result line ``OK echo streams=1 ...`` into
@@ -507,6 +509,51 @@ class PeerProcess:
     def __repr__(self) -> str:
         return (f"PeerProcess({self.kind!r}, {self.muxer!r}, stack={self.stack.id!r}, "
                 f"multiaddr={self.multiaddr!r})")
+
+
+class ListenerPool:
+    """Listeners shared by many tests: one PeerProcess per (kind, muxer, stack).
+
+    >>> with ListenerPool() as pool:
+    ...     peer = pool.get("js", "yamux", Stack("quic"))   # started on first use
+
+    ``get`` raises PeerStartError if that listener has died since it was
+    started (with its stderr).  ``close()`` stops them all and returns one
+    description (with stderr) per listener that did not exit with 0.
+    """
+
+    def __init__(self) -> None:
+        self._running: dict[tuple[str, str, Stack], PeerProcess] = {}
+
+    def get(self, kind: str, muxer: str, stack: Stack = DEFAULT_STACK) -> PeerProcess:
+        """The running listener for (kind, muxer, stack), started if need be."""
+        key = (kind, muxer, stack)
+        peer = self._running.get(key)
+        if peer is None:
+            peer = PeerProcess(kind, muxer, stack=stack).start()
+            self._running[key] = peer
+        elif not peer.alive():
+            raise PeerStartError(f"{kind} {muxer} {stack.id} listener died (code "
+                                 f"{peer.proc.poll() if peer.proc else None})"
+                                 f"{peer._stderr_suffix()}")
+        return peer
+
+    def close(self) -> list[str]:
+        """Stop every listener; describe those that did not exit with 0."""
+        bad = []
+        for (kind, muxer, stack), peer in self._running.items():
+            peer.__exit__(None, None, None)
+            if peer.returncode != 0:
+                bad.append(f"{kind} {muxer} {stack.id} listener exited with "
+                           f"{peer.returncode}:\n{peer.stderr_text()[-2000:]}")
+        self._running.clear()
+        return bad
+
+    def __enter__(self) -> "ListenerPool":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:

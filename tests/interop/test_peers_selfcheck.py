@@ -15,6 +15,7 @@ from peers import (
     EXIT_FAIL,
     EXIT_OK,
     EXIT_UNSUPPORTED,
+    ListenerPool,
     PeerProcess,
     Stack,
     parse_result,
@@ -53,26 +54,10 @@ def same_params():
 @pytest.fixture(scope="module")
 def listener(interop_peers) -> Iterator[Callable[..., PeerProcess]]:
     """listener(kind, muxer, stack=DEFAULT_STACK) -> a running PeerProcess,
-    shared by the module."""
-    running: dict[tuple[str, str, Stack], PeerProcess] = {}
-
-    def get(kind: str, muxer: str, stack: Stack = DEFAULT_STACK) -> PeerProcess:
-        peer = running.get((kind, muxer, stack))
-        if peer is not None and not peer.alive():
-            pytest.fail(f"{kind} {muxer} {stack.id} listener died (code {peer.proc.poll()}):"
-                        f"\n{peer.stderr_text()[-4000:]}")
-        if peer is None:
-            peer = PeerProcess(kind, muxer, stack=stack).start()
-            running[(kind, muxer, stack)] = peer
-        return peer
-
-    yield get
-    bad = []
-    for (kind, muxer, stack), peer in running.items():
-        peer.__exit__(None, None, None)
-        if peer.returncode != 0:
-            bad.append(f"{kind} {muxer} {stack.id} listener exited with {peer.returncode}:\n"
-                       f"{peer.stderr_text()[-2000:]}")
+    shared by the module; every listener must exit cleanly at the end."""
+    pool = ListenerPool()
+    yield pool.get
+    bad = pool.close()
     assert not bad, "\n".join(bad)
 
 
