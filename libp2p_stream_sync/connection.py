@@ -30,7 +30,7 @@ from .stream import Stream
 
 if TYPE_CHECKING:
     from .identity import PeerId
-    from .node import Node
+    from .interfaces import ConnectionOwner, Muxer
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,22 @@ class _Negotiation:
         self.held = 0
 
 
+class _StreamRecord:
+    """The reactor's side of one open stream; the :class:`Stream` holds the
+    application's side. Retired in one place, :meth:`Connection._forget`."""
+
+    __slots__ = ("stream", "fin_sent", "remote_ended", "close_timer", "counted")
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+        self.fin_sent = False  # we sent our FIN
+        self.remote_ended = False  # the remote sent its FIN
+        #: Resets a stream we closed whose remote side never finishes.
+        self.close_timer: Any = None
+        #: Counted in the owner's inbound-streams-per-peer-and-protocol limit.
+        self.counted = False
+
+
 class _ContinueNegotiation:
     """Backlog entry: an ``ls`` flood's answers were cut at the turn's budget."""
 
@@ -141,10 +157,11 @@ class _Collector:
 class Connection:
     """A connection to one peer. Created by the node on the reactor thread."""
 
-    def __init__(self, node: "Node", sock: socket.socket, *, initiator: bool,
+    def __init__(self, owner: "ConnectionOwner", sock: socket.socket, *, initiator: bool,
                  remote_addr: tuple, expected_peer: "PeerId | None" = None,
                  on_ready: Callable[["Connection", BaseException | None], None]) -> None:
-        self.node = node
+        #: Who this connection calls up (the node), see interfaces.ConnectionOwner.
+        self.owner = owner
         self.sock = sock
         self.initiator = initiator
         self.remote_addr = remote_addr
@@ -153,7 +170,7 @@ class Connection:
         self.goaway_received = False
         self._expected_peer = expected_peer
         self._on_ready: Callable | None = on_ready
-        self._reactor = node._reactor
+        self._reactor = owner.reactor
         self._state = _CONNECTING if initiator else _SECURING
         self._recv_size = _MIN_RECV_BUFFER
         self._max_recv_size = _RECV_BUFFER
@@ -193,10 +210,8 @@ class Connection:
         self._select: Any = None
         self._handshake: NoiseHandshake | None = None
         self._transport: Any = None
-        self._muxer: Any = None
-        self._streams: dict[int, Stream] = {}
-        self._fin_sent: set[int] = set()
-        self._remote_ended: set[int] = set()
+        self._muxer: "Muxer" = None  # type: ignore[assignment]  # set once open
+        self._streams: dict[int, _StreamRecord] = {}
         self._negotiating: dict[int, _Negotiation] = {}
         self._to_flush: dict[int, Stream] = {}
         self._window_blocked: dict[int, Stream] = {}
@@ -360,9 +375,9 @@ class Connection:
             self._state = _HANDSHAKING
             self._select = None
             self._handshake = NoiseHandshake(
-                self.node.keypair, initiator=self.initiator,
-                expected_peer=self._expected_peer, muxers=self.node.muxers,
-                identity=self.node._noise_identity)
+                self.owner.keypair, initiator=self.initiator,
+                expected_peer=self._expected_peer, muxers=self.owner.muxers,
+                identity=self.owner.security_identity)
             self._queue_plain(self._handshake.data_to_send())
             if result.leftover:
                 self._continue_handshake(result.leftover)
@@ -384,9 +399,9 @@ class Connection:
         else:
             self._state = _MUXER_SELECT
             if self.initiator:
-                self._select = MultistreamDialer(list(self.node.muxers))
+                self._select = MultistreamDialer(list(self.owner.muxers))
             else:
-                self._select = MultistreamListener(lambda p: p in self.node.muxers)
+                self._select = MultistreamListener(lambda p: p in self.owner.muxers)
             self._queue_secure(self._select.data_to_send())
         if leftover:
             plain = transport.receive_data(leftover)
@@ -410,12 +425,12 @@ class Connection:
 
     def _start_muxer(self, protocol: str) -> None:
         self.muxer_protocol = protocol
-        self._muxer = self.node._make_muxer(protocol, self.initiator)
-        self._tcp_flow_control = protocol == MPLEX
+        self._muxer = self.owner.make_muxer(protocol, self.initiator)
+        self._tcp_flow_control = not self._muxer.has_flow_control
         if self._tcp_flow_control:
             # Pause early enough that one more read cannot push a stream past the
             # muxer's buffer bound (mplex resets a stream beyond it).
-            quarter = self.node.limits.max_stream_buffer // 4
+            quarter = self.owner.limits.max_stream_buffer // 4
             self._pause_reading_at = min(_PAUSE_READING_AT, quarter)
             self._max_recv_size = min(_RECV_BUFFER, quarter)
         self._state = _OPEN
@@ -507,11 +522,12 @@ class Connection:
         # A lazily opened stream is in _streams while its negotiation finishes.
         neg = self._negotiating.get(sid) if self._negotiating else None
         if neg is None:
-            stream = self._streams.get(sid)
-            if stream is not None:
-                stream._feed(data)
-                self._count_unread(sid, stream)
-                if self._tcp_flow_control and stream._recv_len > self._pause_reading_at:
+            record = self._streams.get(sid)
+            if record is not None:
+                stream = record.stream
+                unread = stream.feed(data)
+                self._count_unread(sid, unread)
+                if self._tcp_flow_control and unread > self._pause_reading_at:
                     self._congest(sid, stream)
                 if self._watchers:
                     self._notify_watcher(sid)
@@ -564,10 +580,10 @@ class Connection:
         held = neg.engine.buffered
         self._negotiation_held += held - neg.held
         neg.held = held
-        if self._negotiation_held <= self.node.limits.max_negotiation_buffer:
+        if self._negotiation_held <= self.owner.limits.max_negotiation_buffer:
             return True
         log.info("%r: resetting stream %d: negotiations hold more than %d bytes", self, sid,
-                 self.node.limits.max_negotiation_buffer)
+                 self.owner.limits.max_negotiation_buffer)
         self._negotiation_failed(sid, neg, ConnectionAbortedError(
             "stream negotiation reset: the connection's negotiations hold too much data"))
         return False
@@ -578,36 +594,36 @@ class Connection:
         self._reset_muxer_stream(sid)
         fail(neg.future, error)
         if neg.stream is not None:
-            neg.stream._fail(error)
+            neg.stream.fail(error)
             self._forget(sid)
         self._reactor.mark_dirty(self)
 
     def _negotiated(self, sid: int, neg: _Negotiation, result: Agreed) -> None:
         if neg.stream is not None:  # lazy: the opener has had the stream all along
             if result.leftover:
-                neg.stream._feed(bytes(result.leftover))
-                self._count_unread(sid, neg.stream)
+                self._count_unread(sid, neg.stream.feed(bytes(result.leftover)))
             return
         stream = Stream(self, sid, self.remote_peer_id, result.protocol)
-        self._streams[sid] = stream
+        record = self._streams[sid] = _StreamRecord(stream)
         if result.leftover:
-            stream._feed(bytes(result.leftover))
-            self._count_unread(sid, stream)
+            self._count_unread(sid, stream.feed(bytes(result.leftover)))
         if neg.remote_ended:
             self._on_remote_end(sid)
         if neg.future is not None:
             if not complete(neg.future, stream):
                 self._reset(stream)  # the opener gave up meanwhile
-        elif not self.node._deliver_inbound(self, stream):
+        elif self.owner.inbound_stream(self, stream):
+            record.counted = True
+        else:
             self._reset(stream)
 
     def _on_inbound_stream(self, sid: int) -> None:
-        engine = MultistreamListener(self.node._protocol_supported,
-                                     list_protocols=self.node._supported_protocols,
+        engine = MultistreamListener(self.owner.protocol_supported,
+                                     list_protocols=self.owner.supported_protocols,
                                      max_output=_ANSWER_STEP)
         self._negotiating[sid] = _Negotiation(engine)
         self._negotiation_deadlines[sid] = (time.monotonic()
-                                            + self.node.limits.negotiation_timeout)
+                                            + self.owner.limits.negotiation_timeout)
         if self._negotiation_timer is None:
             self._arm_negotiation_timer()
         self._send_negotiation(sid, engine.data_to_send())
@@ -650,40 +666,44 @@ class Connection:
                 self._negotiation_deadlines.pop(sid, None)
                 continue
             log.debug("%r: resetting stream %d: no protocol agreed within %.1f s", self,
-                      sid, self.node.limits.negotiation_timeout)
+                      sid, self.owner.limits.negotiation_timeout)
             self._negotiation_failed(sid, neg, TimeoutError("stream negotiation timed out"))
         if self._state in _MUXING:
             self._arm_negotiation_timer()
 
     def _on_remote_end(self, sid: int) -> None:
-        stream = self._streams.get(sid)
-        collector = self._collecting.pop(sid, None) if stream is None else None
+        record = self._streams.get(sid)
+        collector = self._collecting.pop(sid, None) if record is None else None
         if collector is not None:
             collector.finish(bytes(collector.data), None)
             return
-        if stream is None:
+        if record is None:
             neg = self._negotiating.get(sid)
             if neg is not None:
                 neg.remote_ended = True
             return
-        stream._feed_eof()
-        self._remote_ended.add(sid)
+        record.stream.feed_eof()
+        record.remote_ended = True
         if self._watchers:
             self._notify_watcher(sid)
-        if sid in self._fin_sent:
+        if record.fin_sent:
             self._forget(sid)
 
     def watch_stream(self, stream: Stream, on_event: Callable[[], None]) -> None:
         """Reactor thread only: call ``on_event()`` on the reactor whenever ``stream``
         receives data, its end or a reset, so a responder can serve it without a thread
         (it reads with timeout 0). Stops when the stream is forgotten."""
-        if self._streams.get(stream._sid) is stream:
-            self._watchers[stream._sid] = on_event
+        if self._record_of(stream) is not None:
+            self._watchers[stream.stream_id] = on_event
 
     def unsent_bytes(self, stream: Stream) -> int:
         """Bytes written to ``stream`` that the muxer has not taken yet."""
-        with stream._lock:
-            return stream._send_len
+        return stream.unsent_bytes
+
+    def _record_of(self, stream: Stream) -> _StreamRecord | None:
+        """The record of ``stream`` while this connection still routes it."""
+        record = self._streams.get(stream.stream_id)
+        return record if record is not None and record.stream is stream else None
 
     def _notify_watcher(self, sid: int) -> None:
         on_event = self._watchers.get(sid)
@@ -717,28 +737,26 @@ class Connection:
             fail(neg.future, ConnectionResetError(f"stream reset during negotiation: {reason}"))
             if neg.stream is None:
                 return
-        stream = self._streams.get(sid)
-        if stream is not None:
-            stream._fail(ConnectionResetError(f"stream reset: {reason}"))
+        record = self._streams.get(sid)
+        if record is not None:
+            record.stream.fail(ConnectionResetError(f"stream reset: {reason}"))
             if self._watchers:
                 self._notify_watcher(sid)
             self._forget(sid)
 
     def _forget(self, sid: int) -> None:
-        stream = self._streams.pop(sid, None)
-        self._fin_sent.discard(sid)
-        self._remote_ended.discard(sid)
+        record = self._streams.pop(sid, None)
         self._to_flush.pop(sid, None)
         self._window_blocked.pop(sid, None)
         self._watchers.pop(sid, None)
-        if stream is not None:
-            stream._finished = True
-            if stream._close_timer is not None:
-                stream._close_timer.cancel()
-                stream._close_timer = None
-            if stream._counted:
-                stream._counted = False
-                self.node._inbound_stream_finished(stream)
+        if record is not None:
+            record.stream.mark_finished()
+            if record.close_timer is not None:
+                record.close_timer.cancel()
+                record.close_timer = None
+            if record.counted:
+                record.counted = False
+                self.owner.inbound_stream_finished(record.stream)
         self._unread_total -= self._unread.pop(sid, 0)
         if self._congested.pop(sid, None) is not None or self._unread_paused:
             self._relieve_congestion()
@@ -746,7 +764,7 @@ class Connection:
             self._became_idle()
 
     def _became_idle(self) -> None:
-        timeout = self.node.limits.idle_connection_timeout
+        timeout = self.owner.limits.idle_connection_timeout
         self._idle_since = time.monotonic()
         if timeout is not None and self._idle_timer is None and self._state == _OPEN:
             self._idle_timer = self._reactor.call_later(timeout, self._idle_check)
@@ -755,7 +773,7 @@ class Connection:
         self._idle_timer = None
         if self._state != _OPEN or self._streams or self._negotiating:
             return  # busy again: re-armed when the last stream goes
-        timeout = self.node.limits.idle_connection_timeout
+        timeout = self.owner.limits.idle_connection_timeout
         remaining = self._idle_since + timeout - time.monotonic()
         if remaining > 0:
             self._idle_timer = self._reactor.call_later(remaining, self._idle_check)
@@ -777,10 +795,10 @@ class Connection:
             pass
 
     def _reset(self, stream: Stream) -> None:
-        if self._streams.get(stream._sid) is stream:
-            self._reset_muxer_stream(stream._sid)
-            self._forget(stream._sid)
-        stream._fail(ConnectionResetError("stream reset locally"))
+        if self._record_of(stream) is not None:
+            self._reset_muxer_stream(stream.stream_id)
+            self._forget(stream.stream_id)
+        stream.fail(ConnectionResetError("stream reset locally"))
         self._reactor.mark_dirty(self)
 
     # -- thread-safe entry points for streams and the node ---------------------------------
@@ -809,7 +827,7 @@ class Connection:
         if self._wire_sent_total >= mark:
             stream.wire_sent(self._wire_sent_total)
         elif self._state == _CLOSED:
-            stream._fail_writes(_copy_error(self._close_error), frames_lost=True)
+            stream.fail_writes(_copy_error(self._close_error), frames_lost=True)
         else:
             self._sent_watch[stream] = mark
 
@@ -824,13 +842,15 @@ class Connection:
     def _stream_closed(self, stream: Stream, dropped: int) -> None:
         if dropped:
             self._stream_consumed(stream, dropped)
-        if self._streams.get(stream._sid) is stream and stream._close_timer is None:
-            stream._close_timer = self._reactor.call_later(
-                self.node.limits.stream_close_timeout, lambda: self._close_timed_out(stream))
+        record = self._record_of(stream)
+        if record is not None and record.close_timer is None:
+            record.close_timer = self._reactor.call_later(
+                self.owner.limits.stream_close_timeout, lambda: self._close_timed_out(stream))
 
     def _close_timed_out(self, stream: Stream) -> None:
-        stream._close_timer = None
-        if self._streams.get(stream._sid) is stream:
+        record = self._record_of(stream)
+        if record is not None:
+            record.close_timer = None
             log.debug("%r: resetting %r: closed by us, never finished by the remote", self,
                       stream)
             self._reset(stream)
@@ -845,17 +865,17 @@ class Connection:
 
     # -- reactor-side helpers for those ----------------------------------------------------
     def _add_flush(self, stream: Stream) -> None:
-        if self._streams.get(stream._sid) is stream:
-            self._to_flush[stream._sid] = stream
+        if self._record_of(stream) is not None:
+            self._to_flush[stream.stream_id] = stream
             self._reactor.mark_dirty(self)
         else:
-            stream._flush_done()
+            stream.flush_pass_done()
 
     def _stream_consumed(self, stream: Stream, n: int) -> None:
-        sid = stream._sid
-        if self._streams.get(sid) is stream:
+        sid = stream.stream_id
+        if self._record_of(stream) is not None:
             self._muxer_consumed(sid, n)
-            self._look_at_unread(sid, stream)
+            self._look_at_unread(sid, stream.unread_bytes)
             self._reactor.mark_dirty(self)
         if self._congested or self._unread_paused:
             self._relieve_congestion()
@@ -873,7 +893,7 @@ class Connection:
         self._start_open(protocol, future, lazy)
 
     def _ack_backlog_full(self) -> bool:
-        return getattr(self._muxer, "outbound_unacked", 0) >= _MAX_UNACKED_OUTBOUND
+        return self._muxer.outbound_unacked >= _MAX_UNACKED_OUTBOUND
 
     def _start_deferred_opens(self) -> None:
         while self._deferred_opens and not self._ack_backlog_full():
@@ -893,7 +913,7 @@ class Connection:
         self._reactor.mark_dirty(self)
         if lazy:
             neg.stream = stream = Stream(self, sid, self.remote_peer_id, protocol)
-            self._streams[sid] = stream
+            self._streams[sid] = _StreamRecord(stream)
             if not complete(future, stream):
                 self._reset(stream)
 
@@ -935,30 +955,23 @@ class Connection:
         self._open_stream(protocol, future)
 
     def _start_collecting(self, stream: Stream, collector: _Collector) -> None:
-        sid = stream._sid
-        remote_ended = sid in self._remote_ended
-        self._streams.pop(sid, None)
+        sid = stream.stream_id
+        record = self._streams.pop(sid)
         self._unread_total -= self._unread.pop(sid, 0)
-        self._remote_ended.discard(sid)
         self._to_flush.pop(sid, None)
-        stream._finished = True
+        stream.mark_finished()
         collector.sid = sid
         self._collecting[sid] = collector
-        if sid in self._fin_sent:
-            self._fin_sent.discard(sid)
-        else:
+        if not record.fin_sent:
             try:
                 self._muxer.close_stream(sid)  # the request is empty: half-close now
             except mev.StreamClosedError:
                 pass
-        with stream._lock:
-            early = b"".join(stream._recv)
-            stream._recv.clear()
-            stream._recv_len = 0
+        early = stream.take_received()
         if early:
             self._muxer_consumed(sid, len(early))
             self._collected(collector, early)
-        if remote_ended and self._collecting.pop(sid, None) is collector:
+        if record.remote_ended and self._collecting.pop(sid, None) is collector:
             collector.finish(bytes(collector.data), None)
         self._reactor.mark_dirty(self)
 
@@ -1029,32 +1042,33 @@ class Connection:
                 if window <= 0:
                     blocked = True
                     break
-                chunk = stream._pop_send(min(window, _STREAM_CHUNK))
+                chunk = stream.pop_send(min(window, _STREAM_CHUNK))
                 if chunk is None:
                     break
                 try:
                     taken = muxer.send_data(sid, chunk)
                 except mev.StreamClosedError:
-                    stream._fail(ConnectionResetError("stream closed by the muxer"))
+                    stream.fail(ConnectionResetError("stream closed by the muxer"))
                     self._forget(sid)
                     break
                 if taken < len(chunk):
-                    stream._unpop_send(chunk[taken:])
+                    stream.unpop_send(chunk[taken:])
                 out = muxer.data_to_send()
                 if out:
                     self._queue_plain(self._transport.encrypt(out))
-                stream._sent(taken, self._wire_sent_total + self._wire_len)
-            if self._streams.get(sid) is not stream:
+                stream.taken_by_muxer(taken, self._wire_sent_total + self._wire_len)
+            record = self._streams.get(sid)
+            if record is None or record.stream is not stream:
                 to_flush.pop(sid, None)
                 continue
-            pending, fin = stream._flush_done()
-            if fin and sid not in self._fin_sent:
-                self._fin_sent.add(sid)
+            pending, fin = stream.flush_pass_done()
+            if fin and not record.fin_sent:
+                record.fin_sent = True
                 try:
                     muxer.close_stream(sid)
                 except mev.StreamClosedError:
                     pass
-                if sid in self._remote_ended:
+                if record.remote_ended:
                     self._forget(sid)
             if not pending:
                 to_flush.pop(sid, None)
@@ -1134,18 +1148,18 @@ class Connection:
                                        or self._output_paused or self._backlog)
 
     # -- unread data and congestion -----------------------------------------------------
-    def _count_unread(self, sid: int, stream: Stream) -> None:
-        """Data was fed to ``stream``: count it; pause reading beyond the bound."""
-        self._look_at_unread(sid, stream)
-        if (self._unread_total > self.node.limits.max_connection_buffer
+    def _count_unread(self, sid: int, unread: int) -> None:
+        """Data was fed to stream ``sid``, which now holds ``unread`` bytes: count
+        them; pause reading beyond the bound."""
+        self._look_at_unread(sid, unread)
+        if (self._unread_total > self.owner.limits.max_connection_buffer
                 and not self._unread_paused):
             self._recount_unread()  # the application may have read some meanwhile
-            if self._unread_total > self.node.limits.max_connection_buffer:
+            if self._unread_total > self.owner.limits.max_connection_buffer:
                 self._unread_paused = True
                 self._stall()
 
-    def _look_at_unread(self, sid: int, stream: Stream) -> None:
-        unread = stream._recv_len
+    def _look_at_unread(self, sid: int, unread: int) -> None:
         self._unread_total += unread - self._unread.get(sid, 0)
         if unread:
             self._unread[sid] = unread
@@ -1154,11 +1168,11 @@ class Connection:
 
     def _recount_unread(self) -> None:
         for sid in list(self._unread):
-            stream = self._streams.get(sid)
-            if stream is None:
+            record = self._streams.get(sid)
+            if record is None:
                 self._unread_total -= self._unread.pop(sid)
             else:
-                self._look_at_unread(sid, stream)
+                self._look_at_unread(sid, record.stream.unread_bytes)
 
     def _congest(self, sid: int, stream: Stream) -> None:
         self._congested[sid] = stream
@@ -1176,12 +1190,12 @@ class Connection:
 
     def _relieve_congestion(self) -> None:
         for sid, stream in list(self._congested.items()):
-            if (stream._recv_len <= self._pause_reading_at
-                    or self._streams.get(sid) is not stream):
+            if (stream.unread_bytes <= self._pause_reading_at
+                    or self._record_of(stream) is None):
                 del self._congested[sid]
         if self._unread_paused:
             self._recount_unread()
-            if self._unread_total <= self.node.limits.max_connection_buffer:
+            if self._unread_total <= self.owner.limits.max_connection_buffer:
                 self._unread_paused = False
         if not self._congested and not self._unread_paused:
             self._uncongested()
@@ -1218,22 +1232,22 @@ class Connection:
     def _reset_stalling_streams(self) -> None:
         """The application did not catch up in time: reset the streams over their own
         bound, then the largest holders until the connection is under its bound."""
-        stuck = [s for sid, s in self._congested.items() if self._streams.get(sid) is s]
+        stuck = [s for s in self._congested.values() if self._record_of(s) is not None]
         self._congested.clear()
-        excess = self._unread_total - self.node.limits.max_connection_buffer
+        excess = self._unread_total - self.owner.limits.max_connection_buffer
         for sid, unread in sorted(self._unread.items(), key=lambda item: -item[1]):
             if excess <= 0:
                 break
-            stream = self._streams.get(sid)
-            if stream is not None and stream not in stuck:
-                stuck.append(stream)
+            record = self._streams.get(sid)
+            if record is not None and record.stream not in stuck:
+                stuck.append(record.stream)
                 excess -= unread
         for stream in stuck:
             log.info("%r: resetting %r: %d unread bytes held the connection for %.0f s",
-                     self, stream, stream._recv_len, _CONGESTION_TIMEOUT)
-            self._reset_muxer_stream(stream._sid)
-            self._forget(stream._sid)
-            stream._fail(ConnectionResetError(
+                     self, stream, stream.unread_bytes, _CONGESTION_TIMEOUT)
+            self._reset_muxer_stream(stream.stream_id)
+            self._forget(stream.stream_id)
+            stream.fail(ConnectionResetError(
                 f"stream reset: its unread data stalled the connection for "
                 f"{_CONGESTION_TIMEOUT:.0f} s"))
 
@@ -1274,8 +1288,8 @@ class Connection:
                 self.abort(ConnectionAbortedError("connection closed locally"))
             return
         self._state = _CLOSING
-        for stream in self._streams.values():
-            stream.refuse_writes(ConnectionAbortedError("connection closed locally"))
+        for record in self._streams.values():
+            record.stream.refuse_writes(ConnectionAbortedError("connection closed locally"))
         self._muxer.go_away(0)
         self._linger_timer = self._reactor.call_later(
             _LINGER, lambda: self.abort(ConnectionAbortedError("connection closed locally")))
@@ -1323,23 +1337,24 @@ class Connection:
             collector.finish(None, _copy_error(error))
         self._collecting.clear()
         sent = self._wire_sent_total
-        for sid, stream in list(self._streams.items()):
+        for sid, record in list(self._streams.items()):
+            stream = record.stream
             frames_lost = stream.wire_mark > sent  # its frames still in self._wire
-            if sid in self._remote_ended:
-                stream._fail_writes(_copy_error(error), frames_lost)
+            if record.remote_ended:
+                stream.fail_writes(_copy_error(error), frames_lost)
             else:
-                stream._fail(_copy_error(error), frames_lost)
+                stream.fail(_copy_error(error), frames_lost)
             if self._watchers:
                 self._notify_watcher(sid)
             self._forget(sid)
         for stream in self._sent_watch:  # flushing streams whose frames die here
-            stream._fail_writes(_copy_error(error), frames_lost=True)
+            stream.fail_writes(_copy_error(error), frames_lost=True)
         self._sent_watch.clear()
         self._wire.clear()
         on_ready, self._on_ready = self._on_ready, None
         if on_ready is not None:
             on_ready(self, error)
-        self.node._connection_closed(self, was_open)
+        self.owner.connection_closed(self, was_open)
 
 
 #: poll() flag for "the peer closed its side", seen even with unread data before it.

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import errno
-import functools
 import logging
 import socket
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from multiaddr import Multiaddr
 
@@ -19,17 +18,20 @@ from .control import Control, IncomingStreams, PeerLike, StreamProtocol
 from .engines.mplex import MplexSession
 from .engines.noise import NoiseIdentity, PeerIdMismatch
 from .engines.yamux import YamuxSession
-from .errors import (AlreadyRegistered, DialError, OpenStreamError, PeerMismatchError,
-                     UnsupportedProtocol)
+from .errors import DialError, OpenStreamError, PeerMismatchError, UnsupportedProtocol
 from .futures import complete, fail, result, wait
 from .identity import Keypair, PeerId
 from .limits import Limits
 from .logthrottle import LogThrottle
 from .protocols import BuiltinProtocols
 from .reactor import Reactor
+from .registry import ProtocolRegistry
 from .stream import Stream
 from .timeouts import MAX_UNBOUNDED_WAIT, check_timeout, deadline_after, time_left
 from .transport import tcp
+
+if TYPE_CHECKING:
+    from .interfaces import Muxer
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +73,12 @@ class Node(BuiltinProtocols):
         if not self.muxers:
             raise ValueError("at least one muxer is needed")
         self.limits = limits or Limits()
-        self._noise_identity = NoiseIdentity(self.keypair)
         self._inbound_count = 0
         self._outbound_count = 0
-        #: (peer, protocol) -> inbound streams open; reactor thread only.
-        self._inbound_streams: dict[tuple[PeerId, str], int] = {}
         self._lock = threading.Lock()
-        self._registry: dict[str, IncomingStreams | InternalHandler] = {}
+        #: Changed under _lock, read by the reactor without it (see registry.py).
+        self._registry = ProtocolRegistry(
+            self.limits.max_inbound_streams_per_protocol_per_peer)
         self._connections: dict[PeerId, list[Connection]] = {}
         self._addresses = AddressBook(self.limits.max_address_book_peers,
                                       lambda peer: bool(self._connections.get(peer)))
@@ -86,6 +87,8 @@ class Node(BuiltinProtocols):
         self._listeners: list[_Listener] = []
         self._closed = False
         self._reactor = Reactor(name=f"libp2p-reactor-{str(self.peer_id)[-6:]}")
+        #: What our connections call up (interfaces.ConnectionOwner).
+        self._owner = _NodeOwner(self, NoiseIdentity(self.keypair))
         self._max_handler_threads = max_handler_threads
         self._workers: ThreadPoolExecutor | None = None
         #: Handler jobs queued or running: in all, and per peer (guarded by _lock).
@@ -104,7 +107,7 @@ class Node(BuiltinProtocols):
         except BaseException:
             for sock in sockets:
                 sock.close()
-            self._reactor._close_resources()
+            self._reactor.close_resources()
             raise
         self._listeners = [_Listener(self, sock) for sock in sockets]
         self._reactor.start()
@@ -201,7 +204,7 @@ class Node(BuiltinProtocols):
     def _dial_peer(self, peer_id: PeerId, deadline: float) -> Connection:
         """A connection to ``peer_id`` via its known addresses, with dial()'s errors."""
         try:
-            return self._connection_for(peer_id, deadline)
+            return self.connection_for(peer_id, deadline)
         except OpenStreamError as exc:
             if exc.kind == "timeout":
                 raise TimeoutError(str(exc)) from exc.__cause__
@@ -214,7 +217,7 @@ class Node(BuiltinProtocols):
             if self._closed:
                 return
             self._closed = True
-            registered = [v for v in self._registry.values() if isinstance(v, IncomingStreams)]
+            registered = self._registry.acceptors()
         self._release_identify_waiters()
         for incoming in registered:
             incoming.close()
@@ -239,14 +242,31 @@ class Node(BuiltinProtocols):
         """True once :meth:`close` was called."""
         return self._closed
 
-    # -- protocols -----------------------------------------------------------------------
-    def _register(self, protocol: StreamProtocol, incoming: IncomingStreams) -> None:
+    # -- for the package's layers (Control, IncomingStreams, built-in protocols) ---------
+    # Public so that the layers above the connection call the node through methods it
+    # documents, not through its private fields; applications have no use for them.
+
+    def register_acceptor(self, protocol: StreamProtocol, incoming: IncomingStreams) -> None:
+        """Accept ``protocol`` into ``incoming`` (:meth:`Control.accept` calls this).
+
+        Raises :class:`AlreadyRegistered` when another queue holds the protocol, and
+        ``OSError`` (``EBADF``) once the node is closed."""
         with self._lock:
             self._check_open()
-            if protocol in self._registry:
-                raise AlreadyRegistered(protocol)
-            self._registry[protocol] = incoming
+            self._registry.add(protocol, incoming)
         self._protocols_changed()
+
+    def unregister_acceptor(self, protocol: str, incoming: IncomingStreams) -> None:
+        """Stop accepting ``protocol`` if ``incoming`` still holds it."""
+        with self._lock:
+            if not self._registry.remove(protocol, incoming):
+                return
+        if not self._closed:
+            self._protocols_changed()
+
+    def supported_protocols(self) -> tuple[str, ...]:
+        """The protocols we accept (built-in and registered), sorted."""
+        return self._registry.protocols()
 
     def _register_internal(self, protocol: str, handler: InternalHandler) -> None:
         """Serve ``protocol`` with ``handler(conn, stream)``, called on the reactor thread.
@@ -254,15 +274,7 @@ class Node(BuiltinProtocols):
         The handler must not block; use :meth:`_run_in_worker` for blocking work.
         """
         with self._lock:
-            self._registry[protocol] = handler
-
-    def _unregister(self, protocol: str, incoming: IncomingStreams) -> None:
-        with self._lock:
-            if self._registry.get(protocol) is not incoming:
-                return
-            del self._registry[protocol]
-        if not self._closed:
-            self._protocols_changed()
+            self._registry.add_internal(protocol, handler)
 
     def _protocols_changed(self) -> None:
         for hook in list(self.on_protocols_changed):
@@ -318,46 +330,8 @@ class Node(BuiltinProtocols):
                 else:
                     self._jobs_per_peer.pop(peer, None)
 
-    def _protocol_supported(self, protocol: str) -> bool:
-        return protocol in self._registry
-
-    def _supported_protocols(self) -> tuple[str, ...]:
-        """Our protocols, sorted. The reactor calls this for every ``ls`` a peer sends,
-        so it takes no lock and sorts only when the registry changed (the answer is
-        cached by content: registering or unregistering a protocol invalidates it)."""
-        return _sorted_protocols(tuple(self._registry))  # tuple(dict) is atomic
-
-    def _deliver_inbound(self, conn: Connection, stream: Stream) -> bool:
-        """Reactor side: hand a negotiated inbound stream to its handler or queue."""
-        handler = self._registry.get(stream.protocol)
-        if handler is None:
-            return False
-        key = (stream.peer_id, stream.protocol)
-        count = self._inbound_streams.get(key, 0)
-        if count >= self.limits.max_inbound_streams_per_protocol_per_peer:
-            log.info("resetting a %s stream from %s: %d are open already", stream.protocol,
-                     stream.peer_id, count)
-            return False
-        if isinstance(handler, IncomingStreams):
-            if not handler._offer(stream.peer_id, stream):
-                return False
-        else:
-            handler(conn, stream)
-        self._inbound_streams[key] = count + 1
-        stream._counted = True
-        return True
-
-    def _inbound_stream_finished(self, stream: Stream) -> None:
-        """Reactor side: an inbound stream counted by _deliver_inbound is gone."""
-        key = (stream.peer_id, stream.protocol)
-        count = self._inbound_streams.get(key, 0) - 1
-        if count > 0:
-            self._inbound_streams[key] = count
-        else:
-            self._inbound_streams.pop(key, None)
-
     # -- muxers --------------------------------------------------------------------------
-    def _make_muxer(self, protocol: str, initiator: bool) -> Any:
+    def _make_muxer(self, protocol: str, initiator: bool) -> "Muxer":
         limits = self.limits
         if protocol == YAMUX:
             return YamuxSession(initiator, now=time.monotonic(),
@@ -375,7 +349,7 @@ class Node(BuiltinProtocols):
         if self._closed:
             raise OSError(errno.EBADF, "the node is closed")
 
-    def _peer_for_open(self, peer: PeerLike) -> PeerId:
+    def peer_for_open(self, peer: PeerLike) -> PeerId:
         """The peer ``open_stream`` talks to; a multiaddr's address is remembered.
 
         Raises ``ValueError`` for caller mistakes: malformed or unsupported addresses
@@ -398,8 +372,9 @@ class Node(BuiltinProtocols):
                     return conn
         return None
 
-    def _connection_for(self, peer_id: PeerId, deadline: float) -> Connection:
-        """A healthy connection to ``peer_id``, dialing its known addresses if needed.
+    def connection_for(self, peer_id: PeerId, deadline: float) -> Connection:
+        """A healthy connection to ``peer_id``, dialing its known addresses if needed
+        (for :meth:`Control.open_stream`); raises :class:`OpenStreamError`.
 
         Concurrent callers share one dial per peer.
         """
@@ -488,8 +463,11 @@ class Node(BuiltinProtocols):
         last = errors[-1]
         raise DialError(f"dial {target.host}:{target.port} failed: {last}") from last
 
-    def _open_on(self, conn: Connection, protocol: StreamProtocol, deadline: float,
-                 lazy: bool = False) -> Stream:
+    def open_on(self, conn: Connection, protocol: StreamProtocol, deadline: float,
+                lazy: bool = False) -> Stream:
+        """Open a stream for ``protocol`` on ``conn``; wait until ``deadline`` (for
+        :meth:`Control.open_stream`). Raises :class:`UnsupportedProtocol` or
+        :class:`OpenStreamError`; a stream nobody got is reset."""
         future: Future = Future()
         conn.open_stream(protocol, future, lazy)
         try:
@@ -556,7 +534,7 @@ class Node(BuiltinProtocols):
             self._connection_ready(conn)
             complete(future, conn)
 
-        conn = Connection(self, sock, initiator=True, remote_addr=sockaddr,
+        conn = Connection(self._owner, sock, initiator=True, remote_addr=sockaddr,
                           expected_peer=expected, on_ready=on_ready)
         self._outbound_count += 1
         self._pending.add(conn)
@@ -581,7 +559,8 @@ class Node(BuiltinProtocols):
             else:
                 self._connection_ready(conn)
 
-        conn = Connection(self, sock, initiator=False, remote_addr=addr, on_ready=on_ready)
+        conn = Connection(self._owner, sock, initiator=False, remote_addr=addr,
+                          on_ready=on_ready)
         self._inbound_count += 1
         self._pending.add(conn)
         conn.start(self.limits.handshake_timeout)
@@ -665,17 +644,34 @@ def _reset_opened_stream(future: Future) -> None:
         future.result().reset()
 
 
-@functools.lru_cache(maxsize=16)
-def _sorted_protocols(protocols: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(sorted(protocols))
-
-
 def _logged(fn: Callable[..., Any], *args: Any) -> Any:
     try:
         return fn(*args)
     except Exception:
         log.exception("handler %r failed", fn)
         raise
+
+
+class _NodeOwner:
+    """The node as its connections see it (:class:`~.interfaces.ConnectionOwner`):
+    the only calls a connection makes up."""
+
+    def __init__(self, node: Node, security_identity: Any) -> None:
+        self._node = node
+        self.keypair = node.keypair
+        self.limits = node.limits
+        self.muxers = node.muxers
+        self.security_identity = security_identity
+        self.reactor = node._reactor
+        registry = node._registry
+        self.protocol_supported = registry.supports
+        self.supported_protocols = registry.protocols
+        self.inbound_stream = registry.deliver
+        self.inbound_stream_finished = registry.finished
+        self.make_muxer = node._make_muxer
+
+    def connection_closed(self, conn: Connection, was_open: bool) -> None:
+        self._node._connection_closed(conn, was_open)
 
 
 class _Listener:

@@ -40,44 +40,7 @@ STDLIB_PRIVATE_OK = {"_replace", "_asdict", "_fields", "_exit", "_getframe", "_c
                      "_GLOBAL_DEFAULT_TIMEOUT"}
 
 #: Known violations still to remove (the untangle issue drains this list to empty).
-KNOWN_VIOLATIONS: set[str] = {
-    'connection: imports node from a higher layer (8 > 5)',
-    "connection: uses another module's private ._close_timer",
-    "connection: uses another module's private ._connection_closed",
-    "connection: uses another module's private ._counted",
-    "connection: uses another module's private ._deliver_inbound",
-    "connection: uses another module's private ._fail",
-    "connection: uses another module's private ._fail_writes",
-    "connection: uses another module's private ._feed",
-    "connection: uses another module's private ._feed_eof",
-    "connection: uses another module's private ._finished",
-    "connection: uses another module's private ._flush_done",
-    "connection: uses another module's private ._inbound_stream_finished",
-    "connection: uses another module's private ._lock",
-    "connection: uses another module's private ._make_muxer",
-    "connection: uses another module's private ._noise_identity",
-    "connection: uses another module's private ._pop_send",
-    "connection: uses another module's private ._protocol_supported",
-    "connection: uses another module's private ._recv",
-    "connection: uses another module's private ._recv_len",
-    "connection: uses another module's private ._send_len",
-    "connection: uses another module's private ._sent",
-    "connection: uses another module's private ._sid",
-    "connection: uses another module's private ._supported_protocols",
-    "connection: uses another module's private ._unpop_send",
-    'control: imports node from a higher layer (8 > 6)',
-    "control: uses another module's private ._connection_for",
-    "control: uses another module's private ._open_on",
-    "control: uses another module's private ._peer_for_open",
-    "control: uses another module's private ._register",
-    "control: uses another module's private ._unregister",
-    'import cycle: __init__ <-> node <-> protocols <-> protocols.identify',
-    "node: uses another module's private ._close_resources",
-    "node: uses another module's private ._counted",
-    "node: uses another module's private ._offer",
-    'protocols.identify: imports __init__ from a higher layer (9 > 7)',
-    "protocols.identify: uses another module's private ._supported_protocols",
-}
+KNOWN_VIOLATIONS: set[str] = set()
 
 
 def module_name(path: pathlib.Path) -> str:

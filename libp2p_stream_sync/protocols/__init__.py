@@ -67,7 +67,7 @@ class BuiltinProtocols:
         def _run_in_worker(self, fn: Callable[..., Any], *args: Any,
                            peer: PeerId | None = None) -> Any: ...
 
-        def _open_on(self, conn: Connection, protocol: Any, deadline: float) -> Stream: ...
+        def open_on(self, conn: Connection, protocol: Any, deadline: float) -> Stream: ...
 
         def _usable_connection(self, peer_id: PeerId) -> Connection | None: ...
 
@@ -76,6 +76,11 @@ class BuiltinProtocols:
         def _learn_address(self, peer_id: PeerId, addr: Any) -> None: ...
 
         def new_control(self) -> Control: ...
+
+        def supported_protocols(self) -> tuple[str, ...]: ...
+
+        @property
+        def listen_addrs(self) -> list[Any]: ...
 
     def _install_builtins(self, *, enable_perf: bool = False) -> None:
         self._identify_timeout = identify.DEFAULT_TIMEOUT
@@ -88,7 +93,7 @@ class BuiltinProtocols:
         self._push_receiver = identify.PushReceiver(
             self._identify_timeout,
             lambda peer, message: self._store_message(peer, message, push=True))
-        self._register_internal(identify.PROTOCOL, identify.respond)
+        self._register_internal(identify.PROTOCOL, identify.responder(self))
         self._register_internal(identify.PUSH_PROTOCOL, self._on_identify_push)
         self._register_internal(_ping.PROTOCOL, self._on_ping)
         if enable_perf:
@@ -284,13 +289,13 @@ class BuiltinProtocols:
     def _push_on(self, conn: "Connection") -> None:
         deadline = time.monotonic() + self._identify_timeout
         try:
-            stream = self._open_on(conn, identify.PUSH_PROTOCOL, deadline)
+            stream = self.open_on(conn, identify.PUSH_PROTOCOL, deadline)
         except OpenStreamError as exc:
             log.debug("identify push to %s failed: %s", conn.remote_peer_id, exc)
             return
         try:
             stream.settimeout(max(0.0, deadline - time.monotonic()))
-            stream.write(identify.build_message(conn))
+            stream.write(identify.build_message(self, conn))
             stream.close()
         except OSError as exc:
             log.debug("identify push to %s failed: %s", conn.remote_peer_id, exc)

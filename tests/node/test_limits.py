@@ -60,7 +60,7 @@ def test_inbound_streams_per_protocol_per_peer(make_node):
     # Closing accepted streams frees their places.
     for _, stream in accepted:
         stream.reset()
-    assert wait_until(lambda: not server._inbound_streams)
+    assert wait_until(lambda: not server._registry.inbound_counts())
     control.open_stream(server.peer_id, "/few/1.0.0", timeout=5)
     assert incoming.get(timeout=5)[0] == client.peer_id
 

@@ -66,7 +66,7 @@ def node_tables(node: Node) -> dict:
         "pending": len(node._pending),
         "inbound_count": node._inbound_count,
         "outbound_count": node._outbound_count,
-        "inbound_streams": len(node._inbound_streams),
+        "inbound_streams": len(node._registry.inbound_counts()),
         "streams": sum(len(c._streams) for c in conns),
         "negotiating": sum(len(c._negotiating) for c in conns),
     }

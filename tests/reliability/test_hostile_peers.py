@@ -297,7 +297,7 @@ def test_yamux_syn_flood_beyond_the_limits(guarded, negotiate):
         time.sleep(0.01)
     g.check()  # during
     assert peak <= limit + 2, f"{peak} streams held for one connection (limit {limit})"
-    assert g.server._inbound_streams.get((c.keypair.peer_id, ECHO), 0) <= 32
+    assert g.server._registry.inbound_counts().get((c.keypair.peer_id, ECHO), 0) <= 32
     c.close()
     assert sent
     g.check()
@@ -406,6 +406,6 @@ def test_closed_connections_are_released(guarded):
     def alive() -> int:
         gc.collect()
         return sum(1 for o in gc.get_objects() if isinstance(o, Connection)
-                   and o.node is g.server and o._state == 5)  # _CLOSED
+                   and o.owner is g.server._owner and o._state == 5)  # _CLOSED
     assert wait_until(lambda: alive() <= 5, 3, interval=0.2), \
         f"{alive()} closed connections still referenced"

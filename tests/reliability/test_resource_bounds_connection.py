@@ -320,7 +320,7 @@ def test_input_left_for_later_turns_keeps_its_order(guarded):
                 c.session.consumed(sid, len(event.data))
             elif isinstance(event, mev.StreamEnded):
                 ended = True
-    ls_answer = encode_ls_response(g.server._supported_protocols())
+    ls_answer = encode_ls_response(g.server.supported_protocols())
     assert ended
     assert bytes(received) == HEADER + ls_answer * 3000 + encode_message(ECHO) + data
     c.close()
