@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from .engines import muxer_events as mev
 from .engines.multistream import (Agreed, MultistreamDialer, MultistreamListener,
                                   NegotiationFailed)
-from .engines.noise import NoiseHandshake
+from .engines.upgrade import Upgrade
 from .errors import DialError, ProtocolError, UnsupportedProtocol
 from .futures import complete, fail
 from .stream import Stream
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NOISE = "/noise"
 YAMUX = "/yamux/1.0.0"
 MPLEX = "/mplex/6.7.0"
 
@@ -80,7 +79,7 @@ _CONGESTION_POLL_MAX = 0.4
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
 
-_CONNECTING, _SECURING, _HANDSHAKING, _MUXER_SELECT, _OPEN, _CLOSED, _CLOSING = range(7)
+_CONNECTING, _UPGRADING, _OPEN, _CLOSED, _CLOSING = range(5)
 _MUXING = (_OPEN, _CLOSING)
 #: How long a gracefully closing connection may take to deliver what was written.
 _LINGER = 2.0
@@ -171,7 +170,7 @@ class Connection:
         self._expected_peer = expected_peer
         self._on_ready: Callable | None = on_ready
         self._reactor = owner.reactor
-        self._state = _CONNECTING if initiator else _SECURING
+        self._state = _CONNECTING if initiator else _UPGRADING
         self._recv_size = _MIN_RECV_BUFFER
         self._max_recv_size = _RECV_BUFFER
         self._pause_reading_at = _PAUSE_READING_AT
@@ -207,8 +206,7 @@ class Connection:
         self._linger_timer: Any = None
         self._write_shut = False
         self._idle_since = 0.0
-        self._select: Any = None
-        self._handshake: NoiseHandshake | None = None
+        self._upgrade: Upgrade | None = None
         self._transport: Any = None
         self._muxer: "Muxer" = None  # type: ignore[assignment]  # set once open
         self._streams: dict[int, _StreamRecord] = {}
@@ -258,8 +256,7 @@ class Connection:
             self._want_write = True
         self._set_interest()
         if self._state != _CONNECTING:
-            self._select = MultistreamListener(lambda p: p == NOISE)
-            self._queue_plain(self._select.data_to_send())
+            self._begin_upgrade()
 
     def _handshake_timed_out(self) -> None:
         if self._state != _OPEN:
@@ -271,11 +268,17 @@ class Connection:
             self.abort(ConnectionRefusedError(err, f"connect to {self.remote_addr}: "
                                               f"{errno.errorcode.get(err, err)}"))
             return
-        self._state = _SECURING
+        self._state = _UPGRADING
         self._want_write = False
         self._set_interest()
-        self._select = MultistreamDialer([NOISE])
-        self._queue_plain(self._select.data_to_send())
+        self._begin_upgrade()
+
+    def _begin_upgrade(self) -> None:
+        owner = self.owner
+        self._upgrade = Upgrade(owner.keypair, initiator=self.initiator,
+                                expected_peer=self._expected_peer, security=owner.security,
+                                muxers=owner.muxers, identities=owner.security_identities)
+        self._take_upgrade_output()
 
     # -- socket events ---------------------------------------------------------------------
     def on_readable(self) -> None:
@@ -359,69 +362,38 @@ class Connection:
     # -- input pipeline ---------------------------------------------------------------------
     def _received(self, data: memoryview) -> None:
         """Bytes that arrived before the connection was secured."""
-        if self._state == _SECURING:
-            self._negotiate_security(data)
-        elif self._state == _HANDSHAKING:
-            self._continue_handshake(data)
+        if self._state == _UPGRADING:
+            upgrade = self._upgrade
+            assert upgrade is not None
+            upgrade.receive_data(data)
+            self._upgrade_progressed(upgrade)
         self._reactor.mark_dirty(self)
-
-    def _negotiate_security(self, data: Any) -> None:
-        try:
-            result = self._select.receive_data(data)
-        except NegotiationFailed as exc:
-            raise DialError(f"remote does not support {NOISE}") from exc
-        self._queue_plain(self._select.data_to_send())
-        if isinstance(result, Agreed):
-            self._state = _HANDSHAKING
-            self._select = None
-            self._handshake = NoiseHandshake(
-                self.owner.keypair, initiator=self.initiator,
-                expected_peer=self._expected_peer, muxers=self.owner.muxers,
-                identity=self.owner.security_identity)
-            self._queue_plain(self._handshake.data_to_send())
-            if result.leftover:
-                self._continue_handshake(result.leftover)
-
-    def _continue_handshake(self, data: Any) -> None:
-        hs = self._handshake
-        assert hs is not None
-        hs.receive_data(data)
-        self._queue_plain(hs.data_to_send())
-        if not hs.complete:
-            return
-        self.remote_peer_id = hs.remote_peer_id
-        transport, leftover = hs.to_transport()
-        self._transport = transport
-        self._handshake = None
-        muxer = hs.selected_muxer()
-        if muxer is not None:
-            self._start_muxer(muxer)
-        else:
-            self._state = _MUXER_SELECT
-            if self.initiator:
-                self._select = MultistreamDialer(list(self.owner.muxers))
-            else:
-                self._select = MultistreamListener(lambda p: p in self.owner.muxers)
-            self._queue_secure(self._select.data_to_send())
-        if leftover:
-            plain = transport.receive_data(leftover)
-            if plain:
-                self._secure_received(plain)
 
     def _secure_received(self, plain: Any) -> None:
         if self._state in _MUXING:
             self._handle_events(self._muxer.receive_data(plain))
-        elif self._state == _MUXER_SELECT:
-            try:
-                result = self._select.receive_data(plain)
-            except NegotiationFailed as exc:
-                raise DialError("no common stream muxer") from exc
-            self._queue_secure(self._select.data_to_send())
-            if isinstance(result, Agreed):
-                self._select = None
-                self._start_muxer(result.protocol)
-                if result.leftover:
-                    self._handle_events(self._muxer.receive_data(result.leftover))
+        elif self._state == _UPGRADING:
+            upgrade = self._upgrade
+            assert upgrade is not None
+            upgrade.receive_plain(plain)
+            self._upgrade_progressed(upgrade)
+
+    def _upgrade_progressed(self, upgrade: Upgrade) -> None:
+        """Send what the upgrade answered; once secure, read through its transport;
+        once a muxer is agreed, open."""
+        self._take_upgrade_output()
+        if self._transport is None and upgrade.transport is not None:
+            self._transport = upgrade.transport
+            self.remote_peer_id = upgrade.remote_peer_id
+        if upgrade.complete:
+            self._upgrade = None
+            self._start_muxer(upgrade.muxer_protocol)
+            if upgrade.leftover and self._state in _MUXING:
+                self._handle_events(self._muxer.receive_data(upgrade.leftover))
+
+    def _take_upgrade_output(self) -> None:
+        for chunk in self._upgrade.data_to_send():
+            self._queue_plain(chunk)
 
     def _start_muxer(self, protocol: str) -> None:
         self.muxer_protocol = protocol
@@ -1005,10 +977,6 @@ class Connection:
                 self._output_paused = True  # the peer does not read: neither do we
                 self._set_interest()
             self._reactor.mark_dirty(self)
-
-    def _queue_secure(self, data: Any) -> None:
-        if data:
-            self._queue_plain(self._transport.encrypt(data))
 
     def flush(self) -> None:
         """Move stream data into the muxer, muxer output through Noise, and onto the socket."""

@@ -12,9 +12,10 @@ These are ``typing.Protocol`` classes: structural, nothing subclasses them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
 if TYPE_CHECKING:
+    from .engines.upgrade import SecurityProtocol
     from .identity import Keypair
     from .limits import Limits
     from .reactor import Reactor
@@ -84,8 +85,10 @@ class ConnectionOwner(Protocol):
     limits: "Limits"
     #: Muxer protocol ids we offer, most preferred first.
     muxers: Sequence[str]
-    #: Per-node cached security state handed to every handshake (Noise: NoiseIdentity).
-    security_identity: Any
+    #: The security protocols we offer, most preferred first (engines/upgrade.py).
+    security: Sequence["SecurityProtocol"]
+    #: Their per-node state by protocol id (Noise: the signed static key).
+    security_identities: Mapping[str, Any]
 
     @property
     def reactor(self) -> "Reactor":

@@ -16,7 +16,8 @@ from .addressbook import AddressBook
 from .connection import MPLEX, YAMUX, Connection
 from .control import Control, IncomingStreams, PeerLike, StreamProtocol
 from .engines.mplex import MplexSession
-from .engines.noise import NoiseIdentity, PeerIdMismatch
+from .engines.noise import PeerIdMismatch
+from .engines.upgrade import NOISE, SecurityProtocol, prepare_identities
 from .engines.yamux import YamuxSession
 from .errors import DialError, OpenStreamError, PeerMismatchError, UnsupportedProtocol
 from .futures import complete, fail, result, wait
@@ -34,6 +35,10 @@ if TYPE_CHECKING:
     from .interfaces import Muxer
 
 log = logging.getLogger(__name__)
+
+#: The security protocols every node offers, most preferred first. A new security
+#: protocol (TLS) is one more entry here: an engines.upgrade.SecurityProtocol.
+SECURITY_PROTOCOLS: tuple[SecurityProtocol, ...] = (NOISE,)
 
 _MUXER_NAMES = {"yamux": YAMUX, "mplex": MPLEX, YAMUX: YAMUX, MPLEX: MPLEX}
 _CLOSE_TIMEOUT = 5.0
@@ -88,7 +93,7 @@ class Node(BuiltinProtocols):
         self._closed = False
         self._reactor = Reactor(name=f"libp2p-reactor-{str(self.peer_id)[-6:]}")
         #: What our connections call up (interfaces.ConnectionOwner).
-        self._owner = _NodeOwner(self, NoiseIdentity(self.keypair))
+        self._owner = _NodeOwner(self, SECURITY_PROTOCOLS)
         self._max_handler_threads = max_handler_threads
         self._workers: ThreadPoolExecutor | None = None
         #: Handler jobs queued or running: in all, and per peer (guarded by _lock).
@@ -656,12 +661,13 @@ class _NodeOwner:
     """The node as its connections see it (:class:`~.interfaces.ConnectionOwner`):
     the only calls a connection makes up."""
 
-    def __init__(self, node: Node, security_identity: Any) -> None:
+    def __init__(self, node: Node, security: Sequence[SecurityProtocol]) -> None:
         self._node = node
         self.keypair = node.keypair
         self.limits = node.limits
         self.muxers = node.muxers
-        self.security_identity = security_identity
+        self.security = tuple(security)
+        self.security_identities = prepare_identities(node.keypair, security)
         self.reactor = node._reactor
         registry = node._registry
         self.protocol_supported = registry.supports

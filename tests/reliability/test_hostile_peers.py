@@ -396,7 +396,7 @@ def test_closed_connections_are_released(guarded):
     256 KiB buffers) alive until the timers' deadlines."""
     import gc
 
-    from libp2p_stream_sync.connection import Connection
+    from libp2p_stream_sync.connection import _CLOSED, Connection
     g = guarded()  # its good connection keeps a live timer at the head of the heap
     for _ in range(60):
         c = YamuxClient(g.server)
@@ -406,6 +406,6 @@ def test_closed_connections_are_released(guarded):
     def alive() -> int:
         gc.collect()
         return sum(1 for o in gc.get_objects() if isinstance(o, Connection)
-                   and o.owner is g.server._owner and o._state == 5)  # _CLOSED
+                   and o.owner is g.server._owner and o._state == _CLOSED)
     assert wait_until(lambda: alive() <= 5, 3, interval=0.2), \
         f"{alive()} closed connections still referenced"
