@@ -30,7 +30,7 @@ from .stream import Stream
 
 if TYPE_CHECKING:
     from .identity import PeerId
-    from .interfaces import ConnectionOwner, Muxer
+    from .interfaces import ByteChannel, ConnectionOwner, Muxer
 
 log = logging.getLogger(__name__)
 
@@ -156,12 +156,17 @@ class _Collector:
 class Connection:
     """A connection to one peer. Created by the node on the reactor thread."""
 
-    def __init__(self, owner: "ConnectionOwner", sock: socket.socket, *, initiator: bool,
+    def __init__(self, owner: "ConnectionOwner", sock: "ByteChannel", *, initiator: bool,
                  remote_addr: tuple, expected_peer: "PeerId | None" = None,
                  on_ready: Callable[["Connection", BaseException | None], None]) -> None:
         #: Who this connection calls up (the node), see interfaces.ConnectionOwner.
         self.owner = owner
+        #: The byte channel (interfaces.ByteChannel): a TCP socket, or a channel of
+        #: another byte-stream transport (e.g. WebSocket) wrapping one.
         self.sock = sock
+        #: The channel may hold output of its own (framing, pongs): it has
+        #: ``wants_write`` and ``flush()``. A plain socket holds none.
+        self._channel_output = not isinstance(sock, socket.socket)
         self.initiator = initiator
         self.remote_addr = remote_addr
         self.remote_peer_id: PeerId | None = None
@@ -292,6 +297,8 @@ class Connection:
             try:
                 n = self.sock.recv_into(buffer, size)
             except (BlockingIOError, InterruptedError):
+                if self._channel_output and self.sock.wants_write:
+                    self._reactor.mark_dirty(self)  # e.g. a WebSocket pong to send
                 return
             except OSError as exc:
                 self.abort(exc)
@@ -349,6 +356,8 @@ class Connection:
     def on_writable(self) -> None:
         if self._state == _CONNECTING:
             self._connected()
+        if self._channel_output:
+            self.sock.flush()
         self.flush()
 
     def _remote_closed(self) -> None:
@@ -1076,7 +1085,8 @@ class Connection:
             self._set_interest()
             if self._backlog:
                 self._schedule_resume()
-        want_write = bool(wire) or self._state == _CONNECTING
+        want_write = bool(wire) or self._state == _CONNECTING or (
+            self._channel_output and self.sock.wants_write)
         if want_write != self._want_write:
             self._want_write = want_write
             self._set_interest()

@@ -115,7 +115,12 @@ class ConnectionOwner(Protocol):
 
 
 class ByteChannel(Protocol):
-    """A non-blocking, socket-like byte stream (docs/ARCHITECTURE.md, transports)."""
+    """A non-blocking, socket-like byte stream (docs/ARCHITECTURE.md, transports).
+
+    A channel that is not a plain socket may hold output of its own (WebSocket
+    framing, pongs, a close frame); it then also has ``wants_write -> bool`` (keep
+    write interest on) and ``flush() -> None`` (send that output, non-blocking).
+    """
 
     def fileno(self) -> int:
         """What the reactor's selector watches."""

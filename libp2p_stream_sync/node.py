@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import socket
@@ -29,7 +30,7 @@ from .reactor import Reactor
 from .registry import ProtocolRegistry
 from .stream import Stream
 from .timeouts import MAX_UNBOUNDED_WAIT, check_timeout, deadline_after, time_left
-from .transport import tcp
+from .transport import Transports, tcp
 
 if TYPE_CHECKING:
     from .interfaces import Muxer
@@ -104,17 +105,21 @@ class Node(BuiltinProtocols):
         self.on_connection_ready: list[Callable[[Connection], None]] = []
         #: Called (on the thread that changed them) after our accepted protocols change.
         self.on_protocols_changed: list[Callable[[], None]] = []
+        #: Picks a transport by multiaddr. TCP today; a WebSocket transport (a
+        #: byte-stream transport, transport/__init__.py) is one more register() call.
+        self._transports = Transports(tcp.TcpTransport())
         self._install_builtins(enable_perf=enable_perf)
-        sockets = []
+        listeners: list[_Listener] = []
         try:
             for addr in listen:
-                sockets.append(tcp.open_listener(addr))
+                transport = self._transports.for_multiaddr(tcp.to_multiaddr(addr))
+                listeners.append(_Listener(self, transport, transport.listen(addr)))
         except BaseException:
-            for sock in sockets:
-                sock.close()
+            for listener in listeners:
+                listener.sock.close()
             self._reactor.close_resources()
             raise
-        self._listeners = [_Listener(self, sock) for sock in sockets]
+        self._listeners = listeners
         self._reactor.start()
         ready: Future = Future()
         self._reactor.call_soon(self._start_listening, ready)
@@ -158,7 +163,7 @@ class Node(BuiltinProtocols):
     def _book_entry(self, peer_id: PeerId, addr: "str | Multiaddr") -> Multiaddr:
         """``addr`` as stored in the address book; ValueError if it is not for us."""
         ma = tcp.to_multiaddr(addr)
-        target = tcp.parse_tcp_multiaddr(ma)
+        target = self._transports.parse(ma)
         if target.peer_id is not None:
             if target.peer_id != peer_id:
                 raise ValueError(f"address {ma} names peer {target.peer_id}, not {peer_id}")
@@ -195,7 +200,7 @@ class Node(BuiltinProtocols):
         """
         self._check_open()
         seconds = check_timeout(timeout)
-        target_or_peer = _dial_target_of(addr)
+        target_or_peer = self._dial_target_of(addr)
         if seconds == 0:
             raise TimeoutError(f"dialing {addr} timed out at once: the timeout is 0")
         deadline = deadline_after(seconds, cap=MAX_UNBOUNDED_WAIT)
@@ -360,7 +365,7 @@ class Node(BuiltinProtocols):
         Raises ``ValueError`` for caller mistakes: malformed or unsupported addresses
         and multiaddrs that do not name a peer.
         """
-        target = _dial_target_of(peer)
+        target = self._dial_target_of(peer)
         if isinstance(target, PeerId):
             return target
         if target.peer_id is None:
@@ -421,10 +426,9 @@ class Node(BuiltinProtocols):
         errors = []
         for ma in addrs:
             try:
-                target = tcp.parse_tcp_multiaddr(ma)
-                return self._dial_target(tcp.TcpTarget(target.family, target.host,
-                                                       target.port, peer_id,
-                                                       target.needs_resolution), deadline)
+                target = self._transports.parse(ma)
+                return self._dial_target(dataclasses.replace(target, peer_id=peer_id),
+                                         deadline)
             except TimeoutError as exc:
                 raise OpenStreamError(f"timed out connecting to {peer_id}", "timeout") \
                     from exc
@@ -436,6 +440,14 @@ class Node(BuiltinProtocols):
         kind = "wrong-peer" if isinstance(last, PeerMismatchError) else "dial"
         raise OpenStreamError(f"cannot connect to {peer_id}: {last}", kind) from last
 
+    def _dial_target_of(self, addr: Any) -> "PeerId | tcp.TcpTarget":
+        """What the caller wants to reach: a peer (by id) or an address, parsed by the
+        transport that handles it."""
+        target = tcp.peer_id_or_multiaddr(addr)
+        if isinstance(target, PeerId):
+            return target
+        return self._transports.parse(target)
+
     def _dial_target(self, target: tcp.TcpTarget, deadline: float) -> Connection:
         """Dial (or join an in-flight dial) and wait for the connection until ``deadline``."""
         self._check_open()
@@ -445,13 +457,14 @@ class Node(BuiltinProtocols):
             if conn is not None:
                 return conn
         errors: list[OSError] = []
-        for family, sockaddr in tcp.resolve(target):
+        transport = target.transport
+        for family, sockaddr in transport.resolve(target):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             future: Future = Future()
-            self._reactor.call_soon(self._start_dial, family, sockaddr, peer, future,
-                                    min(remaining, self.limits.handshake_timeout))
+            self._reactor.call_soon(self._start_dial, transport, family, sockaddr, peer,
+                                    future, min(remaining, self.limits.handshake_timeout))
             try:
                 return result(future, remaining)
             except TimeoutError:
@@ -506,8 +519,8 @@ class Node(BuiltinProtocols):
             self._reactor.register(listener.sock, 1, listener)
         complete(ready, None)
 
-    def _start_dial(self, family: int, sockaddr: tuple, expected: PeerId | None,
-                    future: Future, timeout: float) -> None:
+    def _start_dial(self, transport: Any, family: int, sockaddr: tuple,
+                    expected: PeerId | None, future: Future, timeout: float) -> None:
         if self._closed:
             fail(future, ConnectionAbortedError("the node is closed"))
             return
@@ -517,18 +530,10 @@ class Node(BuiltinProtocols):
             fail(future, DialError(f"outbound connection limit reached "
                                    f"({self.limits.max_outbound_connections})"))
             return
-        sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            tcp.configure_stream_socket(sock)
-            err = sock.connect_ex(sockaddr)
+            channel = transport.connect(family, sockaddr)
         except OSError as exc:
-            sock.close()
             fail(future, exc)
-            return
-        if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
-            sock.close()
-            fail(future, ConnectionRefusedError(err, f"connect to {sockaddr}: "
-                                                f"{errno.errorcode.get(err, err)}"))
             return
 
         def on_ready(conn: Connection, error: BaseException | None) -> None:
@@ -539,19 +544,19 @@ class Node(BuiltinProtocols):
             self._connection_ready(conn)
             complete(future, conn)
 
-        conn = Connection(self._owner, sock, initiator=True, remote_addr=sockaddr,
+        conn = Connection(self._owner, channel, initiator=True, remote_addr=sockaddr,
                           expected_peer=expected, on_ready=on_ready)
         self._outbound_count += 1
         self._pending.add(conn)
         conn.start(timeout)
 
-    def _accepted(self, sock: socket.socket, addr: tuple) -> None:
+    def _accepted(self, transport: Any, sock: socket.socket, addr: tuple) -> None:
         if self._inbound_count >= self.limits.max_inbound_connections:
             log.info("refusing a connection from %s: inbound limit (%d) reached", addr,
                      self.limits.max_inbound_connections)
             sock.close()
             return
-        tcp.configure_stream_socket(sock)
+        channel = transport.accepted(sock)
 
         def on_ready(conn: Connection, error: BaseException | None) -> None:
             self._pending.discard(conn)
@@ -564,7 +569,7 @@ class Node(BuiltinProtocols):
             else:
                 self._connection_ready(conn)
 
-        conn = Connection(self._owner, sock, initiator=False, remote_addr=addr,
+        conn = Connection(self._owner, channel, initiator=False, remote_addr=addr,
                           on_ready=on_ready)
         self._inbound_count += 1
         self._pending.add(conn)
@@ -628,14 +633,6 @@ class Node(BuiltinProtocols):
         complete(done, None)
 
 
-def _dial_target_of(addr: Any) -> "PeerId | tcp.TcpTarget":
-    """What the caller wants to reach: a peer (by id) or a TCP address."""
-    target = tcp.peer_id_or_multiaddr(addr)
-    if isinstance(target, PeerId):
-        return target
-    return tcp.parse_tcp_multiaddr(target)
-
-
 def _abandon_open(conn: Connection, future: Future) -> None:
     """Undo an open whose waiter left: cancel it, or reset the stream it produced."""
     if future.cancel():
@@ -685,10 +682,11 @@ class _Listener:
 
     _ACCEPTS_PER_WAKEUP = 64
 
-    def __init__(self, node: Node, sock: socket.socket) -> None:
+    def __init__(self, node: Node, transport: Any, sock: socket.socket) -> None:
         self.node = node
+        self.transport = transport
         self.sock = sock
-        self.multiaddr = tcp.sockaddr_to_multiaddr(sock.family, sock.getsockname())
+        self.multiaddr = transport.bound_multiaddr(sock)
 
     def on_readable(self) -> None:
         for _ in range(self._ACCEPTS_PER_WAKEUP):
@@ -699,7 +697,7 @@ class _Listener:
             except OSError as exc:  # EMFILE and friends: log, try again later
                 log.warning("accept failed on %s: %s", self.multiaddr, exc)
                 return
-            self.node._accepted(sock, addr)
+            self.node._accepted(self.transport, sock, addr)
 
     def on_writable(self) -> None:  # pragma: no cover - never registered for writing
         pass
