@@ -25,7 +25,8 @@ from .futures import complete, fail, result, wait
 from .identity import Keypair, PeerId
 from .limits import Limits
 from .logthrottle import LogThrottle
-from .protocols import BuiltinProtocols
+from .protocols import BuiltinProtocols, IdentifyInfo, PerfResult
+from .protocols.perf import Progress
 from .reactor import Reactor
 from .registry import ProtocolRegistry
 from .stream import Stream
@@ -47,7 +48,7 @@ _CLOSE_TIMEOUT = 5.0
 InternalHandler = Callable[["Connection", Stream], None]
 
 
-class Node(BuiltinProtocols):
+class Node:
     """A libp2p node: one background I/O thread, TCP listeners, Noise, yamux/mplex.
 
     Use as a context manager, or call :meth:`close`. ``listen`` takes multiaddrs such
@@ -108,7 +109,7 @@ class Node(BuiltinProtocols):
         #: Picks a transport by multiaddr. TCP today; a WebSocket transport (a
         #: byte-stream transport, transport/__init__.py) is one more register() call.
         self._transports = Transports(tcp.TcpTransport())
-        self._install_builtins(enable_perf=enable_perf)
+        self._builtins = BuiltinProtocols(self, enable_perf=enable_perf)
         listeners: list[_Listener] = []
         try:
             for addr in listen:
@@ -156,8 +157,9 @@ class Node(BuiltinProtocols):
             peer_id = PeerId.from_string(peer_id)
         self._addresses.add(peer_id, self._book_entry(peer_id, addr), learned=False)
 
-    def _learn_address(self, peer_id: PeerId, addr: "str | Multiaddr") -> None:
-        """Remember an address that ``peer_id`` advertised (identify)."""
+    def learn_address(self, peer_id: PeerId, addr: "str | Multiaddr") -> None:
+        """Remember an address that ``peer_id`` advertised (identify calls this);
+        learned addresses never evict configured ones."""
         self._addresses.add(peer_id, self._book_entry(peer_id, addr), learned=True)
 
     def _book_entry(self, peer_id: PeerId, addr: "str | Multiaddr") -> Multiaddr:
@@ -228,7 +230,7 @@ class Node(BuiltinProtocols):
                 return
             self._closed = True
             registered = self._registry.acceptors()
-        self._release_identify_waiters()
+        self._builtins.release_waiters()
         for incoming in registered:
             incoming.close()
         if self._reactor.thread.is_alive():
@@ -251,6 +253,53 @@ class Node(BuiltinProtocols):
     def closed(self) -> bool:
         """True once :meth:`close` was called."""
         return self._closed
+
+    # -- built-in protocols (served by self._builtins) ------------------------------------
+    def peer_protocols(self, peer: PeerId) -> list[str]:
+        """The protocols ``peer`` said it supports (identify/push); empty when unknown."""
+        return self._builtins.peer_protocols(peer)
+
+    def identify_info(self, peer: PeerId) -> IdentifyInfo | None:
+        """A copy of what ``peer`` told us through identify, or None if nothing yet."""
+        return self._builtins.identify_info(peer)
+
+    def wait_identified(self, peer: PeerId, timeout: float | None = 10.0) -> IdentifyInfo:
+        """Wait until ``peer`` has been identified; return its :class:`IdentifyInfo`.
+
+        Raises ``TimeoutError`` when ``timeout`` passes and :class:`OpenStreamError`
+        when identifying the peer failed (e.g. it does not speak identify) or the node
+        is closed (``kind`` ``"closed"``). ``None`` waits until identify of a
+        connection to the peer ends, which is bounded once connected.
+        """
+        return self._builtins.wait_identified(peer, timeout)
+
+    def ping(self, peer: PeerLike, count: int = 1, timeout: float | None = 10.0
+             ) -> list[float]:
+        """Ping ``peer`` ``count`` times on one stream; return each round trip in seconds.
+
+        The echoed bytes are checked (:class:`~.ping.PingMismatch` when they differ).
+        Raises ``TimeoutError``/:class:`OpenStreamError` when ``timeout`` passes. With
+        ``None`` a round trip still fails after ``timeouts.STALL_TIMEOUT`` seconds.
+        """
+        return self._builtins.ping(peer, count, timeout)
+
+    def perf(self, peer: PeerLike, upload_bytes: int, download_bytes: int, *,
+             timeout: float | None = 60.0, progress: Progress | None = None
+             ) -> PerfResult:
+        """Run the perf protocol: send ``upload_bytes``, receive ``download_bytes``.
+
+        ``progress(uploaded, downloaded)`` is called as bytes move. Raises
+        :class:`UnsupportedProtocol` when the peer does not serve perf. With
+        ``timeout=None`` the run has no deadline, but fails when no byte moves for
+        ``timeouts.STALL_TIMEOUT`` seconds.
+        """
+        return self._builtins.perf(peer, upload_bytes, download_bytes, timeout=timeout,
+                                   progress=progress)
+
+    @property
+    def reactor(self) -> Reactor:
+        """The node's I/O thread (for the package's layers: schedule work on it)."""
+        return self._reactor
 
     # -- for the package's layers (Control, IncomingStreams, built-in protocols) ---------
     # Public so that the layers above the connection call the node through methods it
@@ -278,10 +327,10 @@ class Node(BuiltinProtocols):
         """The protocols we accept (built-in and registered), sorted."""
         return self._registry.protocols()
 
-    def _register_internal(self, protocol: str, handler: InternalHandler) -> None:
+    def serve_on_reactor(self, protocol: str, handler: InternalHandler) -> None:
         """Serve ``protocol`` with ``handler(conn, stream)``, called on the reactor thread.
 
-        The handler must not block; use :meth:`_run_in_worker` for blocking work.
+        The handler must not block; use :meth:`run_in_worker` for blocking work.
         """
         with self._lock:
             self._registry.add_internal(protocol, handler)
@@ -293,8 +342,8 @@ class Node(BuiltinProtocols):
             except Exception:
                 log.exception("protocols-changed hook %r failed", hook)
 
-    def _run_in_worker(self, fn: Callable[..., Any], *args: Any,
-                       peer: PeerId | None = None) -> Future | None:
+    def run_in_worker(self, fn: Callable[..., Any], *args: Any,
+                      peer: PeerId | None = None) -> Future | None:
         """Run blocking ``fn(*args)`` on the node's bounded handler thread pool.
 
         Returns None (the caller resets its stream) when the node is closed or the
@@ -375,7 +424,8 @@ class Node(BuiltinProtocols):
         self.add_address(target.peer_id, peer)
         return target.peer_id
 
-    def _usable_connection(self, peer_id: PeerId) -> Connection | None:
+    def usable_connection(self, peer_id: PeerId) -> Connection | None:
+        """An open connection to ``peer_id`` that takes new streams, or None."""
         with self._lock:
             for conn in self._connections.get(peer_id, ()):
                 if conn.usable_for_new_streams():
@@ -390,7 +440,7 @@ class Node(BuiltinProtocols):
         """
         if self._closed:
             raise OpenStreamError("the node is closed", "closed")
-        conn = self._usable_connection(peer_id)
+        conn = self.usable_connection(peer_id)
         if conn is not None:
             return conn
         with self._lock:
@@ -453,7 +503,7 @@ class Node(BuiltinProtocols):
         self._check_open()
         peer = target.peer_id
         if peer is not None:
-            conn = self._usable_connection(peer)
+            conn = self.usable_connection(peer)
             if conn is not None:
                 return conn
         errors: list[OSError] = []
