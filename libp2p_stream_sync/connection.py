@@ -212,6 +212,7 @@ class Connection:
         self._write_shut = False
         self._idle_since = 0.0
         self._upgrade: Upgrade | None = None
+        self._muxer_terminated = False  # a copy of muxer.is_terminated for other threads
         self._transport: Any = None
         self._muxer: "Muxer" = None  # type: ignore[assignment]  # set once open
         self._streams: dict[int, _StreamRecord] = {}
@@ -233,8 +234,10 @@ class Connection:
 
     # -- health ------------------------------------------------------------------------
     def usable_for_new_streams(self) -> bool:
+        """*Thread-safe* (reads three flags the reactor sets; never the engine):
+        open, no GoAway received, the muxer session not over."""
         return (self._state == _OPEN and not self.goaway_received
-                and not self._muxer.is_terminated)
+                and not self._muxer_terminated)
 
     def buffer_usage(self) -> dict[str, int]:
         """Reactor thread only: bytes this connection holds because of its peer.
@@ -380,7 +383,7 @@ class Connection:
 
     def _secure_received(self, plain: Any) -> None:
         if self._state in _MUXING:
-            self._handle_events(self._muxer.receive_data(plain))
+            self._muxer_input(self._muxer.receive_data(plain))
         elif self._state == _UPGRADING:
             upgrade = self._upgrade
             assert upgrade is not None
@@ -398,7 +401,7 @@ class Connection:
             self._upgrade = None
             self._start_muxer(upgrade.muxer_protocol)
             if upgrade.leftover and self._state in _MUXING:
-                self._handle_events(self._muxer.receive_data(upgrade.leftover))
+                self._muxer_input(self._muxer.receive_data(upgrade.leftover))
 
     def _take_upgrade_output(self) -> None:
         for chunk in self._upgrade.data_to_send():
@@ -425,6 +428,13 @@ class Connection:
             on_ready(self, None)
 
     # -- muxer events ----------------------------------------------------------------------
+    def _muxer_input(self, events: list) -> None:
+        """Events the muxer returned for input or a timer (only these end a session:
+        note it for :meth:`usable_for_new_streams`, which other threads call)."""
+        if self._muxer.is_terminated:
+            self._muxer_terminated = True
+        self._handle_events(events)
+
     def _handle_events(self, events: list) -> None:
         """Act on muxer events in order. When the turn's work budget runs out, the rest
         waits in the backlog for the next turn (and the socket is not read meanwhile)."""
@@ -937,13 +947,15 @@ class Connection:
 
     def _start_collecting(self, stream: Stream, collector: _Collector) -> None:
         sid = stream.stream_id
-        record = self._streams.pop(sid)
+        record = self._streams.pop(sid, None)
+        fin_sent = record is not None and record.fin_sent
+        remote_ended = record is not None and record.remote_ended
         self._unread_total -= self._unread.pop(sid, 0)
         self._to_flush.pop(sid, None)
         stream.mark_finished()
         collector.sid = sid
         self._collecting[sid] = collector
-        if not record.fin_sent:
+        if not fin_sent:
             try:
                 self._muxer.close_stream(sid)  # the request is empty: half-close now
             except mev.StreamClosedError:
@@ -952,7 +964,7 @@ class Connection:
         if early:
             self._muxer_consumed(sid, len(early))
             self._collected(collector, early)
-        if record.remote_ended and self._collecting.pop(sid, None) is collector:
+        if remote_ended and self._collecting.pop(sid, None) is collector:
             collector.finish(bytes(collector.data), None)
         self._reactor.mark_dirty(self)
 
@@ -1254,7 +1266,7 @@ class Connection:
         self._timer_when = None
         if self._state not in _MUXING:
             return
-        self._handle_events(self._muxer.handle_timer(time.monotonic()))
+        self._muxer_input(self._muxer.handle_timer(time.monotonic()))
         self._reactor.mark_dirty(self)
 
     # -- closing ---------------------------------------------------------------------------
