@@ -26,6 +26,7 @@ from .engines.multistream import (Agreed, MultistreamDialer, MultistreamListener
 from .engines.upgrade import Upgrade
 from .errors import DialError, ProtocolError, UnsupportedProtocol
 from .futures import complete, fail
+from .read_pressure import PAUSE_READING_AT, ReadPressure
 from .stream import Stream
 
 if TYPE_CHECKING:
@@ -62,19 +63,6 @@ _MAX_SENDMSG_BUFFERS = 64
 #: The yamux spec's ACK backlog: at most this many of our new streams may wait for
 #: the remote's ACK; further opens wait their turn (peers reset streams beyond it).
 _MAX_UNACKED_OUTBOUND = 256
-#: Muxers without flow control (mplex): stop reading the socket while a stream holds
-#: this much unread data, so TCP pushes back on the sender (go-mplex does the same).
-_PAUSE_READING_AT = 1024 * 1024
-#: If a paused connection stays stuck this long, the streams that hold it up are
-#: reset and reading resumes (go-mplex's ReceiveTimeout does the same): one stream
-#: nobody reads must not stall every other stream of the connection forever.
-_CONGESTION_TIMEOUT = 5.0
-#: While paused for unread data, look whether the application caught up (it reports
-#: what it read in steps, so a report may never come) or the peer left: first after
-#: this many seconds, then at doubling intervals up to _CONGESTION_POLL_MAX, so many
-#: paused connections cost little.
-_CONGESTION_POLL = 0.05
-_CONGESTION_POLL_MAX = 0.4
 
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
@@ -178,7 +166,6 @@ class Connection:
         self._state = _CONNECTING if initiator else _UPGRADING
         self._recv_size = _MIN_RECV_BUFFER
         self._max_recv_size = _RECV_BUFFER
-        self._pause_reading_at = _PAUSE_READING_AT
         self._wire: collections.deque[Any] = collections.deque()
         self._wire_len = 0
         self._wire_sent_total = 0  # bytes written to the socket since the start
@@ -188,17 +175,7 @@ class Connection:
         self._want_write = False
         self._interest = 0
         self._tcp_flow_control = False  # set for muxers without their own windows
-        self._congested: dict[int, Stream] = {}
-        self._congestion_timer: Any = None
-        self._congested_since = 0.0
-        self._congestion_poll = _CONGESTION_POLL
-        #: Unread bytes per stream as last looked at, and their sum (never below
-        #: the true total: the application only takes bytes away between looks).
-        self._unread: dict[int, int] = {}
-        self._unread_total = 0
-        self._unread_paused = False
         self._output_paused = False
-        self._peer_left = False  # it closed its side: read to the end, whatever we hold
         #: Muxer events not handled yet (the turn's work budget ran out).
         self._backlog: collections.deque[Any] = collections.deque()
         self._resume_scheduled = False
@@ -216,6 +193,11 @@ class Connection:
         self._transport: Any = None
         self._muxer: "Muxer" = None  # type: ignore[assignment]  # set once open
         self._streams: dict[int, _StreamRecord] = {}
+        #: Unread stream data and the pause of reading it causes.
+        self._pressure = ReadPressure(
+            self._reactor, owner.limits.max_connection_buffer, self._streams,
+            interest_changed=self._set_interest, peer_hung_up=lambda: _hung_up(self.sock),
+            reset_streams=self._reset_stalling_streams)
         self._negotiating: dict[int, _Negotiation] = {}
         self._to_flush: dict[int, Stream] = {}
         self._window_blocked: dict[int, Stream] = {}
@@ -246,10 +228,10 @@ class Connection:
         multistream messages; ``unread``: data its streams hold that the application
         has not read; ``deferred``: input received but not handled yet.
         """
-        self._recount_unread()
+        self._pressure.recount()
         deferred = sum(len(e.data) for e in self._backlog if type(e) is mev.DataReceived)
         return {"output": self._wire_len, "negotiations": self._negotiation_held,
-                "unread": self._unread_total, "deferred": deferred}
+                "unread": self._pressure.unread_total, "deferred": deferred}
 
     def buffered_bytes(self) -> int:
         """Reactor thread only: the sum of :meth:`buffer_usage`."""
@@ -415,7 +397,7 @@ class Connection:
             # Pause early enough that one more read cannot push a stream past the
             # muxer's buffer bound (mplex resets a stream beyond it).
             quarter = self.owner.limits.max_stream_buffer // 4
-            self._pause_reading_at = min(_PAUSE_READING_AT, quarter)
+            self._pressure.pause_reading_at = min(PAUSE_READING_AT, quarter)
             self._max_recv_size = min(_RECV_BUFFER, quarter)
         self._state = _OPEN
         if self._deadline_timer is not None:
@@ -517,9 +499,10 @@ class Connection:
             if record is not None:
                 stream = record.stream
                 unread = stream.feed(data)
-                self._count_unread(sid, unread)
-                if self._tcp_flow_control and unread > self._pause_reading_at:
-                    self._congest(sid, stream)
+                pressure = self._pressure
+                pressure.count(sid, unread)
+                if self._tcp_flow_control and unread > pressure.pause_reading_at:
+                    pressure.congest(sid, stream)
                 if self._watchers:
                     self._notify_watcher(sid)
                 return True
@@ -592,12 +575,12 @@ class Connection:
     def _negotiated(self, sid: int, neg: _Negotiation, result: Agreed) -> None:
         if neg.stream is not None:  # lazy: the opener has had the stream all along
             if result.leftover:
-                self._count_unread(sid, neg.stream.feed(bytes(result.leftover)))
+                self._pressure.count(sid, neg.stream.feed(bytes(result.leftover)))
             return
         stream = Stream(self, sid, self.remote_peer_id, result.protocol)
         record = self._streams[sid] = _StreamRecord(stream)
         if result.leftover:
-            self._count_unread(sid, stream.feed(bytes(result.leftover)))
+            self._pressure.count(sid, stream.feed(bytes(result.leftover)))
         if neg.remote_ended:
             self._on_remote_end(sid)
         if neg.future is not None:
@@ -748,9 +731,7 @@ class Connection:
             if record.counted:
                 record.counted = False
                 self.owner.inbound_stream_finished(record.stream)
-        self._unread_total -= self._unread.pop(sid, 0)
-        if self._congested.pop(sid, None) is not None or self._unread_paused:
-            self._relieve_congestion()
+        self._pressure.forget(sid)
         if not self._streams and not self._negotiating:
             self._became_idle()
 
@@ -866,10 +847,9 @@ class Connection:
         sid = stream.stream_id
         if self._record_of(stream) is not None:
             self._muxer_consumed(sid, n)
-            self._look_at_unread(sid, stream.unread_bytes)
+            self._pressure.look(sid, stream.unread_bytes)
             self._reactor.mark_dirty(self)
-        if self._congested or self._unread_paused:
-            self._relieve_congestion()
+        self._pressure.consumed()
 
     def _open_stream(self, protocol: str, future: Future, lazy: bool = False) -> None:
         if future.cancelled():
@@ -950,7 +930,7 @@ class Connection:
         record = self._streams.pop(sid, None)
         fin_sent = record is not None and record.fin_sent
         remote_ended = record is not None and record.remote_ended
-        self._unread_total -= self._unread.pop(sid, 0)
+        self._pressure.drop(sid)
         self._to_flush.pop(sid, None)
         stream.mark_finished()
         collector.sid = sid
@@ -1134,112 +1114,22 @@ class Connection:
     def _reading_allowed(self) -> bool:
         """False while the peer has made us hold enough: its output, its unread data,
         or input we have not handled yet (unless it left: then it sends no more)."""
-        return self._peer_left or not (self._congested or self._unread_paused
-                                       or self._output_paused or self._backlog)
+        pressure = self._pressure
+        return pressure.peer_left or not (pressure.holding or self._output_paused
+                                          or self._backlog)
 
-    # -- unread data and congestion -----------------------------------------------------
-    def _count_unread(self, sid: int, unread: int) -> None:
-        """Data was fed to stream ``sid``, which now holds ``unread`` bytes: count
-        them; pause reading beyond the bound."""
-        self._look_at_unread(sid, unread)
-        if (self._unread_total > self.owner.limits.max_connection_buffer
-                and not self._unread_paused):
-            self._recount_unread()  # the application may have read some meanwhile
-            if self._unread_total > self.owner.limits.max_connection_buffer:
-                self._unread_paused = True
-                self._stall()
-
-    def _look_at_unread(self, sid: int, unread: int) -> None:
-        self._unread_total += unread - self._unread.get(sid, 0)
-        if unread:
-            self._unread[sid] = unread
-        else:
-            self._unread.pop(sid, None)
-
-    def _recount_unread(self) -> None:
-        for sid in list(self._unread):
-            record = self._streams.get(sid)
-            if record is None:
-                self._unread_total -= self._unread.pop(sid)
-            else:
-                self._look_at_unread(sid, record.stream.unread_bytes)
-
-    def _congest(self, sid: int, stream: Stream) -> None:
-        self._congested[sid] = stream
-        self._stall()
-
-    def _stall(self) -> None:
-        """Stop reading (a stream or the connection holds too much unread data) and
-        watch whether the application catches up."""
-        if self._congestion_timer is None and not self._peer_left:
-            self._congested_since = time.monotonic()
-            self._congestion_poll = _CONGESTION_POLL
-            self._congestion_timer = self._reactor.call_later(_CONGESTION_POLL,
-                                                              self._congestion_check)
-        self._set_interest()
-
-    def _relieve_congestion(self) -> None:
-        for sid, stream in list(self._congested.items()):
-            if (stream.unread_bytes <= self._pause_reading_at
-                    or self._record_of(stream) is None):
-                del self._congested[sid]
-        if self._unread_paused:
-            self._recount_unread()
-            if self._unread_total <= self.owner.limits.max_connection_buffer:
-                self._unread_paused = False
-        if not self._congested and not self._unread_paused:
-            self._uncongested()
-
-    def _uncongested(self) -> None:
-        if self._congestion_timer is not None:
-            self._congestion_timer.cancel()
-            self._congestion_timer = None
-        self._set_interest()
-
-    def _congestion_check(self) -> None:
-        self._congestion_timer = None
-        if _hung_up(self.sock):
-            # Not reading, we would not see it otherwise: read what the peer sent
-            # before it left (as when it leaves while we read), then its end.
-            self._peer_left = True
-            self._uncongested()
-            return
-        self._relieve_congestion()
-        if not self._congested and not self._unread_paused:
-            return
-        if time.monotonic() - self._congested_since >= _CONGESTION_TIMEOUT:
-            self._reset_stalling_streams()
-            self._relieve_congestion()
-            self._reactor.mark_dirty(self)
-            if not self._congested and not self._unread_paused:
-                return
-            self._congested_since = time.monotonic()
-        self._congestion_poll = min(self._congestion_poll * 2, _CONGESTION_POLL_MAX)
-        until_timeout = self._congested_since + _CONGESTION_TIMEOUT - time.monotonic()
-        self._congestion_timer = self._reactor.call_later(
-            max(0.0, min(self._congestion_poll, until_timeout)), self._congestion_check)
-
-    def _reset_stalling_streams(self) -> None:
-        """The application did not catch up in time: reset the streams over their own
-        bound, then the largest holders until the connection is under its bound."""
-        stuck = [s for s in self._congested.values() if self._record_of(s) is not None]
-        self._congested.clear()
-        excess = self._unread_total - self.owner.limits.max_connection_buffer
-        for sid, unread in sorted(self._unread.items(), key=lambda item: -item[1]):
-            if excess <= 0:
-                break
-            record = self._streams.get(sid)
-            if record is not None and record.stream not in stuck:
-                stuck.append(record.stream)
-                excess -= unread
-        for stream in stuck:
+    # -- unread data and congestion (the policy is read_pressure.py) -------------------
+    def _reset_stalling_streams(self, streams: list[Stream], held_for: float) -> None:
+        """The application did not catch up within ``held_for`` s: reset ``streams``."""
+        for stream in streams:
             log.info("%r: resetting %r: %d unread bytes held the connection for %.0f s",
-                     self, stream, stream.unread_bytes, _CONGESTION_TIMEOUT)
+                     self, stream, stream.unread_bytes, held_for)
             self._reset_muxer_stream(stream.stream_id)
             self._forget(stream.stream_id)
             stream.fail(ConnectionResetError(
                 f"stream reset: its unread data stalled the connection for "
-                f"{_CONGESTION_TIMEOUT:.0f} s"))
+                f"{held_for:.0f} s"))
+        self._reactor.mark_dirty(self)
 
     def _flush_wire_now(self) -> None:
         if self._muxer is not None and self._transport is not None:
@@ -1305,10 +1195,11 @@ class Connection:
         self._state = _CLOSED
         self.closed_reason = str(error)
         self._close_error = error
-        for timer in (self._timer, self._deadline_timer, self._congestion_timer,
-                      self._idle_timer, self._linger_timer, self._negotiation_timer):
+        for timer in (self._timer, self._deadline_timer, self._idle_timer,
+                      self._linger_timer, self._negotiation_timer):
             if timer is not None:
                 timer.cancel()
+        self._pressure.cancel()
         self._reactor.unregister(self.sock)
         try:
             self.sock.close()

@@ -6,6 +6,11 @@ lower ones, including imports made only for type checking, and runtime imports f
 cycle. ``obj._name`` is allowed on ``self``/``cls``, and on other objects only when
 ``_name`` is defined in the same module (a class's private fields used by its module's
 helpers); ``from x import _name`` is never allowed across modules.
+
+LAYERS changes made by the untangle step: ``read_pressure`` (a connection's read
+back-pressure policy, split out of ``connection``) sits in the connection's layer; the
+new ``interfaces``, ``registry``, ``engines.upgrade`` and ``transport`` modules use the
+entries that were reserved for them.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ LAYERS: dict[str, int] = {
     "engines": 3,
     "reactor": 4, "interfaces": 4,
     "transport": 5, "stream": 5, "connection": 5, "muxed": 5, "upgrade": 5,
-    "addressbook": 5, "registry": 5,
+    "addressbook": 5, "registry": 5, "read_pressure": 5,
     "control": 6,
     "protocols": 7,
     "node": 8,

@@ -364,8 +364,8 @@ def test_node_close_wakes_blocked_threads(make_node):
 
 
 def test_mplex_unread_stream_is_reset_after_stalling_the_connection(make_node, monkeypatch):
-    from libp2p_stream_sync import connection
-    monkeypatch.setattr(connection, "_CONGESTION_TIMEOUT", 0.5)
+    from libp2p_stream_sync import read_pressure
+    monkeypatch.setattr(read_pressure, "CONGESTION_TIMEOUT", 0.5)
     server = make_node(muxers=["mplex"])
     client = make_node(listen=[], muxers=["mplex"])
     echo = EchoServer(server)
