@@ -49,25 +49,28 @@ class ByteStreamTransport(Protocol):
 
 
 class Transports:
-    """The node's transports, asked in registration order; the first one registered
-    is the fallback whose ``parse`` explains why an address is unsupported."""
+    """The node's transports. The first one given (TCP) is the fallback: the others,
+    more specific (``/tcp/.../ws`` is a TCP address plus a suffix TCP rejects), are
+    asked first, newest first; an address none of them handles goes to the fallback,
+    whose ``parse`` accepts it or explains why it is unsupported. With TCP alone,
+    picking costs nothing: the address is parsed once."""
 
     def __init__(self, *transports: ByteStreamTransport) -> None:
         self._transports: list[ByteStreamTransport] = list(transports)
 
     def register(self, transport: ByteStreamTransport) -> None:
-        """Add a transport (asked after those registered before it)."""
-        self._transports.append(transport)
+        """Add a transport (asked before those registered earlier)."""
+        self._transports.insert(1, transport)
 
     def for_multiaddr(self, ma: Multiaddr) -> ByteStreamTransport:
-        """The transport that handles ``ma``; ValueError when none does."""
-        for transport in self._transports:
+        """The transport for ``ma``: the first specific one that handles it, else the
+        fallback (whose ``parse``/``listen`` raise ValueError if it does not)."""
+        for transport in self._transports[1:]:
             if transport.handles(ma):
                 return transport
-        if self._transports:
-            self._transports[0].parse(ma)  # raises its precise ValueError
-        raise ValueError(f"no transport handles {ma}")
+        return self._transports[0]
 
     def parse(self, ma: Multiaddr) -> Any:
-        """The dial target for ``ma``, parsed by the transport that handles it."""
+        """The dial target for ``ma``, parsed by its transport; ValueError when no
+        transport takes it."""
         return self.for_multiaddr(ma).parse(ma)

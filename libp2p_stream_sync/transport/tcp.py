@@ -62,8 +62,9 @@ def peer_id_or_multiaddr(addr: "str | bytes | Multiaddr | PeerId") -> "PeerId | 
     return to_multiaddr(addr)
 
 
-def parse_tcp_multiaddr(addr: "str | bytes | Multiaddr") -> TcpTarget:
-    """Split ``/ip4|ip6|dns|dns4|dns6/<host>/tcp/<port>[/p2p/<id>]`` into its parts."""
+def parse_tcp_multiaddr(addr: "str | bytes | Multiaddr", transport: Any = None) -> TcpTarget:
+    """Split ``/ip4|ip6|dns|dns4|dns6/<host>/tcp/<port>[/p2p/<id>]`` into its parts
+    (``transport``: what the target's ``transport`` field names)."""
     ma = to_multiaddr(addr)
     parts = [(proto.name, value) for proto, value in ma.items()]
     peer_id = None
@@ -74,11 +75,11 @@ def parse_tcp_multiaddr(addr: "str | bytes | Multiaddr") -> TcpTarget:
     (kind, host), (_, port_text) = parts
     port = int(port_text)
     if kind == "ip4":
-        return TcpTarget(socket.AF_INET, host, port, peer_id, False)
+        return TcpTarget(socket.AF_INET, host, port, peer_id, False, transport)
     if kind == "ip6":
-        return TcpTarget(socket.AF_INET6, host, port, peer_id, False)
+        return TcpTarget(socket.AF_INET6, host, port, peer_id, False, transport)
     if kind in _DNS_FAMILIES:
-        return TcpTarget(_DNS_FAMILIES[kind], host, port, peer_id, True)
+        return TcpTarget(_DNS_FAMILIES[kind], host, port, peer_id, True, transport)
     raise ValueError(f"unsupported network protocol /{kind} in {ma}")
 
 
@@ -159,7 +160,7 @@ class TcpTransport:
 
     def parse(self, ma: Multiaddr) -> TcpTarget:
         """Where to connect and whom we expect there; ValueError when malformed."""
-        return dataclasses.replace(parse_tcp_multiaddr(ma), transport=self)
+        return parse_tcp_multiaddr(ma, self)
 
     def resolve(self, target: TcpTarget) -> list[tuple[int, tuple]]:
         """``(family, sockaddr)`` pairs to try (blocking DNS for ``/dns*``)."""
