@@ -145,7 +145,7 @@ class Connection:
     """A connection to one peer. Created by the node on the reactor thread."""
 
     def __init__(self, owner: "ConnectionOwner", sock: "ByteChannel", *, initiator: bool,
-                 remote_addr: tuple, expected_peer: "PeerId | None" = None,
+                 remote_addr: tuple, transport: Any, expected_peer: "PeerId | None" = None,
                  on_ready: Callable[["Connection", BaseException | None], None]) -> None:
         #: Who this connection calls up (the node), see interfaces.ConnectionOwner.
         self.owner = owner
@@ -157,6 +157,8 @@ class Connection:
         self._channel_output = not isinstance(sock, socket.socket)
         self.initiator = initiator
         self.remote_addr = remote_addr
+        #: The transport that made the channel (``remote_multiaddr`` names the peer).
+        self.transport = transport
         self.remote_peer_id: PeerId | None = None
         self.muxer_protocol: str | None = None
         self.goaway_received = False

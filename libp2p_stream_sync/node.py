@@ -595,7 +595,7 @@ class Node:
             complete(future, conn)
 
         conn = Connection(self._owner, channel, initiator=True, remote_addr=sockaddr,
-                          expected_peer=expected, on_ready=on_ready)
+                          transport=transport, expected_peer=expected, on_ready=on_ready)
         self._outbound_count += 1
         self._pending.add(conn)
         conn.start(timeout)
@@ -620,7 +620,7 @@ class Node:
                 self._connection_ready(conn)
 
         conn = Connection(self._owner, channel, initiator=False, remote_addr=addr,
-                          on_ready=on_ready)
+                          transport=transport, on_ready=on_ready)
         self._inbound_count += 1
         self._pending.add(conn)
         conn.start(self.limits.handshake_timeout)

@@ -94,11 +94,9 @@ class Host(Protocol):
 
 def build_message(node: Host, conn: "Connection") -> bytes:
     """Our identify message for the peer on ``conn`` (varint length-prefixed)."""
-    from ..transport.tcp import sockaddr_to_multiaddr
-
     try:
-        observed: bytes | None = sockaddr_to_multiaddr(conn.sock.family,
-                                                       conn.remote_addr).to_bytes()
+        observed: bytes | None = conn.transport.remote_multiaddr(
+            conn.sock, conn.remote_addr).to_bytes()
     except (OSError, ValueError):
         observed = None  # the socket is already gone: leave the field out
     return encode_message(

@@ -47,6 +47,9 @@ class ByteStreamTransport(Protocol):
     def accepted(self, sock: Any) -> Any:
         """Reactor: the byte channel for a socket the listener accepted."""
 
+    def remote_multiaddr(self, channel: Any, sockaddr: tuple) -> Multiaddr:
+        """The peer's address as a multiaddr (identify's observed address)."""
+
 
 class Transports:
     """The node's transports. The first one given (TCP) is the fallback: the others,

@@ -190,6 +190,11 @@ class TcpTransport:
         """The multiaddr a listening socket is bound to (the real port for port 0)."""
         return sockaddr_to_multiaddr(listener.family, listener.getsockname())
 
+    def remote_multiaddr(self, channel: socket.socket, sockaddr: tuple) -> Multiaddr:
+        """The multiaddr of the peer at ``sockaddr`` on ``channel`` (identify's
+        observed address); OSError once the socket is gone."""
+        return sockaddr_to_multiaddr(channel.family, sockaddr)
+
     def accepted(self, sock: socket.socket) -> socket.socket:
         """Reactor: the byte channel for an accepted connection socket."""
         configure_stream_socket(sock)
