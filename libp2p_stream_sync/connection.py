@@ -223,6 +223,10 @@ class Connection:
         return (self._state == _OPEN and not self.goaway_received
                 and not self._muxer_terminated)
 
+    def stream_counts(self) -> dict[str, int]:
+        """Approximate (read from any thread): ``streams`` open, ``negotiating``."""
+        return {"streams": len(self._streams), "negotiating": len(self._negotiating)}
+
     def buffer_usage(self) -> dict[str, int]:
         """Reactor thread only: bytes this connection holds because of its peer.
 

@@ -176,6 +176,26 @@ class Node:
         """The addresses we would dial for ``peer_id``: configured first, then learned."""
         return self._addresses.addresses_of(peer_id)
 
+    def connections(self, peer: PeerId | None = None) -> list[Connection]:
+        """A snapshot of our open connections (to ``peer``, or all), oldest first.
+
+        For monitoring and tests: a connection's methods run on the reactor thread,
+        except those its docstrings call thread-safe."""
+        with self._lock:
+            if peer is not None:
+                return list(self._connections.get(peer, ()))
+            return [conn for conns in self._connections.values() for conn in conns]
+
+    def counts(self) -> dict[str, int]:
+        """Approximate sizes of the node's connection tables, read without stopping
+        the reactor: ``connections`` (open), ``pending`` (still upgrading),
+        ``inbound``/``outbound`` (what ``Limits.max_inbound_connections`` and
+        ``max_outbound_connections`` count), ``inbound_streams`` ((peer, protocol)
+        pairs with inbound streams open)."""
+        return {"connections": len(self.connections()), "pending": len(self._pending),
+                "inbound": self._inbound_count, "outbound": self._outbound_count,
+                "inbound_streams": len(self._registry.inbound_counts())}
+
     def connected_peers(self) -> list[PeerId]:
         """The peers we have at least one open connection with, right now."""
         with self._lock:

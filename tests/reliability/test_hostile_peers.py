@@ -65,7 +65,7 @@ class Budget:
             f"RSS grew by {(rss_bytes() - self.rss) >> 20} MiB"
         # only the good client's connection is left on the server
         assert wait_until(lambda: node_tables(g.server)["inbound_count"] == 1
-                          and not g.server._pending, 5), node_tables(g.server)
+                          and not g.server.counts()["pending"], 5), node_tables(g.server)
 
 
 def _noise_msg1() -> bytes:

@@ -344,7 +344,7 @@ def test_peer_closing_while_paused_still_delivers_what_it_sent(guarded):
     assert c.flush()
     time.sleep(0.3)
     c.sock.shutdown(socket.SHUT_WR)
-    assert wait_until(lambda: not g.server._connections.get(c.keypair.peer_id), 3)
+    assert wait_until(lambda: not g.server.connections(c.keypair.peer_id), 3)
     for _ in range(17):
         _peer, stream = g.sink.get(timeout=2)
         stream.settimeout(2)
