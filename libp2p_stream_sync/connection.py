@@ -1205,7 +1205,7 @@ class Connection:
                       self._linger_timer, self._negotiation_timer):
             if timer is not None:
                 timer.cancel()
-        self._pressure.cancel()
+        self._pressure.release()
         self._reactor.unregister(self.sock)
         try:
             self.sock.close()

@@ -129,10 +129,18 @@ class ReadPressure:
             self._uncongested()
 
     def cancel(self) -> None:
-        """The connection is closed: stop polling."""
+        """Stop polling."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def release(self) -> None:
+        """The connection is closed: stop polling and drop the callbacks, which refer
+        to it (so that it is freed at once, not by the cycle collector)."""
+        self.cancel()
+        self._interest_changed = _nothing
+        self._reset_streams = _nothing
+        self._peer_hung_up = _true
 
     # -- polling ----------------------------------------------------------------------
     def _stall(self) -> None:
@@ -185,3 +193,11 @@ class ReadPressure:
                 stuck.append(record.stream)
                 excess -= unread
         return stuck
+
+
+def _nothing(*args: Any) -> None:
+    pass
+
+
+def _true() -> bool:
+    return True

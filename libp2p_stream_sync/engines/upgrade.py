@@ -78,7 +78,7 @@ class Upgrade:
         self.leftover: Any = b""
         ids = list(self._security)
         self._select: Any = (MultistreamDialer(ids) if initiator
-                             else MultistreamListener(lambda p: p in self._security))
+                             else MultistreamListener(self._security.__contains__))
         self._emit(self._select.data_to_send())
 
     @property
@@ -153,7 +153,7 @@ class Upgrade:
         elif self._initiator:
             self._select = MultistreamDialer(list(self._muxers))
         else:
-            self._select = MultistreamListener(lambda p: p in self._muxers)
+            self._select = MultistreamListener(self._muxers.__contains__)
         if self._select is not None:
             self._emit_secure(self._select.data_to_send())
         if leftover:
