@@ -423,10 +423,11 @@ def _identify_corpus() -> list[bytes]:
 
 def _fake_addressbook():
     from libp2p_stream_sync.addressbook import AddressBook
+    from libp2p_stream_sync.transport import Transports
     book = AddressBook(16, lambda peer: False)
-    return types.SimpleNamespace(_addresses=book,
-                                 _book_entry=lambda peer, addr: Node._book_entry(None, peer,
-                                                                                 addr))
+    fake = types.SimpleNamespace(_addresses=book, _transports=Transports(tcp.TcpTransport()))
+    fake._book_entry = lambda peer, addr: Node._book_entry(fake, peer, addr)
+    return fake
 
 
 def _run_identify(data: bytes, rng: random.Random) -> None:

@@ -9,19 +9,18 @@ The API follows rust-libp2p's ``libp2p-stream`` crate::
                 ...
 """
 
-__version__ = "0.1.0"
-
-from .control import Control, IncomingStreams, StreamProtocol  # noqa: E402
-from .errors import (AlreadyRegistered, DialError, IncompleteReadError,  # noqa: E402
+from ._version import __version__
+from .control import Control, IncomingStreams, StreamProtocol
+from .errors import (AlreadyRegistered, DialError, IncompleteReadError,
                      OpenStreamError, PeerMismatchError, ProtocolError,
                      UnsupportedProtocol)
-from .identity import Keypair, PeerId, PublicKey  # noqa: E402
-from .node import Node  # noqa: E402
-from .protocols.echo import serve_echo  # noqa: E402
-from .protocols.identify import IdentifyInfo  # noqa: E402
-from .protocols.perf import PerfResult  # noqa: E402
-from .limits import Limits  # noqa: E402
-from .stream import Stream  # noqa: E402
+from .identity import Keypair, PeerId, PublicKey
+from .node import Node
+from .protocols.echo import serve_echo
+from .protocols.identify import IdentifyInfo
+from .protocols.perf import PerfResult
+from .limits import Limits
+from .stream import Stream
 
 __all__ = [
     "AlreadyRegistered", "Control", "DialError", "IdentifyInfo", "IncomingStreams",

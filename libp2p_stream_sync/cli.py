@@ -37,7 +37,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence, TextIO
 
-from . import __version__
+from ._version import __version__
 from .identity import Keypair, PeerId
 from .node import Node
 from .protocols import echo as echo_proto

@@ -23,18 +23,18 @@ from typing import TYPE_CHECKING, Any, Callable
 from .engines import muxer_events as mev
 from .engines.multistream import (Agreed, MultistreamDialer, MultistreamListener,
                                   NegotiationFailed)
-from .engines.noise import NoiseHandshake
+from .engines.upgrade import Upgrade
 from .errors import DialError, ProtocolError, UnsupportedProtocol
 from .futures import complete, fail
+from .read_pressure import PAUSE_READING_AT, ReadPressure
 from .stream import Stream
 
 if TYPE_CHECKING:
     from .identity import PeerId
-    from .node import Node
+    from .interfaces import ByteChannel, ConnectionOwner, Muxer
 
 log = logging.getLogger(__name__)
 
-NOISE = "/noise"
 YAMUX = "/yamux/1.0.0"
 MPLEX = "/mplex/6.7.0"
 
@@ -63,24 +63,11 @@ _MAX_SENDMSG_BUFFERS = 64
 #: The yamux spec's ACK backlog: at most this many of our new streams may wait for
 #: the remote's ACK; further opens wait their turn (peers reset streams beyond it).
 _MAX_UNACKED_OUTBOUND = 256
-#: Muxers without flow control (mplex): stop reading the socket while a stream holds
-#: this much unread data, so TCP pushes back on the sender (go-mplex does the same).
-_PAUSE_READING_AT = 1024 * 1024
-#: If a paused connection stays stuck this long, the streams that hold it up are
-#: reset and reading resumes (go-mplex's ReceiveTimeout does the same): one stream
-#: nobody reads must not stall every other stream of the connection forever.
-_CONGESTION_TIMEOUT = 5.0
-#: While paused for unread data, look whether the application caught up (it reports
-#: what it read in steps, so a report may never come) or the peer left: first after
-#: this many seconds, then at doubling intervals up to _CONGESTION_POLL_MAX, so many
-#: paused connections cost little.
-_CONGESTION_POLL = 0.05
-_CONGESTION_POLL_MAX = 0.4
 
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
 
-_CONNECTING, _SECURING, _HANDSHAKING, _MUXER_SELECT, _OPEN, _CLOSED, _CLOSING = range(7)
+_CONNECTING, _UPGRADING, _OPEN, _CLOSED, _CLOSING = range(5)
 _MUXING = (_OPEN, _CLOSING)
 #: How long a gracefully closing connection may take to deliver what was written.
 _LINGER = 2.0
@@ -101,6 +88,22 @@ class _Negotiation:
         self.stream: Stream | None = None
         #: Bytes the engine buffers, as last counted in the connection's total.
         self.held = 0
+
+
+class _StreamRecord:
+    """The reactor's side of one open stream; the :class:`Stream` holds the
+    application's side. Retired in one place, :meth:`Connection._forget`."""
+
+    __slots__ = ("stream", "fin_sent", "remote_ended", "close_timer", "counted")
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+        self.fin_sent = False  # we sent our FIN
+        self.remote_ended = False  # the remote sent its FIN
+        #: Resets a stream we closed whose remote side never finishes.
+        self.close_timer: Any = None
+        #: Counted in the owner's inbound-streams-per-peer-and-protocol limit.
+        self.counted = False
 
 
 class _ContinueNegotiation:
@@ -141,23 +144,30 @@ class _Collector:
 class Connection:
     """A connection to one peer. Created by the node on the reactor thread."""
 
-    def __init__(self, node: "Node", sock: socket.socket, *, initiator: bool,
-                 remote_addr: tuple, expected_peer: "PeerId | None" = None,
+    def __init__(self, owner: "ConnectionOwner", sock: "ByteChannel", *, initiator: bool,
+                 remote_addr: tuple, transport: Any, expected_peer: "PeerId | None" = None,
                  on_ready: Callable[["Connection", BaseException | None], None]) -> None:
-        self.node = node
+        #: Who this connection calls up (the node), see interfaces.ConnectionOwner.
+        self.owner = owner
+        #: The byte channel (interfaces.ByteChannel): a TCP socket, or a channel of
+        #: another byte-stream transport (e.g. WebSocket) wrapping one.
         self.sock = sock
+        #: The channel may hold output of its own (framing, pongs): it has
+        #: ``wants_write`` and ``flush()``. A plain socket holds none.
+        self._channel_output = not isinstance(sock, socket.socket)
         self.initiator = initiator
         self.remote_addr = remote_addr
+        #: The transport that made the channel (``remote_multiaddr`` names the peer).
+        self.transport = transport
         self.remote_peer_id: PeerId | None = None
         self.muxer_protocol: str | None = None
         self.goaway_received = False
         self._expected_peer = expected_peer
         self._on_ready: Callable | None = on_ready
-        self._reactor = node._reactor
-        self._state = _CONNECTING if initiator else _SECURING
+        self._reactor = owner.reactor
+        self._state = _CONNECTING if initiator else _UPGRADING
         self._recv_size = _MIN_RECV_BUFFER
         self._max_recv_size = _RECV_BUFFER
-        self._pause_reading_at = _PAUSE_READING_AT
         self._wire: collections.deque[Any] = collections.deque()
         self._wire_len = 0
         self._wire_sent_total = 0  # bytes written to the socket since the start
@@ -167,17 +177,7 @@ class Connection:
         self._want_write = False
         self._interest = 0
         self._tcp_flow_control = False  # set for muxers without their own windows
-        self._congested: dict[int, Stream] = {}
-        self._congestion_timer: Any = None
-        self._congested_since = 0.0
-        self._congestion_poll = _CONGESTION_POLL
-        #: Unread bytes per stream as last looked at, and their sum (never below
-        #: the true total: the application only takes bytes away between looks).
-        self._unread: dict[int, int] = {}
-        self._unread_total = 0
-        self._unread_paused = False
         self._output_paused = False
-        self._peer_left = False  # it closed its side: read to the end, whatever we hold
         #: Muxer events not handled yet (the turn's work budget ran out).
         self._backlog: collections.deque[Any] = collections.deque()
         self._resume_scheduled = False
@@ -190,13 +190,16 @@ class Connection:
         self._linger_timer: Any = None
         self._write_shut = False
         self._idle_since = 0.0
-        self._select: Any = None
-        self._handshake: NoiseHandshake | None = None
+        self._upgrade: Upgrade | None = None
+        self._muxer_terminated = False  # a copy of muxer.is_terminated for other threads
         self._transport: Any = None
-        self._muxer: Any = None
-        self._streams: dict[int, Stream] = {}
-        self._fin_sent: set[int] = set()
-        self._remote_ended: set[int] = set()
+        self._muxer: "Muxer" = None  # type: ignore[assignment]  # set once open
+        self._streams: dict[int, _StreamRecord] = {}
+        #: Unread stream data and the pause of reading it causes.
+        self._pressure = ReadPressure(
+            self._reactor, owner.limits.max_connection_buffer, self._streams,
+            interest_changed=self._set_interest, peer_hung_up=lambda: _hung_up(self.sock),
+            reset_streams=self._reset_stalling_streams)
         self._negotiating: dict[int, _Negotiation] = {}
         self._to_flush: dict[int, Stream] = {}
         self._window_blocked: dict[int, Stream] = {}
@@ -215,8 +218,14 @@ class Connection:
 
     # -- health ------------------------------------------------------------------------
     def usable_for_new_streams(self) -> bool:
+        """*Thread-safe* (reads three flags the reactor sets; never the engine):
+        open, no GoAway received, the muxer session not over."""
         return (self._state == _OPEN and not self.goaway_received
-                and not self._muxer.is_terminated)
+                and not self._muxer_terminated)
+
+    def stream_counts(self) -> dict[str, int]:
+        """Approximate (read from any thread): ``streams`` open, ``negotiating``."""
+        return {"streams": len(self._streams), "negotiating": len(self._negotiating)}
 
     def buffer_usage(self) -> dict[str, int]:
         """Reactor thread only: bytes this connection holds because of its peer.
@@ -225,10 +234,10 @@ class Connection:
         multistream messages; ``unread``: data its streams hold that the application
         has not read; ``deferred``: input received but not handled yet.
         """
-        self._recount_unread()
+        self._pressure.recount()
         deferred = sum(len(e.data) for e in self._backlog if type(e) is mev.DataReceived)
         return {"output": self._wire_len, "negotiations": self._negotiation_held,
-                "unread": self._unread_total, "deferred": deferred}
+                "unread": self._pressure.unread_total, "deferred": deferred}
 
     def buffered_bytes(self) -> int:
         """Reactor thread only: the sum of :meth:`buffer_usage`."""
@@ -243,8 +252,7 @@ class Connection:
             self._want_write = True
         self._set_interest()
         if self._state != _CONNECTING:
-            self._select = MultistreamListener(lambda p: p == NOISE)
-            self._queue_plain(self._select.data_to_send())
+            self._begin_upgrade()
 
     def _handshake_timed_out(self) -> None:
         if self._state != _OPEN:
@@ -256,11 +264,17 @@ class Connection:
             self.abort(ConnectionRefusedError(err, f"connect to {self.remote_addr}: "
                                               f"{errno.errorcode.get(err, err)}"))
             return
-        self._state = _SECURING
+        self._state = _UPGRADING
         self._want_write = False
         self._set_interest()
-        self._select = MultistreamDialer([NOISE])
-        self._queue_plain(self._select.data_to_send())
+        self._begin_upgrade()
+
+    def _begin_upgrade(self) -> None:
+        owner = self.owner
+        self._upgrade = Upgrade(owner.keypair, initiator=self.initiator,
+                                expected_peer=self._expected_peer, security=owner.security,
+                                muxers=owner.muxers, identities=owner.security_identities)
+        self._take_upgrade_output()
 
     # -- socket events ---------------------------------------------------------------------
     def on_readable(self) -> None:
@@ -274,6 +288,8 @@ class Connection:
             try:
                 n = self.sock.recv_into(buffer, size)
             except (BlockingIOError, InterruptedError):
+                if self._channel_output and self.sock.wants_write:
+                    self._reactor.mark_dirty(self)  # e.g. a WebSocket pong to send
                 return
             except OSError as exc:
                 self.abort(exc)
@@ -331,6 +347,8 @@ class Connection:
     def on_writable(self) -> None:
         if self._state == _CONNECTING:
             self._connected()
+        if self._channel_output:
+            self.sock.flush()
         self.flush()
 
     def _remote_closed(self) -> None:
@@ -344,79 +362,48 @@ class Connection:
     # -- input pipeline ---------------------------------------------------------------------
     def _received(self, data: memoryview) -> None:
         """Bytes that arrived before the connection was secured."""
-        if self._state == _SECURING:
-            self._negotiate_security(data)
-        elif self._state == _HANDSHAKING:
-            self._continue_handshake(data)
+        if self._state == _UPGRADING:
+            upgrade = self._upgrade
+            assert upgrade is not None
+            upgrade.receive_data(data)
+            self._upgrade_progressed(upgrade)
         self._reactor.mark_dirty(self)
-
-    def _negotiate_security(self, data: Any) -> None:
-        try:
-            result = self._select.receive_data(data)
-        except NegotiationFailed as exc:
-            raise DialError(f"remote does not support {NOISE}") from exc
-        self._queue_plain(self._select.data_to_send())
-        if isinstance(result, Agreed):
-            self._state = _HANDSHAKING
-            self._select = None
-            self._handshake = NoiseHandshake(
-                self.node.keypair, initiator=self.initiator,
-                expected_peer=self._expected_peer, muxers=self.node.muxers,
-                identity=self.node._noise_identity)
-            self._queue_plain(self._handshake.data_to_send())
-            if result.leftover:
-                self._continue_handshake(result.leftover)
-
-    def _continue_handshake(self, data: Any) -> None:
-        hs = self._handshake
-        assert hs is not None
-        hs.receive_data(data)
-        self._queue_plain(hs.data_to_send())
-        if not hs.complete:
-            return
-        self.remote_peer_id = hs.remote_peer_id
-        transport, leftover = hs.to_transport()
-        self._transport = transport
-        self._handshake = None
-        muxer = hs.selected_muxer()
-        if muxer is not None:
-            self._start_muxer(muxer)
-        else:
-            self._state = _MUXER_SELECT
-            if self.initiator:
-                self._select = MultistreamDialer(list(self.node.muxers))
-            else:
-                self._select = MultistreamListener(lambda p: p in self.node.muxers)
-            self._queue_secure(self._select.data_to_send())
-        if leftover:
-            plain = transport.receive_data(leftover)
-            if plain:
-                self._secure_received(plain)
 
     def _secure_received(self, plain: Any) -> None:
         if self._state in _MUXING:
-            self._handle_events(self._muxer.receive_data(plain))
-        elif self._state == _MUXER_SELECT:
-            try:
-                result = self._select.receive_data(plain)
-            except NegotiationFailed as exc:
-                raise DialError("no common stream muxer") from exc
-            self._queue_secure(self._select.data_to_send())
-            if isinstance(result, Agreed):
-                self._select = None
-                self._start_muxer(result.protocol)
-                if result.leftover:
-                    self._handle_events(self._muxer.receive_data(result.leftover))
+            self._muxer_input(self._muxer.receive_data(plain))
+        elif self._state == _UPGRADING:
+            upgrade = self._upgrade
+            assert upgrade is not None
+            upgrade.receive_plain(plain)
+            self._upgrade_progressed(upgrade)
+
+    def _upgrade_progressed(self, upgrade: Upgrade) -> None:
+        """Send what the upgrade answered; once secure, read through its transport;
+        once a muxer is agreed, open."""
+        self._take_upgrade_output()
+        if self._transport is None and upgrade.transport is not None:
+            self._transport = upgrade.transport
+            self.remote_peer_id = upgrade.remote_peer_id
+        if upgrade.complete:
+            self._upgrade = None
+            self._start_muxer(upgrade.muxer_protocol)
+            if upgrade.leftover and self._state in _MUXING:
+                self._muxer_input(self._muxer.receive_data(upgrade.leftover))
+
+    def _take_upgrade_output(self) -> None:
+        for chunk in self._upgrade.data_to_send():
+            self._queue_plain(chunk)
 
     def _start_muxer(self, protocol: str) -> None:
         self.muxer_protocol = protocol
-        self._muxer = self.node._make_muxer(protocol, self.initiator)
-        self._tcp_flow_control = protocol == MPLEX
+        self._muxer = self.owner.make_muxer(protocol, self.initiator)
+        self._tcp_flow_control = not self._muxer.has_flow_control
         if self._tcp_flow_control:
             # Pause early enough that one more read cannot push a stream past the
             # muxer's buffer bound (mplex resets a stream beyond it).
-            quarter = self.node.limits.max_stream_buffer // 4
-            self._pause_reading_at = min(_PAUSE_READING_AT, quarter)
+            quarter = self.owner.limits.max_stream_buffer // 4
+            self._pressure.pause_reading_at = min(PAUSE_READING_AT, quarter)
             self._max_recv_size = min(_RECV_BUFFER, quarter)
         self._state = _OPEN
         if self._deadline_timer is not None:
@@ -429,6 +416,13 @@ class Connection:
             on_ready(self, None)
 
     # -- muxer events ----------------------------------------------------------------------
+    def _muxer_input(self, events: list) -> None:
+        """Events the muxer returned for input or a timer (only these end a session:
+        note it for :meth:`usable_for_new_streams`, which other threads call)."""
+        if self._muxer.is_terminated:
+            self._muxer_terminated = True
+        self._handle_events(events)
+
     def _handle_events(self, events: list) -> None:
         """Act on muxer events in order. When the turn's work budget runs out, the rest
         waits in the backlog for the next turn (and the socket is not read meanwhile)."""
@@ -507,12 +501,14 @@ class Connection:
         # A lazily opened stream is in _streams while its negotiation finishes.
         neg = self._negotiating.get(sid) if self._negotiating else None
         if neg is None:
-            stream = self._streams.get(sid)
-            if stream is not None:
-                stream._feed(data)
-                self._count_unread(sid, stream)
-                if self._tcp_flow_control and stream._recv_len > self._pause_reading_at:
-                    self._congest(sid, stream)
+            record = self._streams.get(sid)
+            if record is not None:
+                stream = record.stream
+                unread = stream.feed(data)
+                pressure = self._pressure
+                pressure.count(sid, unread)
+                if self._tcp_flow_control and unread > pressure.pause_reading_at:
+                    pressure.congest(sid, stream)
                 if self._watchers:
                     self._notify_watcher(sid)
                 return True
@@ -564,10 +560,10 @@ class Connection:
         held = neg.engine.buffered
         self._negotiation_held += held - neg.held
         neg.held = held
-        if self._negotiation_held <= self.node.limits.max_negotiation_buffer:
+        if self._negotiation_held <= self.owner.limits.max_negotiation_buffer:
             return True
         log.info("%r: resetting stream %d: negotiations hold more than %d bytes", self, sid,
-                 self.node.limits.max_negotiation_buffer)
+                 self.owner.limits.max_negotiation_buffer)
         self._negotiation_failed(sid, neg, ConnectionAbortedError(
             "stream negotiation reset: the connection's negotiations hold too much data"))
         return False
@@ -578,36 +574,36 @@ class Connection:
         self._reset_muxer_stream(sid)
         fail(neg.future, error)
         if neg.stream is not None:
-            neg.stream._fail(error)
+            neg.stream.fail(error)
             self._forget(sid)
         self._reactor.mark_dirty(self)
 
     def _negotiated(self, sid: int, neg: _Negotiation, result: Agreed) -> None:
         if neg.stream is not None:  # lazy: the opener has had the stream all along
             if result.leftover:
-                neg.stream._feed(bytes(result.leftover))
-                self._count_unread(sid, neg.stream)
+                self._pressure.count(sid, neg.stream.feed(bytes(result.leftover)))
             return
         stream = Stream(self, sid, self.remote_peer_id, result.protocol)
-        self._streams[sid] = stream
+        record = self._streams[sid] = _StreamRecord(stream)
         if result.leftover:
-            stream._feed(bytes(result.leftover))
-            self._count_unread(sid, stream)
+            self._pressure.count(sid, stream.feed(bytes(result.leftover)))
         if neg.remote_ended:
             self._on_remote_end(sid)
         if neg.future is not None:
             if not complete(neg.future, stream):
                 self._reset(stream)  # the opener gave up meanwhile
-        elif not self.node._deliver_inbound(self, stream):
+        elif self.owner.inbound_stream(self, stream):
+            record.counted = True
+        else:
             self._reset(stream)
 
     def _on_inbound_stream(self, sid: int) -> None:
-        engine = MultistreamListener(self.node._protocol_supported,
-                                     list_protocols=self.node._supported_protocols,
+        engine = MultistreamListener(self.owner.protocol_supported,
+                                     list_protocols=self.owner.supported_protocols,
                                      max_output=_ANSWER_STEP)
         self._negotiating[sid] = _Negotiation(engine)
         self._negotiation_deadlines[sid] = (time.monotonic()
-                                            + self.node.limits.negotiation_timeout)
+                                            + self.owner.limits.negotiation_timeout)
         if self._negotiation_timer is None:
             self._arm_negotiation_timer()
         self._send_negotiation(sid, engine.data_to_send())
@@ -650,40 +646,44 @@ class Connection:
                 self._negotiation_deadlines.pop(sid, None)
                 continue
             log.debug("%r: resetting stream %d: no protocol agreed within %.1f s", self,
-                      sid, self.node.limits.negotiation_timeout)
+                      sid, self.owner.limits.negotiation_timeout)
             self._negotiation_failed(sid, neg, TimeoutError("stream negotiation timed out"))
         if self._state in _MUXING:
             self._arm_negotiation_timer()
 
     def _on_remote_end(self, sid: int) -> None:
-        stream = self._streams.get(sid)
-        collector = self._collecting.pop(sid, None) if stream is None else None
+        record = self._streams.get(sid)
+        collector = self._collecting.pop(sid, None) if record is None else None
         if collector is not None:
             collector.finish(bytes(collector.data), None)
             return
-        if stream is None:
+        if record is None:
             neg = self._negotiating.get(sid)
             if neg is not None:
                 neg.remote_ended = True
             return
-        stream._feed_eof()
-        self._remote_ended.add(sid)
+        record.stream.feed_eof()
+        record.remote_ended = True
         if self._watchers:
             self._notify_watcher(sid)
-        if sid in self._fin_sent:
+        if record.fin_sent:
             self._forget(sid)
 
     def watch_stream(self, stream: Stream, on_event: Callable[[], None]) -> None:
         """Reactor thread only: call ``on_event()`` on the reactor whenever ``stream``
         receives data, its end or a reset, so a responder can serve it without a thread
         (it reads with timeout 0). Stops when the stream is forgotten."""
-        if self._streams.get(stream._sid) is stream:
-            self._watchers[stream._sid] = on_event
+        if self._record_of(stream) is not None:
+            self._watchers[stream.stream_id] = on_event
 
     def unsent_bytes(self, stream: Stream) -> int:
         """Bytes written to ``stream`` that the muxer has not taken yet."""
-        with stream._lock:
-            return stream._send_len
+        return stream.unsent_bytes
+
+    def _record_of(self, stream: Stream) -> _StreamRecord | None:
+        """The record of ``stream`` while this connection still routes it."""
+        record = self._streams.get(stream.stream_id)
+        return record if record is not None and record.stream is stream else None
 
     def _notify_watcher(self, sid: int) -> None:
         on_event = self._watchers.get(sid)
@@ -717,36 +717,32 @@ class Connection:
             fail(neg.future, ConnectionResetError(f"stream reset during negotiation: {reason}"))
             if neg.stream is None:
                 return
-        stream = self._streams.get(sid)
-        if stream is not None:
-            stream._fail(ConnectionResetError(f"stream reset: {reason}"))
+        record = self._streams.get(sid)
+        if record is not None:
+            record.stream.fail(ConnectionResetError(f"stream reset: {reason}"))
             if self._watchers:
                 self._notify_watcher(sid)
             self._forget(sid)
 
     def _forget(self, sid: int) -> None:
-        stream = self._streams.pop(sid, None)
-        self._fin_sent.discard(sid)
-        self._remote_ended.discard(sid)
+        record = self._streams.pop(sid, None)
         self._to_flush.pop(sid, None)
         self._window_blocked.pop(sid, None)
         self._watchers.pop(sid, None)
-        if stream is not None:
-            stream._finished = True
-            if stream._close_timer is not None:
-                stream._close_timer.cancel()
-                stream._close_timer = None
-            if stream._counted:
-                stream._counted = False
-                self.node._inbound_stream_finished(stream)
-        self._unread_total -= self._unread.pop(sid, 0)
-        if self._congested.pop(sid, None) is not None or self._unread_paused:
-            self._relieve_congestion()
+        if record is not None:
+            record.stream.mark_finished()
+            if record.close_timer is not None:
+                record.close_timer.cancel()
+                record.close_timer = None
+            if record.counted:
+                record.counted = False
+                self.owner.inbound_stream_finished(record.stream)
+        self._pressure.forget(sid)
         if not self._streams and not self._negotiating:
             self._became_idle()
 
     def _became_idle(self) -> None:
-        timeout = self.node.limits.idle_connection_timeout
+        timeout = self.owner.limits.idle_connection_timeout
         self._idle_since = time.monotonic()
         if timeout is not None and self._idle_timer is None and self._state == _OPEN:
             self._idle_timer = self._reactor.call_later(timeout, self._idle_check)
@@ -755,7 +751,7 @@ class Connection:
         self._idle_timer = None
         if self._state != _OPEN or self._streams or self._negotiating:
             return  # busy again: re-armed when the last stream goes
-        timeout = self.node.limits.idle_connection_timeout
+        timeout = self.owner.limits.idle_connection_timeout
         remaining = self._idle_since + timeout - time.monotonic()
         if remaining > 0:
             self._idle_timer = self._reactor.call_later(remaining, self._idle_check)
@@ -777,10 +773,10 @@ class Connection:
             pass
 
     def _reset(self, stream: Stream) -> None:
-        if self._streams.get(stream._sid) is stream:
-            self._reset_muxer_stream(stream._sid)
-            self._forget(stream._sid)
-        stream._fail(ConnectionResetError("stream reset locally"))
+        if self._record_of(stream) is not None:
+            self._reset_muxer_stream(stream.stream_id)
+            self._forget(stream.stream_id)
+        stream.fail(ConnectionResetError("stream reset locally"))
         self._reactor.mark_dirty(self)
 
     # -- thread-safe entry points for streams and the node ---------------------------------
@@ -809,7 +805,7 @@ class Connection:
         if self._wire_sent_total >= mark:
             stream.wire_sent(self._wire_sent_total)
         elif self._state == _CLOSED:
-            stream._fail_writes(_copy_error(self._close_error), frames_lost=True)
+            stream.fail_writes(_copy_error(self._close_error), frames_lost=True)
         else:
             self._sent_watch[stream] = mark
 
@@ -824,13 +820,15 @@ class Connection:
     def _stream_closed(self, stream: Stream, dropped: int) -> None:
         if dropped:
             self._stream_consumed(stream, dropped)
-        if self._streams.get(stream._sid) is stream and stream._close_timer is None:
-            stream._close_timer = self._reactor.call_later(
-                self.node.limits.stream_close_timeout, lambda: self._close_timed_out(stream))
+        record = self._record_of(stream)
+        if record is not None and record.close_timer is None:
+            record.close_timer = self._reactor.call_later(
+                self.owner.limits.stream_close_timeout, lambda: self._close_timed_out(stream))
 
     def _close_timed_out(self, stream: Stream) -> None:
-        stream._close_timer = None
-        if self._streams.get(stream._sid) is stream:
+        record = self._record_of(stream)
+        if record is not None:
+            record.close_timer = None
             log.debug("%r: resetting %r: closed by us, never finished by the remote", self,
                       stream)
             self._reset(stream)
@@ -845,20 +843,19 @@ class Connection:
 
     # -- reactor-side helpers for those ----------------------------------------------------
     def _add_flush(self, stream: Stream) -> None:
-        if self._streams.get(stream._sid) is stream:
-            self._to_flush[stream._sid] = stream
+        if self._record_of(stream) is not None:
+            self._to_flush[stream.stream_id] = stream
             self._reactor.mark_dirty(self)
         else:
-            stream._flush_done()
+            stream.flush_pass_done()
 
     def _stream_consumed(self, stream: Stream, n: int) -> None:
-        sid = stream._sid
-        if self._streams.get(sid) is stream:
+        sid = stream.stream_id
+        if self._record_of(stream) is not None:
             self._muxer_consumed(sid, n)
-            self._look_at_unread(sid, stream)
+            self._pressure.look(sid, stream.unread_bytes)
             self._reactor.mark_dirty(self)
-        if self._congested or self._unread_paused:
-            self._relieve_congestion()
+        self._pressure.consumed()
 
     def _open_stream(self, protocol: str, future: Future, lazy: bool = False) -> None:
         if future.cancelled():
@@ -873,7 +870,7 @@ class Connection:
         self._start_open(protocol, future, lazy)
 
     def _ack_backlog_full(self) -> bool:
-        return getattr(self._muxer, "outbound_unacked", 0) >= _MAX_UNACKED_OUTBOUND
+        return self._muxer.outbound_unacked >= _MAX_UNACKED_OUTBOUND
 
     def _start_deferred_opens(self) -> None:
         while self._deferred_opens and not self._ack_backlog_full():
@@ -893,7 +890,7 @@ class Connection:
         self._reactor.mark_dirty(self)
         if lazy:
             neg.stream = stream = Stream(self, sid, self.remote_peer_id, protocol)
-            self._streams[sid] = stream
+            self._streams[sid] = _StreamRecord(stream)
             if not complete(future, stream):
                 self._reset(stream)
 
@@ -935,26 +932,21 @@ class Connection:
         self._open_stream(protocol, future)
 
     def _start_collecting(self, stream: Stream, collector: _Collector) -> None:
-        sid = stream._sid
-        remote_ended = sid in self._remote_ended
-        self._streams.pop(sid, None)
-        self._unread_total -= self._unread.pop(sid, 0)
-        self._remote_ended.discard(sid)
+        sid = stream.stream_id
+        record = self._streams.pop(sid, None)
+        fin_sent = record is not None and record.fin_sent
+        remote_ended = record is not None and record.remote_ended
+        self._pressure.drop(sid)
         self._to_flush.pop(sid, None)
-        stream._finished = True
+        stream.mark_finished()
         collector.sid = sid
         self._collecting[sid] = collector
-        if sid in self._fin_sent:
-            self._fin_sent.discard(sid)
-        else:
+        if not fin_sent:
             try:
                 self._muxer.close_stream(sid)  # the request is empty: half-close now
             except mev.StreamClosedError:
                 pass
-        with stream._lock:
-            early = b"".join(stream._recv)
-            stream._recv.clear()
-            stream._recv_len = 0
+        early = stream.take_received()
         if early:
             self._muxer_consumed(sid, len(early))
             self._collected(collector, early)
@@ -993,10 +985,6 @@ class Connection:
                 self._set_interest()
             self._reactor.mark_dirty(self)
 
-    def _queue_secure(self, data: Any) -> None:
-        if data:
-            self._queue_plain(self._transport.encrypt(data))
-
     def flush(self) -> None:
         """Move stream data into the muxer, muxer output through Noise, and onto the socket."""
         if self._state == _CLOSED:
@@ -1029,32 +1017,33 @@ class Connection:
                 if window <= 0:
                     blocked = True
                     break
-                chunk = stream._pop_send(min(window, _STREAM_CHUNK))
+                chunk = stream.pop_send(min(window, _STREAM_CHUNK))
                 if chunk is None:
                     break
                 try:
                     taken = muxer.send_data(sid, chunk)
                 except mev.StreamClosedError:
-                    stream._fail(ConnectionResetError("stream closed by the muxer"))
+                    stream.fail(ConnectionResetError("stream closed by the muxer"))
                     self._forget(sid)
                     break
                 if taken < len(chunk):
-                    stream._unpop_send(chunk[taken:])
+                    stream.unpop_send(chunk[taken:])
                 out = muxer.data_to_send()
                 if out:
                     self._queue_plain(self._transport.encrypt(out))
-                stream._sent(taken, self._wire_sent_total + self._wire_len)
-            if self._streams.get(sid) is not stream:
+                stream.taken_by_muxer(taken, self._wire_sent_total + self._wire_len)
+            record = self._streams.get(sid)
+            if record is None or record.stream is not stream:
                 to_flush.pop(sid, None)
                 continue
-            pending, fin = stream._flush_done()
-            if fin and sid not in self._fin_sent:
-                self._fin_sent.add(sid)
+            pending, fin = stream.flush_pass_done()
+            if fin and not record.fin_sent:
+                record.fin_sent = True
                 try:
                     muxer.close_stream(sid)
                 except mev.StreamClosedError:
                     pass
-                if sid in self._remote_ended:
+                if record.remote_ended:
                     self._forget(sid)
             if not pending:
                 to_flush.pop(sid, None)
@@ -1094,7 +1083,8 @@ class Connection:
             self._set_interest()
             if self._backlog:
                 self._schedule_resume()
-        want_write = bool(wire) or self._state == _CONNECTING
+        want_write = bool(wire) or self._state == _CONNECTING or (
+            self._channel_output and self.sock.wants_write)
         if want_write != self._want_write:
             self._want_write = want_write
             self._set_interest()
@@ -1130,112 +1120,22 @@ class Connection:
     def _reading_allowed(self) -> bool:
         """False while the peer has made us hold enough: its output, its unread data,
         or input we have not handled yet (unless it left: then it sends no more)."""
-        return self._peer_left or not (self._congested or self._unread_paused
-                                       or self._output_paused or self._backlog)
+        pressure = self._pressure
+        return pressure.peer_left or not (pressure.holding or self._output_paused
+                                          or self._backlog)
 
-    # -- unread data and congestion -----------------------------------------------------
-    def _count_unread(self, sid: int, stream: Stream) -> None:
-        """Data was fed to ``stream``: count it; pause reading beyond the bound."""
-        self._look_at_unread(sid, stream)
-        if (self._unread_total > self.node.limits.max_connection_buffer
-                and not self._unread_paused):
-            self._recount_unread()  # the application may have read some meanwhile
-            if self._unread_total > self.node.limits.max_connection_buffer:
-                self._unread_paused = True
-                self._stall()
-
-    def _look_at_unread(self, sid: int, stream: Stream) -> None:
-        unread = stream._recv_len
-        self._unread_total += unread - self._unread.get(sid, 0)
-        if unread:
-            self._unread[sid] = unread
-        else:
-            self._unread.pop(sid, None)
-
-    def _recount_unread(self) -> None:
-        for sid in list(self._unread):
-            stream = self._streams.get(sid)
-            if stream is None:
-                self._unread_total -= self._unread.pop(sid)
-            else:
-                self._look_at_unread(sid, stream)
-
-    def _congest(self, sid: int, stream: Stream) -> None:
-        self._congested[sid] = stream
-        self._stall()
-
-    def _stall(self) -> None:
-        """Stop reading (a stream or the connection holds too much unread data) and
-        watch whether the application catches up."""
-        if self._congestion_timer is None and not self._peer_left:
-            self._congested_since = time.monotonic()
-            self._congestion_poll = _CONGESTION_POLL
-            self._congestion_timer = self._reactor.call_later(_CONGESTION_POLL,
-                                                              self._congestion_check)
-        self._set_interest()
-
-    def _relieve_congestion(self) -> None:
-        for sid, stream in list(self._congested.items()):
-            if (stream._recv_len <= self._pause_reading_at
-                    or self._streams.get(sid) is not stream):
-                del self._congested[sid]
-        if self._unread_paused:
-            self._recount_unread()
-            if self._unread_total <= self.node.limits.max_connection_buffer:
-                self._unread_paused = False
-        if not self._congested and not self._unread_paused:
-            self._uncongested()
-
-    def _uncongested(self) -> None:
-        if self._congestion_timer is not None:
-            self._congestion_timer.cancel()
-            self._congestion_timer = None
-        self._set_interest()
-
-    def _congestion_check(self) -> None:
-        self._congestion_timer = None
-        if _hung_up(self.sock):
-            # Not reading, we would not see it otherwise: read what the peer sent
-            # before it left (as when it leaves while we read), then its end.
-            self._peer_left = True
-            self._uncongested()
-            return
-        self._relieve_congestion()
-        if not self._congested and not self._unread_paused:
-            return
-        if time.monotonic() - self._congested_since >= _CONGESTION_TIMEOUT:
-            self._reset_stalling_streams()
-            self._relieve_congestion()
-            self._reactor.mark_dirty(self)
-            if not self._congested and not self._unread_paused:
-                return
-            self._congested_since = time.monotonic()
-        self._congestion_poll = min(self._congestion_poll * 2, _CONGESTION_POLL_MAX)
-        until_timeout = self._congested_since + _CONGESTION_TIMEOUT - time.monotonic()
-        self._congestion_timer = self._reactor.call_later(
-            max(0.0, min(self._congestion_poll, until_timeout)), self._congestion_check)
-
-    def _reset_stalling_streams(self) -> None:
-        """The application did not catch up in time: reset the streams over their own
-        bound, then the largest holders until the connection is under its bound."""
-        stuck = [s for sid, s in self._congested.items() if self._streams.get(sid) is s]
-        self._congested.clear()
-        excess = self._unread_total - self.node.limits.max_connection_buffer
-        for sid, unread in sorted(self._unread.items(), key=lambda item: -item[1]):
-            if excess <= 0:
-                break
-            stream = self._streams.get(sid)
-            if stream is not None and stream not in stuck:
-                stuck.append(stream)
-                excess -= unread
-        for stream in stuck:
+    # -- unread data and congestion (the policy is read_pressure.py) -------------------
+    def _reset_stalling_streams(self, streams: list[Stream], held_for: float) -> None:
+        """The application did not catch up within ``held_for`` s: reset ``streams``."""
+        for stream in streams:
             log.info("%r: resetting %r: %d unread bytes held the connection for %.0f s",
-                     self, stream, stream._recv_len, _CONGESTION_TIMEOUT)
-            self._reset_muxer_stream(stream._sid)
-            self._forget(stream._sid)
-            stream._fail(ConnectionResetError(
+                     self, stream, stream.unread_bytes, held_for)
+            self._reset_muxer_stream(stream.stream_id)
+            self._forget(stream.stream_id)
+            stream.fail(ConnectionResetError(
                 f"stream reset: its unread data stalled the connection for "
-                f"{_CONGESTION_TIMEOUT:.0f} s"))
+                f"{held_for:.0f} s"))
+        self._reactor.mark_dirty(self)
 
     def _flush_wire_now(self) -> None:
         if self._muxer is not None and self._transport is not None:
@@ -1262,7 +1162,7 @@ class Connection:
         self._timer_when = None
         if self._state not in _MUXING:
             return
-        self._handle_events(self._muxer.handle_timer(time.monotonic()))
+        self._muxer_input(self._muxer.handle_timer(time.monotonic()))
         self._reactor.mark_dirty(self)
 
     # -- closing ---------------------------------------------------------------------------
@@ -1274,8 +1174,8 @@ class Connection:
                 self.abort(ConnectionAbortedError("connection closed locally"))
             return
         self._state = _CLOSING
-        for stream in self._streams.values():
-            stream.refuse_writes(ConnectionAbortedError("connection closed locally"))
+        for record in self._streams.values():
+            record.stream.refuse_writes(ConnectionAbortedError("connection closed locally"))
         self._muxer.go_away(0)
         self._linger_timer = self._reactor.call_later(
             _LINGER, lambda: self.abort(ConnectionAbortedError("connection closed locally")))
@@ -1301,10 +1201,11 @@ class Connection:
         self._state = _CLOSED
         self.closed_reason = str(error)
         self._close_error = error
-        for timer in (self._timer, self._deadline_timer, self._congestion_timer,
-                      self._idle_timer, self._linger_timer, self._negotiation_timer):
+        for timer in (self._timer, self._deadline_timer, self._idle_timer,
+                      self._linger_timer, self._negotiation_timer):
             if timer is not None:
                 timer.cancel()
+        self._pressure.release()
         self._reactor.unregister(self.sock)
         try:
             self.sock.close()
@@ -1323,23 +1224,24 @@ class Connection:
             collector.finish(None, _copy_error(error))
         self._collecting.clear()
         sent = self._wire_sent_total
-        for sid, stream in list(self._streams.items()):
+        for sid, record in list(self._streams.items()):
+            stream = record.stream
             frames_lost = stream.wire_mark > sent  # its frames still in self._wire
-            if sid in self._remote_ended:
-                stream._fail_writes(_copy_error(error), frames_lost)
+            if record.remote_ended:
+                stream.fail_writes(_copy_error(error), frames_lost)
             else:
-                stream._fail(_copy_error(error), frames_lost)
+                stream.fail(_copy_error(error), frames_lost)
             if self._watchers:
                 self._notify_watcher(sid)
             self._forget(sid)
         for stream in self._sent_watch:  # flushing streams whose frames die here
-            stream._fail_writes(_copy_error(error), frames_lost=True)
+            stream.fail_writes(_copy_error(error), frames_lost=True)
         self._sent_watch.clear()
         self._wire.clear()
         on_ready, self._on_ready = self._on_ready, None
         if on_ready is not None:
             on_ready(self, error)
-        self.node._connection_closed(self, was_open)
+        self.owner.connection_closed(self, was_open)
 
 
 #: poll() flag for "the peer closed its side", seen even with unread data before it.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from typing import TYPE_CHECKING, Iterator, Union
+from typing import TYPE_CHECKING, Iterator, Protocol, Union
 
 from multiaddr import Multiaddr
 
@@ -17,7 +17,7 @@ from .stream import Stream
 from .timeouts import MAX_UNBOUNDED_WAIT, check_timeout, deadline_after
 
 if TYPE_CHECKING:
-    from .node import Node
+    from .connection import Connection
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,23 @@ class StreamProtocol(str):
 PeerLike = Union[PeerId, str, Multiaddr]
 
 
+class StreamHost(Protocol):
+    """The node methods :class:`Control` and :class:`IncomingStreams` use (all public
+    on :class:`~libp2p_stream_sync.node.Node`; control does not import the node)."""
+
+    def register_acceptor(self, protocol: "StreamProtocol",
+                          incoming: "IncomingStreams") -> None: ...
+
+    def unregister_acceptor(self, protocol: str, incoming: "IncomingStreams") -> None: ...
+
+    def peer_for_open(self, peer: PeerLike) -> PeerId: ...
+
+    def connection_for(self, peer_id: PeerId, deadline: float) -> "Connection": ...
+
+    def open_on(self, conn: "Connection", protocol: "StreamProtocol", deadline: float,
+                lazy: bool = False) -> Stream: ...
+
+
 class IncomingStreams:
     """Streams that remote peers opened for one protocol, in arrival order.
 
@@ -58,7 +75,7 @@ class IncomingStreams:
     every few seconds).
     """
 
-    def __init__(self, node: "Node", protocol: StreamProtocol, capacity: int,
+    def __init__(self, node: StreamHost, protocol: StreamProtocol, capacity: int,
                  max_per_peer: int | None = None) -> None:
         """Made by :meth:`Control.accept`, which registers it with ``node``."""
         if capacity < 1:
@@ -136,7 +153,7 @@ class IncomingStreams:
                     break
             self._queued_per_peer.clear()
             self._requeue_sentinel()
-        self._node._unregister(self.protocol, self)
+        self._node.unregister_acceptor(self.protocol, self)
         for item in leftovers:
             if item is not _CLOSED:
                 item[1].reset()
@@ -153,8 +170,9 @@ class IncomingStreams:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _offer(self, peer: PeerId, stream: Stream) -> bool:
-        """Reactor side: queue a negotiated stream; False when closed or full."""
+    def offer(self, peer: PeerId, stream: Stream) -> bool:
+        """Reactor side (the node's protocol registry calls it): queue a negotiated
+        stream; False when closed or full (the stream is then reset)."""
         with self._lock:
             if self._closed:
                 return False
@@ -194,7 +212,7 @@ class Control:
 
     __slots__ = ("_node",)
 
-    def __init__(self, node: "Node") -> None:
+    def __init__(self, node: StreamHost) -> None:
         """A control for ``node``; applications get one from :meth:`Node.new_control`."""
         self._node = node
 
@@ -216,7 +234,7 @@ class Control:
         """
         proto = StreamProtocol(protocol)
         incoming = IncomingStreams(self._node, proto, capacity, max_per_peer)
-        self._node._register(proto, incoming)
+        self._node.register_acceptor(proto, incoming)
         return incoming
 
     def open_stream(self, peer: PeerLike, protocol: str, *, timeout: float | None = 10.0,
@@ -246,10 +264,10 @@ class Control:
         """
         proto = StreamProtocol(protocol)
         seconds = check_timeout(timeout)
-        peer_id = self._node._peer_for_open(peer)
+        peer_id = self._node.peer_for_open(peer)
         if seconds == 0:
             raise OpenStreamError(f"opening {proto} to {peer_id} timed out at once: "
                                   f"the timeout is 0", "timeout")
         deadline = deadline_after(seconds, cap=MAX_UNBOUNDED_WAIT)
-        conn = self._node._connection_for(peer_id, deadline)
-        return self._node._open_on(conn, proto, deadline, lazy)
+        conn = self._node.connection_for(peer_id, deadline)
+        return self._node.open_on(conn, proto, deadline, lazy)

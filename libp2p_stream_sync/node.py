@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
-import functools
 import logging
 import socket
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from multiaddr import Multiaddr
 
@@ -17,21 +17,30 @@ from .addressbook import AddressBook
 from .connection import MPLEX, YAMUX, Connection
 from .control import Control, IncomingStreams, PeerLike, StreamProtocol
 from .engines.mplex import MplexSession
-from .engines.noise import NoiseIdentity, PeerIdMismatch
+from .engines.noise import PeerIdMismatch
+from .engines.upgrade import NOISE, SecurityProtocol, prepare_identities
 from .engines.yamux import YamuxSession
-from .errors import (AlreadyRegistered, DialError, OpenStreamError, PeerMismatchError,
-                     UnsupportedProtocol)
+from .errors import DialError, OpenStreamError, PeerMismatchError, UnsupportedProtocol
 from .futures import complete, fail, result, wait
 from .identity import Keypair, PeerId
 from .limits import Limits
 from .logthrottle import LogThrottle
-from .protocols import BuiltinProtocols
+from .protocols import BuiltinProtocols, IdentifyInfo, PerfResult
+from .protocols.perf import Progress
 from .reactor import Reactor
+from .registry import ProtocolRegistry
 from .stream import Stream
 from .timeouts import MAX_UNBOUNDED_WAIT, check_timeout, deadline_after, time_left
-from .transport import tcp
+from .transport import Transports, tcp
+
+if TYPE_CHECKING:
+    from .interfaces import Muxer
 
 log = logging.getLogger(__name__)
+
+#: The security protocols every node offers, most preferred first. A new security
+#: protocol (TLS) is one more entry here: an engines.upgrade.SecurityProtocol.
+SECURITY_PROTOCOLS: tuple[SecurityProtocol, ...] = (NOISE,)
 
 _MUXER_NAMES = {"yamux": YAMUX, "mplex": MPLEX, YAMUX: YAMUX, MPLEX: MPLEX}
 _CLOSE_TIMEOUT = 5.0
@@ -39,7 +48,7 @@ _CLOSE_TIMEOUT = 5.0
 InternalHandler = Callable[["Connection", Stream], None]
 
 
-class Node(BuiltinProtocols):
+class Node:
     """A libp2p node: one background I/O thread, TCP listeners, Noise, yamux/mplex.
 
     Use as a context manager, or call :meth:`close`. ``listen`` takes multiaddrs such
@@ -71,13 +80,12 @@ class Node(BuiltinProtocols):
         if not self.muxers:
             raise ValueError("at least one muxer is needed")
         self.limits = limits or Limits()
-        self._noise_identity = NoiseIdentity(self.keypair)
         self._inbound_count = 0
         self._outbound_count = 0
-        #: (peer, protocol) -> inbound streams open; reactor thread only.
-        self._inbound_streams: dict[tuple[PeerId, str], int] = {}
         self._lock = threading.Lock()
-        self._registry: dict[str, IncomingStreams | InternalHandler] = {}
+        #: Changed under _lock, read by the reactor without it (see registry.py).
+        self._registry = ProtocolRegistry(
+            self.limits.max_inbound_streams_per_protocol_per_peer)
         self._connections: dict[PeerId, list[Connection]] = {}
         self._addresses = AddressBook(self.limits.max_address_book_peers,
                                       lambda peer: bool(self._connections.get(peer)))
@@ -86,6 +94,8 @@ class Node(BuiltinProtocols):
         self._listeners: list[_Listener] = []
         self._closed = False
         self._reactor = Reactor(name=f"libp2p-reactor-{str(self.peer_id)[-6:]}")
+        #: What our connections call up (interfaces.ConnectionOwner).
+        self._owner = _NodeOwner(self, SECURITY_PROTOCOLS)
         self._max_handler_threads = max_handler_threads
         self._workers: ThreadPoolExecutor | None = None
         #: Handler jobs queued or running: in all, and per peer (guarded by _lock).
@@ -96,17 +106,21 @@ class Node(BuiltinProtocols):
         self.on_connection_ready: list[Callable[[Connection], None]] = []
         #: Called (on the thread that changed them) after our accepted protocols change.
         self.on_protocols_changed: list[Callable[[], None]] = []
-        self._install_builtins(enable_perf=enable_perf)
-        sockets = []
+        #: Picks a transport by multiaddr. TCP today; a WebSocket transport (a
+        #: byte-stream transport, transport/__init__.py) is one more register() call.
+        self._transports = Transports(tcp.TcpTransport())
+        self._builtins = BuiltinProtocols(self, enable_perf=enable_perf)
+        listeners: list[_Listener] = []
         try:
             for addr in listen:
-                sockets.append(tcp.open_listener(addr))
+                transport = self._transports.for_multiaddr(tcp.to_multiaddr(addr))
+                listeners.append(_Listener(self, transport, transport.listen(addr)))
         except BaseException:
-            for sock in sockets:
-                sock.close()
-            self._reactor._close_resources()
+            for listener in listeners:
+                listener.sock.close()
+            self._reactor.close_resources()
             raise
-        self._listeners = [_Listener(self, sock) for sock in sockets]
+        self._listeners = listeners
         self._reactor.start()
         ready: Future = Future()
         self._reactor.call_soon(self._start_listening, ready)
@@ -143,14 +157,15 @@ class Node(BuiltinProtocols):
             peer_id = PeerId.from_string(peer_id)
         self._addresses.add(peer_id, self._book_entry(peer_id, addr), learned=False)
 
-    def _learn_address(self, peer_id: PeerId, addr: "str | Multiaddr") -> None:
-        """Remember an address that ``peer_id`` advertised (identify)."""
+    def learn_address(self, peer_id: PeerId, addr: "str | Multiaddr") -> None:
+        """Remember an address that ``peer_id`` advertised (identify calls this);
+        learned addresses never evict configured ones."""
         self._addresses.add(peer_id, self._book_entry(peer_id, addr), learned=True)
 
     def _book_entry(self, peer_id: PeerId, addr: "str | Multiaddr") -> Multiaddr:
         """``addr`` as stored in the address book; ValueError if it is not for us."""
         ma = tcp.to_multiaddr(addr)
-        target = tcp.parse_tcp_multiaddr(ma)
+        target = self._transports.parse(ma)
         if target.peer_id is not None:
             if target.peer_id != peer_id:
                 raise ValueError(f"address {ma} names peer {target.peer_id}, not {peer_id}")
@@ -160,6 +175,26 @@ class Node(BuiltinProtocols):
     def addresses_of(self, peer_id: PeerId) -> list[Multiaddr]:
         """The addresses we would dial for ``peer_id``: configured first, then learned."""
         return self._addresses.addresses_of(peer_id)
+
+    def connections(self, peer: PeerId | None = None) -> list[Connection]:
+        """A snapshot of our open connections (to ``peer``, or all), oldest first.
+
+        For monitoring and tests: a connection's methods run on the reactor thread,
+        except those its docstrings call thread-safe."""
+        with self._lock:
+            if peer is not None:
+                return list(self._connections.get(peer, ()))
+            return [conn for conns in self._connections.values() for conn in conns]
+
+    def counts(self) -> dict[str, int]:
+        """Approximate sizes of the node's connection tables, read without stopping
+        the reactor: ``connections`` (open), ``pending`` (still upgrading),
+        ``inbound``/``outbound`` (what ``Limits.max_inbound_connections`` and
+        ``max_outbound_connections`` count), ``inbound_streams`` ((peer, protocol)
+        pairs with inbound streams open)."""
+        return {"connections": len(self.connections()), "pending": len(self._pending),
+                "inbound": self._inbound_count, "outbound": self._outbound_count,
+                "inbound_streams": len(self._registry.inbound_counts())}
 
     def connected_peers(self) -> list[PeerId]:
         """The peers we have at least one open connection with, right now."""
@@ -187,7 +222,7 @@ class Node(BuiltinProtocols):
         """
         self._check_open()
         seconds = check_timeout(timeout)
-        target_or_peer = _dial_target_of(addr)
+        target_or_peer = self._dial_target_of(addr)
         if seconds == 0:
             raise TimeoutError(f"dialing {addr} timed out at once: the timeout is 0")
         deadline = deadline_after(seconds, cap=MAX_UNBOUNDED_WAIT)
@@ -201,7 +236,7 @@ class Node(BuiltinProtocols):
     def _dial_peer(self, peer_id: PeerId, deadline: float) -> Connection:
         """A connection to ``peer_id`` via its known addresses, with dial()'s errors."""
         try:
-            return self._connection_for(peer_id, deadline)
+            return self.connection_for(peer_id, deadline)
         except OpenStreamError as exc:
             if exc.kind == "timeout":
                 raise TimeoutError(str(exc)) from exc.__cause__
@@ -214,8 +249,8 @@ class Node(BuiltinProtocols):
             if self._closed:
                 return
             self._closed = True
-            registered = [v for v in self._registry.values() if isinstance(v, IncomingStreams)]
-        self._release_identify_waiters()
+            registered = self._registry.acceptors()
+        self._builtins.release_waiters()
         for incoming in registered:
             incoming.close()
         if self._reactor.thread.is_alive():
@@ -239,30 +274,86 @@ class Node(BuiltinProtocols):
         """True once :meth:`close` was called."""
         return self._closed
 
-    # -- protocols -----------------------------------------------------------------------
-    def _register(self, protocol: StreamProtocol, incoming: IncomingStreams) -> None:
+    # -- built-in protocols (served by self._builtins) ------------------------------------
+    def peer_protocols(self, peer: PeerId) -> list[str]:
+        """The protocols ``peer`` said it supports (identify/push); empty when unknown."""
+        return self._builtins.peer_protocols(peer)
+
+    def identify_info(self, peer: PeerId) -> IdentifyInfo | None:
+        """A copy of what ``peer`` told us through identify, or None if nothing yet."""
+        return self._builtins.identify_info(peer)
+
+    def wait_identified(self, peer: PeerId, timeout: float | None = 10.0) -> IdentifyInfo:
+        """Wait until ``peer`` has been identified; return its :class:`IdentifyInfo`.
+
+        Raises ``TimeoutError`` when ``timeout`` passes and :class:`OpenStreamError`
+        when identifying the peer failed (e.g. it does not speak identify) or the node
+        is closed (``kind`` ``"closed"``). ``None`` waits until identify of a
+        connection to the peer ends, which is bounded once connected.
+        """
+        return self._builtins.wait_identified(peer, timeout)
+
+    def ping(self, peer: PeerLike, count: int = 1, timeout: float | None = 10.0
+             ) -> list[float]:
+        """Ping ``peer`` ``count`` times on one stream; return each round trip in seconds.
+
+        The echoed bytes are checked (:class:`~.ping.PingMismatch` when they differ).
+        Raises ``TimeoutError``/:class:`OpenStreamError` when ``timeout`` passes. With
+        ``None`` a round trip still fails after ``timeouts.STALL_TIMEOUT`` seconds.
+        """
+        return self._builtins.ping(peer, count, timeout)
+
+    def perf(self, peer: PeerLike, upload_bytes: int, download_bytes: int, *,
+             timeout: float | None = 60.0, progress: Progress | None = None
+             ) -> PerfResult:
+        """Run the perf protocol: send ``upload_bytes``, receive ``download_bytes``.
+
+        ``progress(uploaded, downloaded)`` is called as bytes move. Raises
+        :class:`UnsupportedProtocol` when the peer does not serve perf. With
+        ``timeout=None`` the run has no deadline, but fails when no byte moves for
+        ``timeouts.STALL_TIMEOUT`` seconds.
+        """
+        return self._builtins.perf(peer, upload_bytes, download_bytes, timeout=timeout,
+                                   progress=progress)
+
+    @property
+    def reactor(self) -> Reactor:
+        """The node's I/O thread (for the package's layers: schedule work on it)."""
+        return self._reactor
+
+    # -- for the package's layers (Control, IncomingStreams, built-in protocols) ---------
+    # Public so that the layers above the connection call the node through methods it
+    # documents, not through its private fields; applications have no use for them.
+
+    def register_acceptor(self, protocol: StreamProtocol, incoming: IncomingStreams) -> None:
+        """Accept ``protocol`` into ``incoming`` (:meth:`Control.accept` calls this).
+
+        Raises :class:`AlreadyRegistered` when another queue holds the protocol, and
+        ``OSError`` (``EBADF``) once the node is closed."""
         with self._lock:
             self._check_open()
-            if protocol in self._registry:
-                raise AlreadyRegistered(protocol)
-            self._registry[protocol] = incoming
+            self._registry.add(protocol, incoming)
         self._protocols_changed()
 
-    def _register_internal(self, protocol: str, handler: InternalHandler) -> None:
-        """Serve ``protocol`` with ``handler(conn, stream)``, called on the reactor thread.
-
-        The handler must not block; use :meth:`_run_in_worker` for blocking work.
-        """
+    def unregister_acceptor(self, protocol: str, incoming: IncomingStreams) -> None:
+        """Stop accepting ``protocol`` if ``incoming`` still holds it."""
         with self._lock:
-            self._registry[protocol] = handler
-
-    def _unregister(self, protocol: str, incoming: IncomingStreams) -> None:
-        with self._lock:
-            if self._registry.get(protocol) is not incoming:
+            if not self._registry.remove(protocol, incoming):
                 return
-            del self._registry[protocol]
         if not self._closed:
             self._protocols_changed()
+
+    def supported_protocols(self) -> tuple[str, ...]:
+        """The protocols we accept (built-in and registered), sorted."""
+        return self._registry.protocols()
+
+    def serve_on_reactor(self, protocol: str, handler: InternalHandler) -> None:
+        """Serve ``protocol`` with ``handler(conn, stream)``, called on the reactor thread.
+
+        The handler must not block; use :meth:`run_in_worker` for blocking work.
+        """
+        with self._lock:
+            self._registry.add_internal(protocol, handler)
 
     def _protocols_changed(self) -> None:
         for hook in list(self.on_protocols_changed):
@@ -271,8 +362,8 @@ class Node(BuiltinProtocols):
             except Exception:
                 log.exception("protocols-changed hook %r failed", hook)
 
-    def _run_in_worker(self, fn: Callable[..., Any], *args: Any,
-                       peer: PeerId | None = None) -> Future | None:
+    def run_in_worker(self, fn: Callable[..., Any], *args: Any,
+                      peer: PeerId | None = None) -> Future | None:
         """Run blocking ``fn(*args)`` on the node's bounded handler thread pool.
 
         Returns None (the caller resets its stream) when the node is closed or the
@@ -318,46 +409,8 @@ class Node(BuiltinProtocols):
                 else:
                     self._jobs_per_peer.pop(peer, None)
 
-    def _protocol_supported(self, protocol: str) -> bool:
-        return protocol in self._registry
-
-    def _supported_protocols(self) -> tuple[str, ...]:
-        """Our protocols, sorted. The reactor calls this for every ``ls`` a peer sends,
-        so it takes no lock and sorts only when the registry changed (the answer is
-        cached by content: registering or unregistering a protocol invalidates it)."""
-        return _sorted_protocols(tuple(self._registry))  # tuple(dict) is atomic
-
-    def _deliver_inbound(self, conn: Connection, stream: Stream) -> bool:
-        """Reactor side: hand a negotiated inbound stream to its handler or queue."""
-        handler = self._registry.get(stream.protocol)
-        if handler is None:
-            return False
-        key = (stream.peer_id, stream.protocol)
-        count = self._inbound_streams.get(key, 0)
-        if count >= self.limits.max_inbound_streams_per_protocol_per_peer:
-            log.info("resetting a %s stream from %s: %d are open already", stream.protocol,
-                     stream.peer_id, count)
-            return False
-        if isinstance(handler, IncomingStreams):
-            if not handler._offer(stream.peer_id, stream):
-                return False
-        else:
-            handler(conn, stream)
-        self._inbound_streams[key] = count + 1
-        stream._counted = True
-        return True
-
-    def _inbound_stream_finished(self, stream: Stream) -> None:
-        """Reactor side: an inbound stream counted by _deliver_inbound is gone."""
-        key = (stream.peer_id, stream.protocol)
-        count = self._inbound_streams.get(key, 0) - 1
-        if count > 0:
-            self._inbound_streams[key] = count
-        else:
-            self._inbound_streams.pop(key, None)
-
     # -- muxers --------------------------------------------------------------------------
-    def _make_muxer(self, protocol: str, initiator: bool) -> Any:
+    def _make_muxer(self, protocol: str, initiator: bool) -> "Muxer":
         limits = self.limits
         if protocol == YAMUX:
             return YamuxSession(initiator, now=time.monotonic(),
@@ -375,13 +428,13 @@ class Node(BuiltinProtocols):
         if self._closed:
             raise OSError(errno.EBADF, "the node is closed")
 
-    def _peer_for_open(self, peer: PeerLike) -> PeerId:
+    def peer_for_open(self, peer: PeerLike) -> PeerId:
         """The peer ``open_stream`` talks to; a multiaddr's address is remembered.
 
         Raises ``ValueError`` for caller mistakes: malformed or unsupported addresses
         and multiaddrs that do not name a peer.
         """
-        target = _dial_target_of(peer)
+        target = self._dial_target_of(peer)
         if isinstance(target, PeerId):
             return target
         if target.peer_id is None:
@@ -391,21 +444,23 @@ class Node(BuiltinProtocols):
         self.add_address(target.peer_id, peer)
         return target.peer_id
 
-    def _usable_connection(self, peer_id: PeerId) -> Connection | None:
+    def usable_connection(self, peer_id: PeerId) -> Connection | None:
+        """An open connection to ``peer_id`` that takes new streams, or None."""
         with self._lock:
             for conn in self._connections.get(peer_id, ()):
                 if conn.usable_for_new_streams():
                     return conn
         return None
 
-    def _connection_for(self, peer_id: PeerId, deadline: float) -> Connection:
-        """A healthy connection to ``peer_id``, dialing its known addresses if needed.
+    def connection_for(self, peer_id: PeerId, deadline: float) -> Connection:
+        """A healthy connection to ``peer_id``, dialing its known addresses if needed
+        (for :meth:`Control.open_stream`); raises :class:`OpenStreamError`.
 
         Concurrent callers share one dial per peer.
         """
         if self._closed:
             raise OpenStreamError("the node is closed", "closed")
-        conn = self._usable_connection(peer_id)
+        conn = self.usable_connection(peer_id)
         if conn is not None:
             return conn
         with self._lock:
@@ -441,10 +496,9 @@ class Node(BuiltinProtocols):
         errors = []
         for ma in addrs:
             try:
-                target = tcp.parse_tcp_multiaddr(ma)
-                return self._dial_target(tcp.TcpTarget(target.family, target.host,
-                                                       target.port, peer_id,
-                                                       target.needs_resolution), deadline)
+                target = self._transports.parse(ma)
+                return self._dial_target(dataclasses.replace(target, peer_id=peer_id),
+                                         deadline)
             except TimeoutError as exc:
                 raise OpenStreamError(f"timed out connecting to {peer_id}", "timeout") \
                     from exc
@@ -456,22 +510,31 @@ class Node(BuiltinProtocols):
         kind = "wrong-peer" if isinstance(last, PeerMismatchError) else "dial"
         raise OpenStreamError(f"cannot connect to {peer_id}: {last}", kind) from last
 
+    def _dial_target_of(self, addr: Any) -> "PeerId | tcp.TcpTarget":
+        """What the caller wants to reach: a peer (by id) or an address, parsed by the
+        transport that handles it."""
+        target = tcp.peer_id_or_multiaddr(addr)
+        if isinstance(target, PeerId):
+            return target
+        return self._transports.parse(target)
+
     def _dial_target(self, target: tcp.TcpTarget, deadline: float) -> Connection:
         """Dial (or join an in-flight dial) and wait for the connection until ``deadline``."""
         self._check_open()
         peer = target.peer_id
         if peer is not None:
-            conn = self._usable_connection(peer)
+            conn = self.usable_connection(peer)
             if conn is not None:
                 return conn
         errors: list[OSError] = []
-        for family, sockaddr in tcp.resolve(target):
+        transport = target.transport
+        for family, sockaddr in transport.resolve(target):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             future: Future = Future()
-            self._reactor.call_soon(self._start_dial, family, sockaddr, peer, future,
-                                    min(remaining, self.limits.handshake_timeout))
+            self._reactor.call_soon(self._start_dial, transport, family, sockaddr, peer,
+                                    future, min(remaining, self.limits.handshake_timeout))
             try:
                 return result(future, remaining)
             except TimeoutError:
@@ -488,8 +551,11 @@ class Node(BuiltinProtocols):
         last = errors[-1]
         raise DialError(f"dial {target.host}:{target.port} failed: {last}") from last
 
-    def _open_on(self, conn: Connection, protocol: StreamProtocol, deadline: float,
-                 lazy: bool = False) -> Stream:
+    def open_on(self, conn: Connection, protocol: StreamProtocol, deadline: float,
+                lazy: bool = False) -> Stream:
+        """Open a stream for ``protocol`` on ``conn``; wait until ``deadline`` (for
+        :meth:`Control.open_stream`). Raises :class:`UnsupportedProtocol` or
+        :class:`OpenStreamError`; a stream nobody got is reset."""
         future: Future = Future()
         conn.open_stream(protocol, future, lazy)
         try:
@@ -523,8 +589,8 @@ class Node(BuiltinProtocols):
             self._reactor.register(listener.sock, 1, listener)
         complete(ready, None)
 
-    def _start_dial(self, family: int, sockaddr: tuple, expected: PeerId | None,
-                    future: Future, timeout: float) -> None:
+    def _start_dial(self, transport: Any, family: int, sockaddr: tuple,
+                    expected: PeerId | None, future: Future, timeout: float) -> None:
         if self._closed:
             fail(future, ConnectionAbortedError("the node is closed"))
             return
@@ -534,18 +600,10 @@ class Node(BuiltinProtocols):
             fail(future, DialError(f"outbound connection limit reached "
                                    f"({self.limits.max_outbound_connections})"))
             return
-        sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            tcp.configure_stream_socket(sock)
-            err = sock.connect_ex(sockaddr)
+            channel = transport.connect(family, sockaddr)
         except OSError as exc:
-            sock.close()
             fail(future, exc)
-            return
-        if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
-            sock.close()
-            fail(future, ConnectionRefusedError(err, f"connect to {sockaddr}: "
-                                                f"{errno.errorcode.get(err, err)}"))
             return
 
         def on_ready(conn: Connection, error: BaseException | None) -> None:
@@ -556,19 +614,19 @@ class Node(BuiltinProtocols):
             self._connection_ready(conn)
             complete(future, conn)
 
-        conn = Connection(self, sock, initiator=True, remote_addr=sockaddr,
-                          expected_peer=expected, on_ready=on_ready)
+        conn = Connection(self._owner, channel, initiator=True, remote_addr=sockaddr,
+                          transport=transport, expected_peer=expected, on_ready=on_ready)
         self._outbound_count += 1
         self._pending.add(conn)
         conn.start(timeout)
 
-    def _accepted(self, sock: socket.socket, addr: tuple) -> None:
+    def _accepted(self, transport: Any, sock: socket.socket, addr: tuple) -> None:
         if self._inbound_count >= self.limits.max_inbound_connections:
             log.info("refusing a connection from %s: inbound limit (%d) reached", addr,
                      self.limits.max_inbound_connections)
             sock.close()
             return
-        tcp.configure_stream_socket(sock)
+        channel = transport.accepted(sock)
 
         def on_ready(conn: Connection, error: BaseException | None) -> None:
             self._pending.discard(conn)
@@ -581,7 +639,8 @@ class Node(BuiltinProtocols):
             else:
                 self._connection_ready(conn)
 
-        conn = Connection(self, sock, initiator=False, remote_addr=addr, on_ready=on_ready)
+        conn = Connection(self._owner, channel, initiator=False, remote_addr=addr,
+                          transport=transport, on_ready=on_ready)
         self._inbound_count += 1
         self._pending.add(conn)
         conn.start(self.limits.handshake_timeout)
@@ -644,14 +703,6 @@ class Node(BuiltinProtocols):
         complete(done, None)
 
 
-def _dial_target_of(addr: Any) -> "PeerId | tcp.TcpTarget":
-    """What the caller wants to reach: a peer (by id) or a TCP address."""
-    target = tcp.peer_id_or_multiaddr(addr)
-    if isinstance(target, PeerId):
-        return target
-    return tcp.parse_tcp_multiaddr(target)
-
-
 def _abandon_open(conn: Connection, future: Future) -> None:
     """Undo an open whose waiter left: cancel it, or reset the stream it produced."""
     if future.cancel():
@@ -665,11 +716,6 @@ def _reset_opened_stream(future: Future) -> None:
         future.result().reset()
 
 
-@functools.lru_cache(maxsize=16)
-def _sorted_protocols(protocols: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(sorted(protocols))
-
-
 def _logged(fn: Callable[..., Any], *args: Any) -> Any:
     try:
         return fn(*args)
@@ -678,15 +724,39 @@ def _logged(fn: Callable[..., Any], *args: Any) -> Any:
         raise
 
 
+class _NodeOwner:
+    """The node as its connections see it (:class:`~.interfaces.ConnectionOwner`):
+    the only calls a connection makes up."""
+
+    def __init__(self, node: Node, security: Sequence[SecurityProtocol]) -> None:
+        self._node = node
+        self.keypair = node.keypair
+        self.limits = node.limits
+        self.muxers = node.muxers
+        self.security = tuple(security)
+        self.security_identities = prepare_identities(node.keypair, security)
+        self.reactor = node._reactor
+        registry = node._registry
+        self.protocol_supported = registry.supports
+        self.supported_protocols = registry.protocols
+        self.inbound_stream = registry.deliver
+        self.inbound_stream_finished = registry.finished
+        self.make_muxer = node._make_muxer
+
+    def connection_closed(self, conn: Connection, was_open: bool) -> None:
+        self._node._connection_closed(conn, was_open)
+
+
 class _Listener:
     """A listening socket; accepts on the reactor thread."""
 
     _ACCEPTS_PER_WAKEUP = 64
 
-    def __init__(self, node: Node, sock: socket.socket) -> None:
+    def __init__(self, node: Node, transport: Any, sock: socket.socket) -> None:
         self.node = node
+        self.transport = transport
         self.sock = sock
-        self.multiaddr = tcp.sockaddr_to_multiaddr(sock.family, sock.getsockname())
+        self.multiaddr = transport.bound_multiaddr(sock)
 
     def on_readable(self) -> None:
         for _ in range(self._ACCEPTS_PER_WAKEUP):
@@ -697,7 +767,7 @@ class _Listener:
             except OSError as exc:  # EMFILE and friends: log, try again later
                 log.warning("accept failed on %s: %s", self.multiaddr, exc)
                 return
-            self.node._accepted(sock, addr)
+            self.node._accepted(self.transport, sock, addr)
 
     def on_writable(self) -> None:  # pragma: no cover - never registered for writing
         pass

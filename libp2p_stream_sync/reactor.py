@@ -161,7 +161,7 @@ class Reactor:
                     log.exception("reactor loop iteration failed; continuing")
                     time.sleep(_ERROR_PAUSE)  # a persistent error must not spin a core
         finally:
-            self._close_resources()
+            self.close_resources()
 
     def _iterate(self) -> None:
         self._sleeping = True
@@ -240,7 +240,9 @@ class Reactor:
         except Exception:  # the reactor must survive any bug in a handler
             log.exception("unhandled error in reactor callback %r", fn)
 
-    def _close_resources(self) -> None:
+    def close_resources(self) -> None:
+        """Close the selector and the wakeup pipe (the loop does it when it ends; the
+        node calls it when it fails before starting the loop)."""
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()

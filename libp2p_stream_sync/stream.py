@@ -47,10 +47,10 @@ class Stream:
     """
 
     __slots__ = (
-        "peer_id", "protocol", "_conn", "_sid", "_lock", "_readable", "_writable",
+        "peer_id", "protocol", "stream_id", "_conn", "_lock", "_readable", "_writable",
         "_recv", "_recv_len", "_recv_eof", "_unreported", "_error", "_send",
         "_send_len", "_write_closed", "_flush_scheduled", "_timeout", "_finished",
-        "_counted", "_write_error", "_close_timer", "_closed", "_refused", "_written",
+        "_write_error", "_closed", "_refused", "_written",
         "_handed", "_wire_mark", "_wire_sent", "_unsent_lost", "__weakref__",
     )
 
@@ -60,7 +60,7 @@ class Stream:
         self.peer_id = peer_id
         self.protocol = protocol
         self._conn = conn
-        self._sid = stream_id
+        self.stream_id = stream_id  # the muxer's id for it
         self._lock = threading.Lock()
         self._readable = threading.Condition(self._lock)
         self._writable = threading.Condition(self._lock)
@@ -77,8 +77,6 @@ class Stream:
         self._flush_scheduled = False
         self._timeout: float | None = None
         self._finished = False  # the reactor has forgotten this stream
-        self._counted = False  # counted in the node's inbound-streams-per-peer limit
-        self._close_timer: Any = None  # reactor: resets a closed stream the remote keeps open
         self._closed = False  # the application called close()
         self._refused: OSError | None = None  # new writes fail: the connection is closing
         # Byte counts since the stream began: accepted by write(), handed to the muxer.
@@ -92,7 +90,7 @@ class Stream:
         self._unsent_lost = False
 
     def __repr__(self) -> str:
-        return f"<Stream {self.protocol} with {self.peer_id} id={self._sid}>"
+        return f"<Stream {self.protocol} with {self.peer_id} id={self.stream_id}>"
 
     # -- settings ----------------------------------------------------------------------
     def settimeout(self, timeout: float | None) -> None:
@@ -500,8 +498,16 @@ class Stream:
         """A file object over the stream, as ``socket.makefile`` returns."""
         return _make_stream_file(self, mode, buffering, encoding, errors, newline)
 
-    # -- reactor side (called on the I/O thread only) -----------------------------------
-    def _feed(self, data: bytes) -> None:
+    # -- reactor side ------------------------------------------------------------------
+    # Public to the package, not to applications: the connection that owns the stream
+    # calls these on the reactor thread only. Each takes the stream's lock itself and
+    # does one buffer operation, so the per-chunk paths cost what they did as privates.
+
+    def feed(self, data: bytes | memoryview) -> int:
+        """Append received bytes for the reader; return the bytes now unread.
+
+        Data for a stream nobody will read any more is dropped and its window given
+        back at once (0 is returned then)."""
         with self._lock:
             if self._recv_eof or self._error is not None:
                 discarded = True
@@ -510,15 +516,39 @@ class Stream:
                 self._recv.append(data)
                 self._recv_len += len(data)
                 self._readable.notify()
+            unread = self._recv_len
         if discarded:  # nobody will read it: give the window back at once
             self._conn.report_consumed(self, len(data), on_reactor=True)
+        return unread
 
-    def _feed_eof(self) -> None:
+    def feed_eof(self) -> None:
+        """The remote finished its side: readers get end of stream after the data."""
         with self._lock:
             self._recv_eof = True
             self._readable.notify_all()
 
-    def _fail(self, error: OSError, frames_lost: bool = False) -> None:
+    def take_received(self) -> bytes:
+        """Remove and return every buffered received byte (a reactor-side reader takes
+        the stream over from the application side)."""
+        with self._lock:
+            data = b"".join(self._recv)
+            self._recv.clear()
+            self._recv_len = 0
+        return data
+
+    @property
+    def unread_bytes(self) -> int:
+        """Received bytes the application has not read yet (one read of an int: the
+        reactor may look without the lock; the application only takes bytes away)."""
+        return self._recv_len
+
+    @property
+    def unsent_bytes(self) -> int:
+        """Bytes written to the stream that the muxer has not taken yet."""
+        with self._lock:
+            return self._send_len
+
+    def fail(self, error: OSError, frames_lost: bool = False) -> None:
         """The stream is dead both ways. ``frames_lost``: some of its handed bytes
         had not left the node either."""
         with self._lock:
@@ -527,7 +557,7 @@ class Stream:
             self._unsent_lost |= frames_lost
             self._discard_locked()
 
-    def _fail_writes(self, error: OSError, frames_lost: bool = False) -> None:
+    def fail_writes(self, error: OSError, frames_lost: bool = False) -> None:
         """The connection is gone but the remote had finished sending: what it sent
         stays readable (then end of stream); only writing fails."""
         with self._lock:
@@ -539,8 +569,13 @@ class Stream:
             self._readable.notify_all()
             self._writable.notify_all()
 
+    def mark_finished(self) -> None:
+        """The connection has forgotten this stream (:attr:`closed` becomes True)."""
+        with self._lock:
+            self._finished = True
+
     def refuse_writes(self, error: OSError) -> None:
-        """Reactor: the connection is closing. Writes (and blocked writers) raise
+        """The connection is closing. Writes (and blocked writers) raise
         ``error``; bytes already queued still go out while the connection lingers,
         and :meth:`flush` still waits for them."""
         with self._lock:
@@ -550,17 +585,17 @@ class Stream:
 
     @property
     def wire_mark(self) -> int:
-        """Reactor: the connection's wire byte count at which the frames of the
+        """The connection's wire byte count at which the frames of the
         bytes this stream handed to the muxer so far end."""
         return self._wire_mark
 
     def wire_sent(self, total: int) -> None:
-        """Reactor: the connection has sent ``total`` bytes; wake a waiting flush."""
+        """The connection has sent ``total`` bytes; wake a waiting flush."""
         with self._lock:
             self._wire_sent = total
             self._writable.notify_all()
 
-    def _pop_send(self, limit: int) -> memoryview | None:
+    def pop_send(self, limit: int) -> memoryview | None:
         """Take at most ``limit`` bytes queued for sending (None when nothing is)."""
         with self._lock:
             if not self._send or limit <= 0:
@@ -571,12 +606,13 @@ class Stream:
             self._send[0] = chunk[limit:]
             return chunk[:limit]
 
-    def _unpop_send(self, rest: memoryview) -> None:
+    def unpop_send(self, rest: memoryview) -> None:
+        """Put back the part of a :meth:`pop_send` chunk the muxer did not take."""
         with self._lock:
             if len(rest):
                 self._send.appendleft(rest)
 
-    def _sent(self, n: int, wire_mark: int) -> None:
+    def taken_by_muxer(self, n: int, wire_mark: int) -> None:
         """``n`` bytes were handed to the muxer; their frames end at ``wire_mark``."""
         with self._lock:
             self._send_len -= n
@@ -585,7 +621,7 @@ class Stream:
             if self._send_len <= SEND_BUFFER_HIGH_WATER:
                 self._writable.notify_all()
 
-    def _flush_done(self) -> tuple[bool, bool]:
+    def flush_pass_done(self) -> tuple[bool, bool]:
         """Called after a flush pass: returns (data still queued, FIN wanted now)."""
         with self._lock:
             self._flush_scheduled = bool(self._send)

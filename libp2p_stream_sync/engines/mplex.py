@@ -120,6 +120,14 @@ class MplexSession:
         """True once the peer broke the protocol; the session ignores further input."""
         return self._terminated
 
+    #: mplex has no windows: a connection pushes back on a sender with TCP instead.
+    has_flow_control = False
+
+    @property
+    def outbound_unacked(self) -> int:
+        """mplex opens need no acknowledgement: always 0 (no ACK backlog)."""
+        return 0
+
     @property
     def is_going_away(self) -> bool:
         """True after :meth:`go_away`: no new streams either way."""
@@ -237,8 +245,11 @@ class MplexSession:
 
     # -------------------------------------------------------------- receiving
 
-    def receive_data(self, data: bytes | bytearray | memoryview) -> list[MplexEvent]:
+    def receive_data(self, data: bytes | bytearray | memoryview,
+                     now: float | None = None) -> list[MplexEvent]:
         """Feed bytes from the peer (any split); return the resulting events.
+
+        ``now`` is accepted for the muxer interface and unused (mplex keeps no time).
 
         Never raises for peer input: a protocol violation returns a
         :class:`SessionTerminated` (with a :class:`MuxerError`) and all later input

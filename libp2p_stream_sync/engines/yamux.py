@@ -159,6 +159,9 @@ class YamuxSession:
         """True once the session is over (violation, keepalive timeout, error GoAway)."""
         return self._terminated
 
+    #: yamux windows every stream (the connection need not pause reading for it).
+    has_flow_control = True
+
     @property
     def stream_count(self) -> int:
         """Streams this session still tracks (open in at least one direction)."""

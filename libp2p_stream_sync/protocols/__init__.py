@@ -1,9 +1,9 @@
 """Built-in protocols: identify (and push), ping, perf.
 
-:class:`BuiltinProtocols` is mixed into :class:`~libp2p_stream_sync.node.Node`; it
-registers the built-in handlers and adds the node methods that use them.
+The node owns one :class:`BuiltinProtocols` (composition: it talks to the node only
+through :class:`BuiltinHost`, public node methods) and delegates its client calls to it.
 
-Responders are registered with ``node._register_internal``: their handlers run on the
+Responders are registered with ``host.serve_on_reactor``: their handlers run on the
 reactor thread. ping and identify push are served there too (a silent peer holds no
 thread, only a timer); perf hands its streams to the node's bounded worker pool. The
 identify client runs on the reactor for every new connection, as go-libp2p and
@@ -16,7 +16,7 @@ import collections
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from ..control import Control, PeerLike
 from ..errors import OpenStreamError, ProtocolError
@@ -49,35 +49,48 @@ class _IdentifyFailed:
         self.reason = reason
 
 
+class BuiltinHost(Protocol):
+    """What the built-in protocols need of their node (public :class:`Node` methods)."""
+
+    keypair: Any
+    peer_id: PeerId
+    on_connection_ready: list[Callable[["Connection"], None]]
+    on_protocols_changed: list[Callable[[], None]]
+
+    @property
+    def reactor(self) -> Any: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def listen_addrs(self) -> list[Any]: ...
+
+    def serve_on_reactor(self, protocol: str,
+                         handler: Callable[["Connection", "Stream"], None]) -> None: ...
+
+    def run_in_worker(self, fn: Callable[..., Any], *args: Any,
+                      peer: PeerId | None = None) -> Any: ...
+
+    def open_on(self, conn: "Connection", protocol: Any, deadline: float) -> "Stream": ...
+
+    def usable_connection(self, peer_id: PeerId) -> "Connection | None": ...
+
+    def connected_peers(self) -> list[PeerId]: ...
+
+    def learn_address(self, peer_id: PeerId, addr: Any) -> None: ...
+
+    def new_control(self) -> Control: ...
+
+    def supported_protocols(self) -> tuple[str, ...]: ...
+
+
 class BuiltinProtocols:
-    """Node methods and handlers for the built-in protocols."""
+    """The built-in protocols of one node: their handlers, identify's results, and
+    the client calls the node exposes (``ping``, ``perf``, ``wait_identified``, ...)."""
 
-    # Provided by Node; declared here for type checkers.
-    if TYPE_CHECKING:
-        keypair: Any
-        peer_id: PeerId
-        _reactor: Any
-        _closed: bool
-        on_connection_ready: list[Callable[[Connection], None]]
-        on_protocols_changed: list[Callable[[], None]]
-
-        def _register_internal(self, protocol: str,
-                               handler: Callable[[Connection, Stream], None]) -> None: ...
-
-        def _run_in_worker(self, fn: Callable[..., Any], *args: Any,
-                           peer: PeerId | None = None) -> Any: ...
-
-        def _open_on(self, conn: Connection, protocol: Any, deadline: float) -> Stream: ...
-
-        def _usable_connection(self, peer_id: PeerId) -> Connection | None: ...
-
-        def connected_peers(self) -> list[PeerId]: ...
-
-        def _learn_address(self, peer_id: PeerId, addr: Any) -> None: ...
-
-        def new_control(self) -> Control: ...
-
-    def _install_builtins(self, *, enable_perf: bool = False) -> None:
+    def __init__(self, host: BuiltinHost, *, enable_perf: bool = False) -> None:
+        self._host = host
         self._identify_timeout = identify.DEFAULT_TIMEOUT
         self._peer_info: collections.OrderedDict[PeerId, IdentifyInfo | _IdentifyFailed] = \
             collections.OrderedDict()
@@ -88,13 +101,13 @@ class BuiltinProtocols:
         self._push_receiver = identify.PushReceiver(
             self._identify_timeout,
             lambda peer, message: self._store_message(peer, message, push=True))
-        self._register_internal(identify.PROTOCOL, identify.respond)
-        self._register_internal(identify.PUSH_PROTOCOL, self._on_identify_push)
-        self._register_internal(_ping.PROTOCOL, self._on_ping)
+        host.serve_on_reactor(identify.PROTOCOL, identify.responder(host))
+        host.serve_on_reactor(identify.PUSH_PROTOCOL, self._on_identify_push)
+        host.serve_on_reactor(_ping.PROTOCOL, self._on_ping)
         if enable_perf:
-            self._register_internal(_perf.PROTOCOL, self._on_perf)
-        self.on_connection_ready.append(self._on_new_connection)
-        self.on_protocols_changed.append(self._schedule_push)
+            host.serve_on_reactor(_perf.PROTOCOL, self._on_perf)
+        host.on_connection_ready.append(self._on_new_connection)
+        host.on_protocols_changed.append(self._schedule_push)
 
     # -- public API ------------------------------------------------------------------------
     def peer_protocols(self, peer: PeerId) -> list[str]:
@@ -121,7 +134,7 @@ class BuiltinProtocols:
         deadline = deadline_after(check_timeout(timeout))
         with self._info_changed:
             while True:
-                if self._closed:
+                if self._host.closed:
                     raise OpenStreamError("the node is closed", "closed")
                 info = self._peer_info.get(peer)
                 if isinstance(info, IdentifyInfo):
@@ -146,7 +159,7 @@ class BuiltinProtocols:
             raise ValueError("count must be at least 1")
         seconds = check_timeout(timeout)
         deadline = deadline_after(seconds)
-        stream = self.new_control().open_stream(peer, _ping.PROTOCOL, timeout=seconds)
+        stream = self._host.new_control().open_stream(peer, _ping.PROTOCOL, timeout=seconds)
         try:
             rtts = _ping.ping_stream(stream, count, deadline)
         except BaseException:
@@ -167,7 +180,7 @@ class BuiltinProtocols:
         """
         seconds = check_timeout(timeout)
         deadline = deadline_after(seconds)
-        stream = self.new_control().open_stream(peer, _perf.PROTOCOL, timeout=seconds)
+        stream = self._host.new_control().open_stream(peer, _perf.PROTOCOL, timeout=seconds)
         try:
             result = _perf.run(stream, upload_bytes, download_bytes, deadline, progress)
         except BaseException:
@@ -176,23 +189,23 @@ class BuiltinProtocols:
         stream.close()
         return result
 
-    def _release_identify_waiters(self) -> None:
+    def release_waiters(self) -> None:
         """The node is closing: wake every ``wait_identified`` so it raises."""
         with self._info_changed:
             self._info_changed.notify_all()
 
     # -- responders (reactor thread: never block) -------------------------------------------
     def _on_ping(self, conn: "Connection", stream: "Stream") -> None:
-        if not self._ping_responder.start(conn, stream, self._reactor.call_later):
+        if not self._ping_responder.start(conn, stream, self._host.reactor.call_later):
             log.debug("too many ping streams from %s: resetting one", stream.peer_id)
             stream.reset()
 
     def _on_perf(self, conn: "Connection", stream: "Stream") -> None:
-        if self._run_in_worker(_perf.serve, stream, peer=stream.peer_id) is None:
+        if self._host.run_in_worker(_perf.serve, stream, peer=stream.peer_id) is None:
             stream.reset()
 
     def _on_identify_push(self, conn: "Connection", stream: "Stream") -> None:
-        if not self._push_receiver.start(conn, stream, self._reactor.call_later):
+        if not self._push_receiver.start(conn, stream, self._host.reactor.call_later):
             log.debug("too many identify pushes from %s: resetting one", stream.peer_id)
             stream.reset()
 
@@ -240,7 +253,7 @@ class BuiltinProtocols:
             self._remember_locked(peer, info)
         for addr in info.listen_addrs[:MAX_ADDRS_PER_PEER]:
             try:
-                self._learn_address(peer, addr)
+                self._host.learn_address(peer, addr)
             except ValueError:
                 pass  # not a TCP address: we cannot dial it anyway
 
@@ -266,31 +279,31 @@ class BuiltinProtocols:
             if self._push_pending:
                 return
             self._push_pending = True
-        if self._run_in_worker(self._push_to_all) is None:
+        if self._host.run_in_worker(self._push_to_all) is None:
             with self._push_lock:
                 self._push_pending = False
 
     def _push_to_all(self) -> None:
         with self._push_lock:
             self._push_pending = False
-        for peer in self.connected_peers():
+        for peer in self._host.connected_peers():
             info = self.identify_info(peer)
             if info is not None and identify.PUSH_PROTOCOL not in info.protocols:
                 continue
-            conn = self._usable_connection(peer)
+            conn = self._host.usable_connection(peer)
             if conn is not None:
                 self._push_on(conn)
 
     def _push_on(self, conn: "Connection") -> None:
         deadline = time.monotonic() + self._identify_timeout
         try:
-            stream = self._open_on(conn, identify.PUSH_PROTOCOL, deadline)
+            stream = self._host.open_on(conn, identify.PUSH_PROTOCOL, deadline)
         except OpenStreamError as exc:
             log.debug("identify push to %s failed: %s", conn.remote_peer_id, exc)
             return
         try:
             stream.settimeout(max(0.0, deadline - time.monotonic()))
-            stream.write(identify.build_message(conn))
+            stream.write(identify.build_message(self._host, conn))
             stream.close()
         except OSError as exc:
             log.debug("identify push to %s failed: %s", conn.remote_peer_id, exc)

@@ -16,11 +16,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol, Sequence
 
 from multiaddr import Multiaddr
 
-from .. import __version__
+from .._version import __version__
 from ..codec.protobuf import Field, Schema, decode, encode
 from ..codec.varint import decode_uvarint, encode_uvarint
 from ..errors import DecodeError
@@ -79,21 +79,31 @@ class IdentifyInfo:
 
 
 # -- building ---------------------------------------------------------------------------
-def build_message(conn: "Connection") -> bytes:
-    """Our identify message for the peer on ``conn`` (varint length-prefixed)."""
-    from ..transport.tcp import sockaddr_to_multiaddr
+class Host(Protocol):
+    """What identify needs of the node it speaks for."""
 
-    node = conn.node
+    keypair: Any
+
+    @property
+    def listen_addrs(self) -> Sequence[Multiaddr]:
+        """Our bound listen addresses."""
+
+    def supported_protocols(self) -> Sequence[str]:
+        """The protocols we accept, sorted."""
+
+
+def build_message(node: Host, conn: "Connection") -> bytes:
+    """Our identify message for the peer on ``conn`` (varint length-prefixed)."""
     try:
-        observed: bytes | None = sockaddr_to_multiaddr(conn.sock.family,
-                                                       conn.remote_addr).to_bytes()
+        observed: bytes | None = conn.transport.remote_multiaddr(
+            conn.sock, conn.remote_addr).to_bytes()
     except (OSError, ValueError):
         observed = None  # the socket is already gone: leave the field out
     return encode_message(
         public_key=node.keypair.public_key.to_protobuf(),
         listen_addrs=[ma.to_bytes() for ma in node.listen_addrs],
         observed_addr=observed,
-        protocols=node._supported_protocols(),
+        protocols=node.supported_protocols(),
     )
 
 
@@ -224,13 +234,16 @@ def apply_message(info: IdentifyInfo, message: dict, *, push: bool = False) -> N
 
 
 # -- stream helpers ---------------------------------------------------------------------------
-def respond(conn: "Connection", stream: "Stream") -> None:
-    """Reactor-side responder: send our identify message and close the stream.
+def responder(node: Host) -> Callable[["Connection", "Stream"], None]:
+    """The reactor-side responder for ``node``: it sends our identify message and
+    closes the stream.
 
     Non-blocking: the message (at most 4 KiB) is far below the stream's send buffer.
     """
-    stream.write(build_message(conn))
-    stream.close()
+    def respond(conn: "Connection", stream: "Stream") -> None:
+        stream.write(build_message(node, conn))
+        stream.close()
+    return respond
 
 
 def read_messages(stream: "Stream", timeout: float) -> dict:

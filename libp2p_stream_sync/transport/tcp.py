@@ -1,9 +1,13 @@
-"""TCP addresses: multiaddr ⇄ socket address, listening sockets, name resolution."""
+"""TCP: multiaddr ⇄ socket address, listening sockets, name resolution, and the
+:class:`TcpTransport` the node registers (its byte channel is the socket itself)."""
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 from multiaddr import Multiaddr
 
@@ -21,6 +25,8 @@ class TcpTarget:
     port: int
     peer_id: PeerId | None
     needs_resolution: bool
+    #: The transport that dials it (set by the transport's ``parse``).
+    transport: Any = dataclasses.field(default=None, compare=False, repr=False)
 
 
 def to_multiaddr(addr: "str | bytes | Multiaddr") -> Multiaddr:
@@ -56,8 +62,9 @@ def peer_id_or_multiaddr(addr: "str | bytes | Multiaddr | PeerId") -> "PeerId | 
     return to_multiaddr(addr)
 
 
-def parse_tcp_multiaddr(addr: "str | bytes | Multiaddr") -> TcpTarget:
-    """Split ``/ip4|ip6|dns|dns4|dns6/<host>/tcp/<port>[/p2p/<id>]`` into its parts."""
+def parse_tcp_multiaddr(addr: "str | bytes | Multiaddr", transport: Any = None) -> TcpTarget:
+    """Split ``/ip4|ip6|dns|dns4|dns6/<host>/tcp/<port>[/p2p/<id>]`` into its parts
+    (``transport``: what the target's ``transport`` field names)."""
     ma = to_multiaddr(addr)
     parts = [(proto.name, value) for proto, value in ma.items()]
     peer_id = None
@@ -68,11 +75,11 @@ def parse_tcp_multiaddr(addr: "str | bytes | Multiaddr") -> TcpTarget:
     (kind, host), (_, port_text) = parts
     port = int(port_text)
     if kind == "ip4":
-        return TcpTarget(socket.AF_INET, host, port, peer_id, False)
+        return TcpTarget(socket.AF_INET, host, port, peer_id, False, transport)
     if kind == "ip6":
-        return TcpTarget(socket.AF_INET6, host, port, peer_id, False)
+        return TcpTarget(socket.AF_INET6, host, port, peer_id, False, transport)
     if kind in _DNS_FAMILIES:
-        return TcpTarget(_DNS_FAMILIES[kind], host, port, peer_id, True)
+        return TcpTarget(_DNS_FAMILIES[kind], host, port, peer_id, True, transport)
     raise ValueError(f"unsupported network protocol /{kind} in {ma}")
 
 
@@ -131,3 +138,64 @@ def configure_stream_socket(sock: socket.socket) -> None:
     """Settings for every connection socket: non-blocking, no Nagle delay."""
     sock.setblocking(False)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class TcpTransport:
+    """``/ip4|ip6|dns|dns4|dns6/<host>/tcp/<port>``: plain TCP sockets as byte channels.
+
+    The transport seam's byte-stream shape (docs/ARCHITECTURE.md): ``parse`` and
+    ``resolve`` run on the caller's thread (resolving may block), ``connect``,
+    ``accepted`` and the listener's accepts on the reactor thread.
+    """
+
+    name = "tcp"
+
+    def handles(self, ma: Multiaddr) -> bool:
+        """Whether ``ma`` is a TCP multiaddr (with or without ``/p2p/``)."""
+        try:
+            parse_tcp_multiaddr(ma)
+        except ValueError:
+            return False
+        return True
+
+    def parse(self, ma: Multiaddr) -> TcpTarget:
+        """Where to connect and whom we expect there; ValueError when malformed."""
+        return parse_tcp_multiaddr(ma, self)
+
+    def resolve(self, target: TcpTarget) -> list[tuple[int, tuple]]:
+        """``(family, sockaddr)`` pairs to try (blocking DNS for ``/dns*``)."""
+        return resolve(target)
+
+    def connect(self, family: int, sockaddr: tuple) -> socket.socket:
+        """Reactor: a socket whose non-blocking connect is under way. Raises
+        ``OSError`` when it fails at once (``ConnectionRefusedError`` for a refusal)."""
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            configure_stream_socket(sock)
+            err = sock.connect_ex(sockaddr)
+        except OSError:
+            sock.close()
+            raise
+        if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
+            sock.close()
+            raise ConnectionRefusedError(err, f"connect to {sockaddr}: "
+                                         f"{errno.errorcode.get(err, err)}")
+        return sock
+
+    def listen(self, ma: "str | Multiaddr") -> socket.socket:
+        """A bound, listening, non-blocking socket (see :func:`open_listener`)."""
+        return open_listener(ma)
+
+    def bound_multiaddr(self, listener: socket.socket) -> Multiaddr:
+        """The multiaddr a listening socket is bound to (the real port for port 0)."""
+        return sockaddr_to_multiaddr(listener.family, listener.getsockname())
+
+    def remote_multiaddr(self, channel: socket.socket, sockaddr: tuple) -> Multiaddr:
+        """The multiaddr of the peer at ``sockaddr`` on ``channel`` (identify's
+        observed address); OSError once the socket is gone."""
+        return sockaddr_to_multiaddr(channel.family, sockaddr)
+
+    def accepted(self, sock: socket.socket) -> socket.socket:
+        """Reactor: the byte channel for an accepted connection socket."""
+        configure_stream_socket(sock)
+        return sock

@@ -47,7 +47,7 @@ def connect(client: Node, server: Node):
     server's side of it."""
     client.dial(p2p_addr(server))
     assert wait_until(lambda: client.peer_id in server.connected_peers())
-    return server._connections[client.peer_id][0]
+    return server.connections(client.peer_id)[0]
 
 
 class EchoServer:

@@ -211,13 +211,13 @@ def test_limits_inf_means_never_where_none_is_accepted():
 # -- the reactor survives its own loop's errors ------------------------------------------
 def _reactor_runs_calls(node: Node) -> bool:
     ran = threading.Event()
-    node._reactor.call_soon(ran.set)
+    node.reactor.call_soon(ran.set)
     return ran.wait(3)
 
 
 def test_reactor_survives_an_error_raised_by_select(make_node):
     node = make_node()
-    selector = node._reactor._selector
+    selector = node.reactor._selector
     real_select = selector.select
     failures = []
 
@@ -228,7 +228,7 @@ def test_reactor_survives_an_error_raised_by_select(make_node):
         return real_select(timeout)
 
     selector.select = failing_once
-    node._reactor.call_soon(lambda: None)  # wake the loop so it selects again
+    node.reactor.call_soon(lambda: None)  # wake the loop so it selects again
     assert wait_until(lambda: failures)
     assert _reactor_runs_calls(node)  # calls queued after the failure still run
     peer = make_node(listen=[])
@@ -237,10 +237,10 @@ def test_reactor_survives_an_error_raised_by_select(make_node):
 
 def test_reactor_survives_a_timer_at_infinity(make_node):
     node = make_node()
-    node._reactor.call_soon(lambda: node._reactor.call_later(INF, lambda: None))
+    node.reactor.call_soon(lambda: node.reactor.call_later(INF, lambda: None))
     assert _reactor_runs_calls(node)
     assert _reactor_runs_calls(node)  # a select(inf) would have killed the thread
-    assert node._reactor.thread.is_alive()
+    assert node.reactor.thread.is_alive()
 
 
 # -- a failed call leaves nothing running --------------------------------------------------

@@ -92,7 +92,7 @@ def test_a_closed_stream_the_remote_never_finishes_is_reset(make_node):
     stream = client.new_control().open_stream(p2p_addr(server), "/t/1.0.0", timeout=5)
     _, accepted = incoming.get(timeout=5)
     stream.close()  # the server never closes its side
-    conn = client._connections[server.peer_id][0]
+    conn = client.connections(server.peer_id)[0]
     deadline = time.monotonic() + 3
     while conn._streams and time.monotonic() < deadline:
         time.sleep(0.02)

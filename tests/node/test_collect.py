@@ -12,9 +12,9 @@ from conftest import p2p_addr
 
 def collect(client, server, protocol, limit=1024, timeout=2.0):
     conn_ready = client.dial(p2p_addr(server))
-    conn = client._connections[conn_ready][0]
+    conn = client.connections(conn_ready)[0]
     result: Future = Future()
-    client._reactor.call_soon(conn.collect, protocol, limit, timeout,
+    client.reactor.call_soon(conn.collect, protocol, limit, timeout,
                               lambda data, error: result.set_result((data, error)))
     return result.result(timeout + 3)
 

@@ -32,7 +32,7 @@ def test_close_leaves_no_thread_socket_or_fd():
     stream.close_write()
     stream.settimeout(5)
     assert len(stream.readall()) == 100_000
-    client._run_in_worker(time.sleep, 0)  # start the handler pool too
+    client.run_in_worker(time.sleep, 0)  # start the handler pool too
     assert len(open_fds()) > len(fds_before)
     echo.close()
     client.close()

@@ -60,7 +60,7 @@ def test_inbound_streams_per_protocol_per_peer(make_node):
     # Closing accepted streams frees their places.
     for _, stream in accepted:
         stream.reset()
-    assert wait_until(lambda: not server._inbound_streams)
+    assert wait_until(lambda: not server._registry.inbound_counts())
     control.open_stream(server.peer_id, "/few/1.0.0", timeout=5)
     assert incoming.get(timeout=5)[0] == client.peer_id
 
@@ -73,7 +73,7 @@ def test_streams_per_connection(make_node):
     client.dial(p2p_addr(server))
     # Identify streams (both ways) count too: let them finish first.
     client.wait_identified(server.peer_id)
-    conn = client._connections[server.peer_id][0]
+    conn = client.connections(server.peer_id)[0]
     assert wait_until(lambda: conn._muxer.stream_count == 0)
     streams = [control.open_stream(server.peer_id, "/echo/1.0.0", timeout=5)
                for _ in range(4)]
@@ -102,9 +102,9 @@ def test_keepalive_detects_a_silent_peer(make_node):
     client = make_node(listen=[], limits=limits)
     client.dial(p2p_addr(server))
     assert wait_until(lambda: client.peer_id in server.connected_peers())
-    server_conn = server._connections[client.peer_id][0]
+    server_conn = server.connections(client.peer_id)[0]
     # The server stops reading its socket (as if frozen): pings go unanswered.
-    server._reactor.call_soon(server._reactor.unregister, server_conn.sock)
+    server.reactor.call_soon(server.reactor.unregister, server_conn.sock)
     start = time.monotonic()
     assert wait_until(lambda: client.connected_peers() == [], timeout=3)
     assert time.monotonic() - start < 1.5

@@ -191,7 +191,7 @@ def test_flush_waits_until_written_bytes_left_the_node(pair):
     accepted.settimeout(5)
     reader = Blocked(lambda: accepted.read_exactly(len(PARTLY_SENDABLE)))
     stream.flush(5)
-    conn = client._connections[server.peer_id][0]
+    conn = client.connections(server.peer_id)[0]
     assert conn.bytes_sent >= stream.wire_mark > len(PARTLY_SENDABLE)
     assert reader.outcome() is None and reader.result == PARTLY_SENDABLE
 

@@ -31,7 +31,7 @@ def test_echo_round_trip(echo_pair):
     client, server, _ = echo_pair
     control = client.new_control()
     assert echo_once(control, server.peer_id, b"hello libp2p") == b"hello libp2p"
-    conn_muxers = {c.muxer_protocol for cs in client._connections.values() for c in cs}
+    conn_muxers = {c.muxer_protocol for c in client.connections()}
     assert conn_muxers == {client.muxers[0]}
 
 
@@ -74,7 +74,7 @@ def test_1000_concurrent_streams_on_one_connection(echo_pair):
     control = client.new_control()
     streams = [control.open_stream(server.peer_id, "/echo/1.0.0", timeout=30)
                for _ in range(1000)]
-    assert len(client._connections[server.peer_id]) == 1
+    assert len(client.connections(server.peer_id)) == 1
     for i, stream in enumerate(streams):
         stream.write(i.to_bytes(4, "big") * 16)
         stream.close_write()
@@ -104,7 +104,7 @@ def test_32_threads_open_streams_through_clones_of_one_control(echo_pair):
     for t in threads:
         t.join(60)
     assert failures == []
-    assert len(client._connections[server.peer_id]) == 1
+    assert len(client.connections(server.peer_id)) == 1
 
 
 def test_accept_twice_raises_already_registered(make_node):
@@ -364,8 +364,8 @@ def test_node_close_wakes_blocked_threads(make_node):
 
 
 def test_mplex_unread_stream_is_reset_after_stalling_the_connection(make_node, monkeypatch):
-    from libp2p_stream_sync import connection
-    monkeypatch.setattr(connection, "_CONGESTION_TIMEOUT", 0.5)
+    from libp2p_stream_sync import read_pressure
+    monkeypatch.setattr(read_pressure, "CONGESTION_TIMEOUT", 0.5)
     server = make_node(muxers=["mplex"])
     client = make_node(listen=[], muxers=["mplex"])
     echo = EchoServer(server)
@@ -400,11 +400,11 @@ def test_opens_beyond_the_yamux_ack_backlog_wait_for_acks(make_node):
         except OpenStreamError as exc:
             errors.append(exc.kind)
 
-    conn = client._connections[server.peer_id][0]
+    conn = client.connections(server.peer_id)[0]
 
     def probe_backlog() -> tuple[int, int]:
         probe: Future = Future()
-        client._reactor.call_soon(
+        client.reactor.call_soon(
             lambda: probe.set_result((conn._muxer.outbound_unacked,
                                       len(conn._deferred_opens))))
         return probe.result(5)

@@ -74,7 +74,7 @@ def test_wait_identified_reports_a_failed_identify(nodes):
     a, b = nodes(), nodes()
     # Pretend a does not speak identify: remove its responder before b connects.
     with a._lock:
-        del a._registry[identify.PROTOCOL]
+        a._registry.discard(identify.PROTOCOL)
     b.dial(f"{a.listen_addrs[0]}/p2p/{a.peer_id}", timeout=5)
     with pytest.raises(OpenStreamError, match="identify"):
         b.wait_identified(a.peer_id, timeout=5)

@@ -26,12 +26,11 @@ def held_by(node: Node) -> dict[str, int]:
 
     def probe() -> None:
         total: collections.Counter = collections.Counter()
-        for conns in list(node._connections.values()):
-            for conn in conns:
-                total.update(conn.buffer_usage())
+        for conn in node.connections():
+            total.update(conn.buffer_usage())
         done.set_result(dict(total))
 
-    node._reactor.call_soon(probe)
+    node.reactor.call_soon(probe)
     return done.result(5)
 
 

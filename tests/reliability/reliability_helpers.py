@@ -60,15 +60,16 @@ def fd_count() -> int:
 
 def node_tables(node: Node) -> dict:
     """Sizes of the node's internal tables (read from the test thread: approximate)."""
-    conns = [c for cs in list(node._connections.values()) for c in cs]
+    counts = node.counts()
+    conns = node.connections()
     return {
-        "connections": len(conns),
-        "pending": len(node._pending),
-        "inbound_count": node._inbound_count,
-        "outbound_count": node._outbound_count,
-        "inbound_streams": len(node._inbound_streams),
-        "streams": sum(len(c._streams) for c in conns),
-        "negotiating": sum(len(c._negotiating) for c in conns),
+        "connections": counts["connections"],
+        "pending": counts["pending"],
+        "inbound_count": counts["inbound"],
+        "outbound_count": counts["outbound"],
+        "inbound_streams": counts["inbound_streams"],
+        "streams": sum(c.stream_counts()["streams"] for c in conns),
+        "negotiating": sum(c.stream_counts()["negotiating"] for c in conns),
     }
 
 

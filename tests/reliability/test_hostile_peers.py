@@ -65,7 +65,7 @@ class Budget:
             f"RSS grew by {(rss_bytes() - self.rss) >> 20} MiB"
         # only the good client's connection is left on the server
         assert wait_until(lambda: node_tables(g.server)["inbound_count"] == 1
-                          and not g.server._pending, 5), node_tables(g.server)
+                          and not g.server.counts()["pending"], 5), node_tables(g.server)
 
 
 def _noise_msg1() -> bytes:
@@ -297,7 +297,7 @@ def test_yamux_syn_flood_beyond_the_limits(guarded, negotiate):
         time.sleep(0.01)
     g.check()  # during
     assert peak <= limit + 2, f"{peak} streams held for one connection (limit {limit})"
-    assert g.server._inbound_streams.get((c.keypair.peer_id, ECHO), 0) <= 32
+    assert g.server._registry.inbound_counts().get((c.keypair.peer_id, ECHO), 0) <= 32
     c.close()
     assert sent
     g.check()
@@ -396,7 +396,7 @@ def test_closed_connections_are_released(guarded):
     256 KiB buffers) alive until the timers' deadlines."""
     import gc
 
-    from libp2p_stream_sync.connection import Connection
+    from libp2p_stream_sync.connection import _CLOSED, Connection
     g = guarded()  # its good connection keeps a live timer at the head of the heap
     for _ in range(60):
         c = YamuxClient(g.server)
@@ -406,6 +406,6 @@ def test_closed_connections_are_released(guarded):
     def alive() -> int:
         gc.collect()
         return sum(1 for o in gc.get_objects() if isinstance(o, Connection)
-                   and o.node is g.server and o._state == 5)  # _CLOSED
+                   and o.owner is g.server._owner and o._state == _CLOSED)
     assert wait_until(lambda: alive() <= 5, 3, interval=0.2), \
         f"{alive()} closed connections still referenced"

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from libp2p_stream_sync import connection
+from libp2p_stream_sync import read_pressure
 from libp2p_stream_sync.codec.varint import encode_uvarint
 from libp2p_stream_sync.engines import muxer_events as mev
 from libp2p_stream_sync.engines import yamux as yx
@@ -222,7 +222,7 @@ SMALL = Limits(handshake_timeout=0.5, max_stream_buffer=MIB, max_connection_buff
 def test_mplex_unread_data_is_bounded_per_connection(guarded, monkeypatch):
     """Streams each under their own pause point (256 KiB here) but many of them:
     the connection-wide bound pauses reading, then resets the largest holders."""
-    monkeypatch.setattr(connection, "_CONGESTION_TIMEOUT", 1.0)
+    monkeypatch.setattr(read_pressure, "CONGESTION_TIMEOUT", 1.0)
     g = guarded(SMALL)
     _sink(g)
     c = MplexClient(g.server)
@@ -256,7 +256,7 @@ def test_yamux_unread_streams_are_bounded_per_connection(guarded, monkeypatch):
     and their total is bounded per connection."""
     # The attacker's data still queued in TCP when it leaves keeps the connection
     # paused until the congestion timeout: shortened here.
-    monkeypatch.setattr(connection, "_CONGESTION_TIMEOUT", 1.0)
+    monkeypatch.setattr(read_pressure, "CONGESTION_TIMEOUT", 1.0)
     g = guarded(SMALL)
     _sink(g)
     c = YamuxClient(g.server)
@@ -320,7 +320,7 @@ def test_input_left_for_later_turns_keeps_its_order(guarded):
                 c.session.consumed(sid, len(event.data))
             elif isinstance(event, mev.StreamEnded):
                 ended = True
-    ls_answer = encode_ls_response(g.server._supported_protocols())
+    ls_answer = encode_ls_response(g.server.supported_protocols())
     assert ended
     assert bytes(received) == HEADER + ls_answer * 3000 + encode_message(ECHO) + data
     c.close()
@@ -344,7 +344,7 @@ def test_peer_closing_while_paused_still_delivers_what_it_sent(guarded):
     assert c.flush()
     time.sleep(0.3)
     c.sock.shutdown(socket.SHUT_WR)
-    assert wait_until(lambda: not g.server._connections.get(c.keypair.peer_id), 3)
+    assert wait_until(lambda: not g.server.connections(c.keypair.peer_id), 3)
     for _ in range(17):
         _peer, stream = g.sink.get(timeout=2)
         stream.settimeout(2)

@@ -174,8 +174,8 @@ def test_one_identity_cannot_hold_every_connection(make_node):
         except OSError:
             pass  # refused at once: what we want
     limit = 8  # Limits().max_connections_per_peer
-    assert wait_until(lambda: len(server._connections.get(keypair.peer_id, ())) <= limit, 3)
-    assert wait_until(lambda: server._inbound_count <= limit + 1, 3)
+    assert wait_until(lambda: len(server.connections(keypair.peer_id)) <= limit, 3)
+    assert wait_until(lambda: server.counts()["inbound"] <= limit + 1, 3)
     timed_echo(good, p2p_addr(server), timeout=HONEST_DEADLINE)
     for clone in clones:
         clone.close()

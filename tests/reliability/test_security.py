@@ -99,7 +99,7 @@ def test_there_is_no_plaintext_or_unauthenticated_mode(guarded):
             pass
         sock.close()
     assert wait_until(lambda: g.server.connected_peers() == [g.good.peer_id], 3)
-    assert len(g.server._connections) == 1
+    assert len(g.server.connected_peers()) == 1
     # the only security protocol a node offers is /noise
     sock = connect_raw(g.server)
     ls = MultistreamDialer(["/noise"])

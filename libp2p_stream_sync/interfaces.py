@@ -1,0 +1,141 @@
+"""The written contracts between the layers above the engines.
+
+* :class:`Muxer`: what a connection needs of a stream muxer engine (yamux, mplex; a
+  QUIC connection's own streams later). The engines implement it without importing it.
+* :class:`ConnectionOwner`: what a connection may call *up* (the node implements it and
+  hands it to every connection); the connection imports nothing above itself.
+* :class:`ByteChannel`: the socket-like object a byte-stream transport hands to the
+  upgrade (a TCP socket today; a WebSocket channel next).
+
+These are ``typing.Protocol`` classes: structural, nothing subclasses them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
+
+if TYPE_CHECKING:
+    from .engines.upgrade import SecurityProtocol
+    from .identity import Keypair
+    from .limits import Limits
+    from .reactor import Reactor
+
+
+class Muxer(Protocol):
+    """A sans-IO stream muxer session (engines/yamux.py, engines/mplex.py).
+
+    Events are those of ``engines/muxer_events.py``. Stream calls raise
+    ``StreamClosedError`` for a stream that is gone, ``open_stream`` raises
+    ``StreamLimitError`` beyond the stream limit.
+    """
+
+    #: False when the muxer has no per-stream windows (mplex): the connection then
+    #: pauses reading the socket so that TCP pushes back on the sender.
+    has_flow_control: bool
+
+    @property
+    def is_terminated(self) -> bool:
+        """The session is over (protocol violation, keepalive timeout, error GoAway)."""
+
+    @property
+    def outbound_unacked(self) -> int:
+        """Our streams the remote has not acknowledged yet (0: no ACK backlog)."""
+
+    def receive_data(self, data: Any, now: float | None = None) -> list:
+        """Feed bytes from the peer; return the events they caused."""
+
+    def data_to_send(self) -> Any:
+        """Take every frame queued for the wire (``b""`` when none)."""
+
+    def open_stream(self) -> int:
+        """Open an outbound stream; return its id."""
+
+    def send_window(self, stream_id: int) -> int:
+        """How many bytes :meth:`send_data` would take now."""
+
+    def send_data(self, stream_id: int, data: Any) -> int:
+        """Frame some of ``data``; return how many bytes were taken."""
+
+    def close_stream(self, stream_id: int) -> None:
+        """Half-close our side (FIN)."""
+
+    def reset_stream(self, stream_id: int) -> None:
+        """Abort the stream both ways (RST)."""
+
+    def consumed(self, stream_id: int, n: int, now: float) -> None:
+        """The application read ``n`` bytes of the stream (window updates)."""
+
+    def go_away(self, code: int) -> None:
+        """No new streams either way from now on."""
+
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` wants to run next (monotonic), or None."""
+
+    def handle_timer(self, now: float) -> list:
+        """Run due timers (keepalive); return the events they caused."""
+
+
+class ConnectionOwner(Protocol):
+    """What a :class:`~libp2p_stream_sync.connection.Connection` calls up.
+
+    All of it on the reactor thread, except the read-only attributes.
+    """
+
+    keypair: "Keypair"
+    limits: "Limits"
+    #: Muxer protocol ids we offer, most preferred first.
+    muxers: Sequence[str]
+    #: The security protocols we offer, most preferred first (engines/upgrade.py).
+    security: Sequence["SecurityProtocol"]
+    #: Their per-node state by protocol id (Noise: the signed static key).
+    security_identities: Mapping[str, Any]
+
+    @property
+    def reactor(self) -> "Reactor":
+        """The reactor that runs the connection."""
+
+    def make_muxer(self, protocol: str, initiator: bool) -> Muxer:
+        """A new muxer session for the agreed ``protocol``."""
+
+    def protocol_supported(self, protocol: str) -> bool:
+        """Whether an inbound stream may negotiate ``protocol``."""
+
+    def supported_protocols(self) -> Sequence[str]:
+        """Our protocols, for a peer's ``ls`` (cheap: called per request)."""
+
+    def inbound_stream(self, conn: Any, stream: Any) -> bool:
+        """Take a negotiated inbound stream; False: refused (the connection resets
+        it). A taken stream is counted until :meth:`inbound_stream_finished`."""
+
+    def inbound_stream_finished(self, stream: Any) -> None:
+        """A stream :meth:`inbound_stream` took is gone."""
+
+    def connection_closed(self, conn: Any, was_open: bool) -> None:
+        """The connection is closed (``was_open``: it had finished its upgrade)."""
+
+
+class ByteChannel(Protocol):
+    """A non-blocking, socket-like byte stream (docs/ARCHITECTURE.md, transports).
+
+    A channel that is not a plain socket may hold output of its own (WebSocket
+    framing, pongs, a close frame); it then also has ``wants_write -> bool`` (keep
+    write interest on) and ``flush() -> None`` (send that output, non-blocking).
+    """
+
+    def fileno(self) -> int:
+        """What the reactor's selector watches."""
+
+    def recv_into(self, buffer: Any, nbytes: int = 0) -> int:
+        """Application bytes into ``buffer``; 0 at the end; BlockingIOError when none."""
+
+    def sendmsg(self, buffers: Sequence[Any]) -> int:
+        """Bytes of ``buffers`` accepted; BlockingIOError when none could be."""
+
+    def shutdown(self, how: int) -> None:
+        """``SHUT_WR``: graceful end of our side."""
+
+    def close(self) -> None:
+        """Release the channel."""
+
+    def getsockopt(self, level: int, option: int) -> int:
+        """For ``SO_ERROR`` after a non-blocking connect."""

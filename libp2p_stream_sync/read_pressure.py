@@ -1,0 +1,203 @@
+"""Read back-pressure of one connection: unread stream data, and when to stop reading.
+
+A connection stops reading its channel while its streams hold more unread data than
+``Limits.max_connection_buffer``, or (muxers without flow control, mplex) while one
+stream holds more than :attr:`ReadPressure.pause_reading_at`. Meanwhile it polls, at
+doubling intervals, whether the application caught up or the peer left; after
+:data:`CONGESTION_TIMEOUT` it resets the streams that hold the connection up.
+
+Reactor thread only. The connection owns one :class:`ReadPressure` and gives it the
+connection's stream records (``stream_id -> record`` with a ``stream`` attribute).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from .stream import Stream
+
+log = logging.getLogger("libp2p_stream_sync.connection")
+
+#: Muxers without flow control (mplex): stop reading the socket while a stream holds
+#: this much unread data, so TCP pushes back on the sender (go-mplex does the same).
+PAUSE_READING_AT = 1024 * 1024
+#: If a paused connection stays stuck this long, the streams that hold it up are
+#: reset and reading resumes (go-mplex's ReceiveTimeout does the same): one stream
+#: nobody reads must not stall every other stream of the connection forever.
+CONGESTION_TIMEOUT = 5.0
+#: While paused for unread data, look whether the application caught up (it reports
+#: what it read in steps, so a report may never come) or the peer left: first after
+#: this many seconds, then at doubling intervals up to CONGESTION_POLL_MAX, so many
+#: paused connections cost little.
+CONGESTION_POLL = 0.05
+CONGESTION_POLL_MAX = 0.4
+
+
+class ReadPressure:
+    """What a connection's streams hold unread, and whether that pauses reading."""
+
+    def __init__(self, reactor: Any, max_buffer: int, records: dict[int, Any], *,
+                 interest_changed: Callable[[], None], peer_hung_up: Callable[[], bool],
+                 reset_streams: Callable[[list["Stream"], float], None]) -> None:
+        self._reactor = reactor
+        self._max_buffer = max_buffer
+        self._records = records
+        self._interest_changed = interest_changed
+        self._peer_hung_up = peer_hung_up
+        self._reset_streams = reset_streams
+        #: Per-stream pause threshold (lowered for muxers without flow control).
+        self.pause_reading_at = PAUSE_READING_AT
+        #: The peer closed its side: read to the end, whatever we hold.
+        self.peer_left = False
+        #: Unread bytes per stream as last looked at, and their sum (never below
+        #: the true total: the application only takes bytes away between looks).
+        self._unread: dict[int, int] = {}
+        self.unread_total = 0
+        self._paused = False  # over the connection's bound
+        self._congested: dict[int, "Stream"] = {}  # streams over their own bound
+        self._timer: Any = None
+        self._since = 0.0
+        self._poll = CONGESTION_POLL
+
+    @property
+    def holding(self) -> bool:
+        """True while unread data pauses reading."""
+        return bool(self._congested) or self._paused
+
+    def count(self, sid: int, unread: int) -> None:
+        """Data was fed to stream ``sid``, which now holds ``unread`` bytes: count
+        them; pause reading beyond the bound."""
+        self.look(sid, unread)
+        if self.unread_total > self._max_buffer and not self._paused:
+            self.recount()  # the application may have read some meanwhile
+            if self.unread_total > self._max_buffer:
+                self._paused = True
+                self._stall()
+
+    def look(self, sid: int, unread: int) -> None:
+        """Stream ``sid`` holds ``unread`` bytes now."""
+        self.unread_total += unread - self._unread.get(sid, 0)
+        if unread:
+            self._unread[sid] = unread
+        else:
+            self._unread.pop(sid, None)
+
+    def recount(self) -> None:
+        """Look at every stream counted so far again."""
+        for sid in list(self._unread):
+            record = self._records.get(sid)
+            if record is None:
+                self.unread_total -= self._unread.pop(sid)
+            else:
+                self.look(sid, record.stream.unread_bytes)
+
+    def congest(self, sid: int, stream: "Stream") -> None:
+        """``stream`` holds more than :attr:`pause_reading_at`: pause reading."""
+        self._congested[sid] = stream
+        self._stall()
+
+    def drop(self, sid: int) -> None:
+        """Stream ``sid`` is no longer the application's: stop counting it."""
+        self.unread_total -= self._unread.pop(sid, 0)
+
+    def forget(self, sid: int) -> None:
+        """Stream ``sid`` is gone: stop counting it; reading may resume."""
+        self.drop(sid)
+        if self._congested.pop(sid, None) is not None or self._paused:
+            self.relieve()
+
+    def consumed(self) -> None:
+        """The application read some data: reading may resume."""
+        if self._congested or self._paused:
+            self.relieve()
+
+    def relieve(self) -> None:
+        """Resume reading if nothing holds it any more."""
+        for sid, stream in list(self._congested.items()):
+            record = self._records.get(sid)
+            if (stream.unread_bytes <= self.pause_reading_at
+                    or record is None or record.stream is not stream):
+                del self._congested[sid]
+        if self._paused:
+            self.recount()
+            if self.unread_total <= self._max_buffer:
+                self._paused = False
+        if not self._congested and not self._paused:
+            self._uncongested()
+
+    def cancel(self) -> None:
+        """Stop polling."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def release(self) -> None:
+        """The connection is closed: stop polling and drop the callbacks, which refer
+        to it (so that it is freed at once, not by the cycle collector)."""
+        self.cancel()
+        self._interest_changed = _nothing
+        self._reset_streams = _nothing
+        self._peer_hung_up = _true
+
+    # -- polling ----------------------------------------------------------------------
+    def _stall(self) -> None:
+        """Stop reading (a stream or the connection holds too much unread data) and
+        watch whether the application catches up."""
+        if self._timer is None and not self.peer_left:
+            self._since = time.monotonic()
+            self._poll = CONGESTION_POLL
+            self._timer = self._reactor.call_later(CONGESTION_POLL, self._check)
+        self._interest_changed()
+
+    def _uncongested(self) -> None:
+        self.cancel()
+        self._interest_changed()
+
+    def _check(self) -> None:
+        self._timer = None
+        if self._peer_hung_up():
+            # Not reading, we would not see it otherwise: read what the peer sent
+            # before it left (as when it leaves while we read), then its end.
+            self.peer_left = True
+            self._uncongested()
+            return
+        self.relieve()
+        if not self.holding:
+            return
+        if time.monotonic() - self._since >= CONGESTION_TIMEOUT:
+            self._reset_streams(self._stalling_streams(), CONGESTION_TIMEOUT)
+            self.relieve()
+            if not self.holding:
+                return
+            self._since = time.monotonic()
+        self._poll = min(self._poll * 2, CONGESTION_POLL_MAX)
+        until_timeout = self._since + CONGESTION_TIMEOUT - time.monotonic()
+        self._timer = self._reactor.call_later(max(0.0, min(self._poll, until_timeout)),
+                                               self._check)
+
+    def _stalling_streams(self) -> list["Stream"]:
+        """The streams over their own bound, then the largest holders until the
+        connection is under its bound."""
+        stuck = [s for sid, s in self._congested.items()
+                 if (r := self._records.get(sid)) is not None and r.stream is s]
+        self._congested.clear()
+        excess = self.unread_total - self._max_buffer
+        for sid, unread in sorted(self._unread.items(), key=lambda item: -item[1]):
+            if excess <= 0:
+                break
+            record = self._records.get(sid)
+            if record is not None and record.stream not in stuck:
+                stuck.append(record.stream)
+                excess -= unread
+        return stuck
+
+
+def _nothing(*args: Any) -> None:
+    pass
+
+
+def _true() -> bool:
+    return True
