@@ -199,7 +199,7 @@ class Connection:
         self._pressure = ReadPressure(
             self._reactor, owner.limits.max_connection_buffer, self._streams,
             interest_changed=self._set_interest, peer_hung_up=lambda: _hung_up(self.sock),
-            reset_streams=self._reset_stalling_streams)
+            reset_streams=self._reset_stalling_streams, budget=owner.buffer_budget)
         self._negotiating: dict[int, _Negotiation] = {}
         self._to_flush: dict[int, Stream] = {}
         self._window_blocked: dict[int, Stream] = {}
@@ -385,6 +385,7 @@ class Connection:
         if self._transport is None and upgrade.transport is not None:
             self._transport = upgrade.transport
             self.remote_peer_id = upgrade.remote_peer_id
+            self._pressure.peer = upgrade.remote_peer_id
         if upgrade.complete:
             self._upgrade = None
             self._start_muxer(upgrade.muxer_protocol)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
 if TYPE_CHECKING:
+    from .budget import BufferBudget
     from .engines.upgrade import SecurityProtocol
     from .identity import Keypair
     from .limits import Limits
@@ -89,6 +90,8 @@ class ConnectionOwner(Protocol):
     security: Sequence["SecurityProtocol"]
     #: Their per-node state by protocol id (Noise: the signed static key).
     security_identities: Mapping[str, Any]
+    #: Unread stream data of all connections, per peer and in all (reactor thread).
+    buffer_budget: "BufferBudget"
 
     @property
     def reactor(self) -> "Reactor":

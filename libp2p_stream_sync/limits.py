@@ -48,6 +48,14 @@ class Limits:
     #: node stops reading that connection, so TCP pushes back on the sender; if it
     #: stays stuck for 5 s, the streams holding the most are reset.
     max_connection_buffer: int = 32 * 1024 * 1024
+    #: ... and all connections of one peer together (its share of the node's buffer
+    #: budget): beyond it the node stops reading that peer's connections; stuck for
+    #: 5 s, each resets its largest holder.
+    max_peer_buffer: int = 64 * 1024 * 1024
+    #: ... and all connections of the node together: beyond it the node stops reading
+    #: every connection that receives stream data, until the application has read
+    #: enough (below three quarters of the bound); stuck for 5 s, as above.
+    max_node_buffer: int = 256 * 1024 * 1024
     #: Seconds an inbound stream may take to agree on its protocol (multistream-select;
     #: go- and rust-libp2p use 10 s too) before it is reset.
     negotiation_timeout: float = 10.0
@@ -93,6 +101,9 @@ class Limits:
             raise ValueError("max_stream_buffer must be at least 256 KiB (yamux's window)")
         if self.max_connection_buffer < self.max_stream_buffer:
             raise ValueError("max_connection_buffer must be at least max_stream_buffer")
+        if not self.max_stream_buffer <= self.max_peer_buffer <= self.max_node_buffer:
+            raise ValueError("buffers must grow from stream to peer to node: "
+                             "max_stream_buffer <= max_peer_buffer <= max_node_buffer")
         if self.max_negotiation_buffer < 4096:
             raise ValueError("max_negotiation_buffer must be at least 4 KiB (two protocol "
                              "ids of the longest length peers accept)")
@@ -101,6 +112,7 @@ class Limits:
 _COUNTS = ("max_inbound_connections", "max_outbound_connections",
            "max_streams_per_connection", "max_inbound_streams_per_protocol_per_peer",
            "yamux_backlog", "max_stream_buffer", "max_connection_buffer",
+           "max_peer_buffer", "max_node_buffer",
            "max_negotiation_buffer", "max_connections_per_peer",
            "max_handler_jobs", "max_handler_jobs_per_peer", "max_address_book_peers")
 #: Counts that must be at least 1.

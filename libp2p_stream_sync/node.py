@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 from multiaddr import Multiaddr
 
 from .addressbook import AddressBook
+from .budget import BufferBudget
 from .connection import MPLEX, YAMUX, Connection
 from .control import Control, IncomingStreams, PeerLike, StreamProtocol
 from .engines.mplex import MplexSession
@@ -735,6 +736,8 @@ class _NodeOwner:
         self.muxers = node.muxers
         self.security = tuple(security)
         self.security_identities = prepare_identities(node.keypair, security)
+        self.buffer_budget = BufferBudget(node.limits.max_peer_buffer,
+                                          node.limits.max_node_buffer)
         self.reactor = node._reactor
         registry = node._registry
         self.protocol_supported = registry.supports

@@ -1,7 +1,9 @@
 """Read back-pressure of one connection: unread stream data, and when to stop reading.
 
 A connection stops reading its channel while its streams hold more unread data than
-``Limits.max_connection_buffer``, or (muxers without flow control, mplex) while one
+``Limits.max_connection_buffer``, while its peer or the whole node holds more than its
+share of the node's :class:`~.budget.BufferBudget` (``Limits.max_peer_buffer``,
+``Limits.max_node_buffer``), or (muxers without flow control, mplex) while one
 stream holds more than :attr:`ReadPressure.pause_reading_at`. Meanwhile it polls, at
 doubling intervals, whether the application caught up or the peer left; after
 :data:`CONGESTION_TIMEOUT` it resets the streams that hold the connection up.
@@ -14,9 +16,10 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Hashable
 
 if TYPE_CHECKING:
+    from .budget import BufferBudget
     from .stream import Stream
 
 log = logging.getLogger("libp2p_stream_sync.connection")
@@ -41,9 +44,16 @@ class ReadPressure:
 
     def __init__(self, reactor: Any, max_buffer: int, records: dict[int, Any], *,
                  interest_changed: Callable[[], None], peer_hung_up: Callable[[], bool],
-                 reset_streams: Callable[[list["Stream"], float], None]) -> None:
+                 reset_streams: Callable[[list["Stream"], float], None],
+                 budget: "BufferBudget | None" = None) -> None:
         self._reactor = reactor
         self._max_buffer = max_buffer
+        self._budget = budget
+        #: Whose share of the budget the unread data counts against (set once the
+        #: peer is authenticated, before any stream data arrives).
+        self.peer: Hashable = None
+        self._over_budget = False  # waiting for the peer's or the node's share
+        self._attached = False  # our shed() is known to the budget
         self._records = records
         self._interest_changed = interest_changed
         self._peer_hung_up = peer_hung_up
@@ -65,7 +75,7 @@ class ReadPressure:
     @property
     def holding(self) -> bool:
         """True while unread data pauses reading."""
-        return bool(self._congested) or self._paused
+        return bool(self._congested) or self._paused or self._over_budget
 
     def count(self, sid: int, unread: int) -> None:
         """Data was fed to stream ``sid``, which now holds ``unread`` bytes: count
@@ -76,10 +86,42 @@ class ReadPressure:
             if self.unread_total > self._max_buffer:
                 self._paused = True
                 self._stall()
+        budget = self._budget
+        if budget is not None and not self._attached:
+            budget.attach(self.peer, self.shed)
+            self._attached = True
+        if budget is not None and not self._over_budget and budget.over(self.peer):
+            self._over_budget = True
+            budget.wait_for_room(self.peer, self._budget_has_room)
+            self._stall()
+
+    def _budget_has_room(self) -> None:
+        """The budget fell well below the peer's and the node's bounds."""
+        self._over_budget = False
+        self.relieve()
+
+    def shed(self, keep: int) -> None:
+        """The budget asks us to hold at most ``keep`` bytes: reset our largest
+        holders until we do."""
+        self.recount()
+        excess = self.unread_total - keep
+        doomed = []
+        for sid, unread in sorted(self._unread.items(), key=lambda item: -item[1]):
+            if excess <= 0:
+                break
+            record = self._records.get(sid)
+            if record is not None:
+                doomed.append(record.stream)
+                excess -= unread
+        if doomed:
+            self._reset_streams(doomed, CONGESTION_TIMEOUT)
 
     def look(self, sid: int, unread: int) -> None:
         """Stream ``sid`` holds ``unread`` bytes now."""
-        self.unread_total += unread - self._unread.get(sid, 0)
+        delta = unread - self._unread.get(sid, 0)
+        self.unread_total += delta
+        if delta and self._budget is not None:
+            self._budget.charge(self.peer, delta)
         if unread:
             self._unread[sid] = unread
         else:
@@ -90,7 +132,7 @@ class ReadPressure:
         for sid in list(self._unread):
             record = self._records.get(sid)
             if record is None:
-                self.unread_total -= self._unread.pop(sid)
+                self.look(sid, 0)
             else:
                 self.look(sid, record.stream.unread_bytes)
 
@@ -101,17 +143,17 @@ class ReadPressure:
 
     def drop(self, sid: int) -> None:
         """Stream ``sid`` is no longer the application's: stop counting it."""
-        self.unread_total -= self._unread.pop(sid, 0)
+        self.look(sid, 0)
 
     def forget(self, sid: int) -> None:
         """Stream ``sid`` is gone: stop counting it; reading may resume."""
         self.drop(sid)
-        if self._congested.pop(sid, None) is not None or self._paused:
+        if self._congested.pop(sid, None) is not None or self._paused or self._over_budget:
             self.relieve()
 
     def consumed(self) -> None:
         """The application read some data: reading may resume."""
-        if self._congested or self._paused:
+        if self._congested or self._paused or self._over_budget:
             self.relieve()
 
     def relieve(self) -> None:
@@ -125,7 +167,7 @@ class ReadPressure:
             self.recount()
             if self.unread_total <= self._max_buffer:
                 self._paused = False
-        if not self._congested and not self._paused:
+        if not self.holding:
             self._uncongested()
 
     def cancel(self) -> None:
@@ -135,9 +177,16 @@ class ReadPressure:
             self._timer = None
 
     def release(self) -> None:
-        """The connection is closed: stop polling and drop the callbacks, which refer
-        to it (so that it is freed at once, not by the cycle collector)."""
+        """The connection is closed: stop polling, give back what it held of the
+        budget, and drop the callbacks, which refer to it (so that it is freed at
+        once, not by the cycle collector)."""
         self.cancel()
+        if self._budget is not None:
+            self._budget.cancel_wait(self._budget_has_room)
+            self._budget.detach(self.peer, self.shed)
+            for sid in list(self._unread):
+                self.look(sid, 0)
+            self._over_budget = False
         self._interest_changed = _nothing
         self._reset_streams = _nothing
         self._peer_hung_up = _true
@@ -169,10 +218,14 @@ class ReadPressure:
             return
         if time.monotonic() - self._since >= CONGESTION_TIMEOUT:
             self._reset_streams(self._stalling_streams(), CONGESTION_TIMEOUT)
+            if self._over_budget and self._budget is not None:
+                self._budget.shed()  # the largest holders node-wide give up streams
             self.relieve()
             if not self.holding:
                 return
             self._since = time.monotonic()
+        if self._timer is not None:
+            return  # re-armed meanwhile (a shed elsewhere relieved and stalled us)
         self._poll = min(self._poll * 2, CONGESTION_POLL_MAX)
         until_timeout = self._since + CONGESTION_TIMEOUT - time.monotonic()
         self._timer = self._reactor.call_later(max(0.0, min(self._poll, until_timeout)),

@@ -27,13 +27,13 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "libp2p_stream_sync"
 #: matching prefix decides.
 LAYERS: dict[str, int] = {
     "_version": 0, "errors": 0, "timeouts": 0, "futures": 0, "limits": 0,
-    "logthrottle": 0,
+    "logthrottle": 0, "budget": 0,
     "codec": 1,
     "identity": 2,
     "engines": 3,
     "reactor": 4, "interfaces": 4,
     "transport": 5, "stream": 5, "connection": 5, "muxed": 5, "upgrade": 5,
-    "addressbook": 5, "registry": 5, "read_pressure": 5, "budget": 5,
+    "addressbook": 5, "registry": 5, "read_pressure": 5,
     "control": 6,
     "protocols": 7,
     "node": 8,

@@ -13,11 +13,22 @@ def test_a_peer_over_its_share_must_stop_reading_and_others_go_on():
     assert budget.used == 100 and budget.used_by("a") == 100
 
 
-def test_the_node_over_its_total_stops_every_peer():
-    budget = BufferBudget(per_peer=600, total=1000)
-    budget.charge("a", 500)
-    budget.charge("b", 500)
+def test_the_node_at_its_total_stops_every_peer():
+    budget = BufferBudget(per_peer=900, total=1000)
+    budget.charge("a", 800)
+    budget.charge("b", 200)
     assert budget.over("a") and budget.over("b") and budget.over("c")
+
+
+def test_near_its_total_the_node_stops_the_peers_holding_a_fair_share():
+    budget = BufferBudget(per_peer=900, total=1000)
+    budget.charge("a", 600)
+    budget.charge("b", 100)
+    budget.charge("c", 50)  # 750: the shared three quarters are used
+    assert budget.fair_share() == 250
+    assert budget.over("a")                               # the greedy peer waits
+    assert not budget.over("b") and not budget.over("c")  # frugal ones read on
+    assert not budget.over("d")                           # so does a newcomer
 
 
 def test_waiting_readers_resume_below_three_quarters_only():
@@ -47,11 +58,12 @@ def test_node_wide_waiters_resume_when_the_total_falls():
     resumed = []
     budget.charge("a", 600)
     budget.charge("b", 400)
-    budget.wait_for_room("c", lambda: resumed.append("c"))
-    budget.charge("a", -200)  # total 800: still above 750
+    assert budget.over("a") and budget.over("b")  # the node is full
+    budget.wait_for_room("a", lambda: resumed.append("a"))
+    budget.charge("a", -300)  # total 700, a 300: still a fair share of the scaled 562
     assert resumed == []
-    budget.charge("a", -100)  # 700
-    assert resumed == ["c"]
+    budget.charge("a", -50)  # a 250: below its scaled share (281)
+    assert resumed == ["a"]
 
 
 def test_cancelled_waiters_are_not_called_and_releases_are_checked():
@@ -70,3 +82,18 @@ def test_cancelled_waiters_are_not_called_and_releases_are_checked():
         budget.charge("a", -1)
     with pytest.raises(ValueError):
         BufferBudget(per_peer=0, total=1)
+
+
+def test_shed_asks_the_largest_holders_down_to_half_a_fair_share():
+    budget = BufferBudget(per_peer=10_000, total=1000)
+    asked: list[tuple[str, int]] = []
+    budget.charge("greedy", 700)
+    budget.charge("frugal", 100)
+    budget.attach("greedy", lambda keep: asked.append(("greedy", keep)))
+    budget.attach("frugal", lambda keep: asked.append(("frugal", keep)))
+    budget.shed()  # fair share: 750 / 2 peers = 375; keep half of it
+    assert asked == [("greedy", 187)]
+    budget.detach("greedy", next(iter(budget._shedders["greedy"])))
+    asked.clear()
+    budget.shed()
+    assert asked == []  # the greedy peer's connection is gone; frugal is under
