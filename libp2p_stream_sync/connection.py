@@ -206,6 +206,9 @@ class Connection:
         self._deferred_opens: collections.deque[tuple[str, Future, bool]] = \
             collections.deque()
         self._collecting: dict[int, _Collector] = {}
+        #: Inbound streams counted in the owner's per-peer and node-wide stream bounds
+        #: (from the remote's SYN until negotiation fails or the stream is retired).
+        self._inbound_live: set[int] = set()
         #: Reactor-side readers of inbound streams (see watch_stream).
         self._watchers: dict[int, Callable[[], None]] = {}
         self._timer: Any = None
@@ -599,6 +602,10 @@ class Connection:
             self._reset(stream)
 
     def _on_inbound_stream(self, sid: int) -> None:
+        if not self.owner.admit_inbound_stream(self.remote_peer_id):
+            self._reset_muxer_stream(sid)  # over the peer's or the node's stream bound
+            return
+        self._inbound_live.add(sid)
         engine = MultistreamListener(self.owner.protocol_supported,
                                      list_protocols=self.owner.supported_protocols,
                                      max_output=_ANSWER_STEP)
@@ -705,6 +712,7 @@ class Connection:
     def _drop_negotiation(self, sid: int) -> _Negotiation | None:
         """Forget a negotiation that will not become a stream."""
         neg = self._pop_negotiation(sid)
+        self._release_inbound(sid)
         if not self._streams and not self._negotiating:
             self._became_idle()
         return neg
@@ -725,7 +733,13 @@ class Connection:
                 self._notify_watcher(sid)
             self._forget(sid)
 
+    def _release_inbound(self, sid: int) -> None:
+        if sid in self._inbound_live:
+            self._inbound_live.discard(sid)
+            self.owner.inbound_stream_gone(self.remote_peer_id)
+
     def _forget(self, sid: int) -> None:
+        self._release_inbound(sid)
         record = self._streams.pop(sid, None)
         self._to_flush.pop(sid, None)
         self._window_blocked.pop(sid, None)
@@ -1215,6 +1229,8 @@ class Connection:
         for neg in self._negotiating.values():
             fail(neg.future, error)
         self._negotiating.clear()
+        for sid in list(self._inbound_live):
+            self._release_inbound(sid)
         self._negotiation_deadlines.clear()
         self._negotiation_held = 0
         self._backlog.clear()

@@ -110,6 +110,13 @@ class ConnectionOwner(Protocol):
         """Take a negotiated inbound stream; False: refused (the connection resets
         it). A taken stream is counted until :meth:`inbound_stream_finished`."""
 
+    def admit_inbound_stream(self, peer: Any) -> bool:
+        """Count a stream the remote opens (before its negotiation); False: over the
+        per-peer or node-wide stream bound (the connection resets it)."""
+
+    def inbound_stream_gone(self, peer: Any) -> None:
+        """A stream :meth:`admit_inbound_stream` counted is gone."""
+
     def inbound_stream_finished(self, stream: Any) -> None:
         """A stream :meth:`inbound_stream` took is gone."""
 

@@ -30,6 +30,11 @@ class Limits:
     #: Inbound streams of one protocol from one peer open at once; more are reset.
     #: (An accept queue also bounds each peer's share of it: ``accept(max_per_peer=)``.)
     max_inbound_streams_per_protocol_per_peer: int = 1024
+    #: Inbound streams of one peer open at once, over all its connections (negotiating
+    #: ones included); more are reset at once.
+    max_inbound_streams_per_peer: int = 2048
+    #: ... and of all peers together.
+    max_inbound_streams: int = 32768
     #: yamux: inbound streams not yet acknowledged (the spec's backlog); more are reset.
     yamux_backlog: int = 256
     #: Seconds a new connection may take to finish TCP + Noise + muxer negotiation.
@@ -112,11 +117,13 @@ class Limits:
 _COUNTS = ("max_inbound_connections", "max_outbound_connections",
            "max_streams_per_connection", "max_inbound_streams_per_protocol_per_peer",
            "yamux_backlog", "max_stream_buffer", "max_connection_buffer",
-           "max_peer_buffer", "max_node_buffer",
+           "max_peer_buffer", "max_node_buffer", "max_inbound_streams_per_peer",
+           "max_inbound_streams",
            "max_negotiation_buffer", "max_connections_per_peer",
            "max_handler_jobs", "max_handler_jobs_per_peer", "max_address_book_peers")
 #: Counts that must be at least 1.
 _POSITIVE_COUNTS = ("max_connections_per_peer", "max_handler_jobs",
+                    "max_inbound_streams_per_peer", "max_inbound_streams",
                     "max_handler_jobs_per_peer", "max_address_book_peers")
 _TIMEOUTS = ("handshake_timeout", "stream_close_timeout", "keepalive_timeout",
              "negotiation_timeout")

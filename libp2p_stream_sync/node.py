@@ -745,6 +745,35 @@ class _NodeOwner:
         self.inbound_stream = registry.deliver
         self.inbound_stream_finished = registry.finished
         self.make_muxer = node._make_muxer
+        self._inbound_streams = 0
+        self._inbound_streams_by_peer: dict[PeerId, int] = {}
+        self._refusals = LogThrottle()
+
+    def admit_inbound_stream(self, peer: PeerId) -> bool:
+        """Count a new inbound stream of ``peer``; False beyond
+        ``Limits.max_inbound_streams_per_peer`` or ``Limits.max_inbound_streams``."""
+        limits = self.limits
+        mine = self._inbound_streams_by_peer.get(peer, 0)
+        if (mine >= limits.max_inbound_streams_per_peer
+                or self._inbound_streams >= limits.max_inbound_streams):
+            if self._refusals.ready(peer):
+                log.warning("resetting new streams from %s: it has %d open, the node %d "
+                            "(bounds %d per peer, %d in all)", peer, mine,
+                            self._inbound_streams, limits.max_inbound_streams_per_peer,
+                            limits.max_inbound_streams)
+            return False
+        self._inbound_streams_by_peer[peer] = mine + 1
+        self._inbound_streams += 1
+        return True
+
+    def inbound_stream_gone(self, peer: PeerId) -> None:
+        """An inbound stream :meth:`admit_inbound_stream` counted is gone."""
+        self._inbound_streams -= 1
+        left = self._inbound_streams_by_peer.get(peer, 0) - 1
+        if left > 0:
+            self._inbound_streams_by_peer[peer] = left
+        else:
+            self._inbound_streams_by_peer.pop(peer, None)
 
     def connection_closed(self, conn: Connection, was_open: bool) -> None:
         self._node._connection_closed(conn, was_open)

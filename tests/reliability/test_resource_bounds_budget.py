@@ -95,3 +95,33 @@ def test_many_peers_are_bounded_node_wide(guarded, monkeypatch):
     for c in clients:
         c.close()
     _recovered(g)
+
+
+STREAM_LIMITS = Limits(handshake_timeout=0.5, max_inbound_streams_per_peer=40,
+                       max_inbound_streams=100)
+
+
+def _negotiating(node) -> int:
+    return sum(c.stream_counts()["negotiating"] for c in node.connections())
+
+
+def test_inbound_streams_are_bounded_per_peer_across_connections(guarded):
+    """One identity opens 60 silent streams on each of two connections: the node holds
+    at most 40 for it (not 2 x 60); another peer's echoes go on; all is released when
+    the attacker leaves."""
+    g = guarded(STREAM_LIMITS)
+    identity = Keypair.generate()
+    clients = [YamuxClient(g.server, keypair=identity) for _ in range(2)]
+    for c in clients:
+        for _ in range(60):
+            c.session.open_stream()  # a SYN, then nothing: no protocol proposed
+        assert c.flush()
+    assert wait_until(lambda: _negotiating(g.server) >= 40, 5)
+    time.sleep(0.3)
+    # (+1 per connection: the node's own identify request, which the attacker ignores)
+    assert _negotiating(g.server) <= STREAM_LIMITS.max_inbound_streams_per_peer + 2
+    assert honest_round(g) < 2.0
+    for c in clients:
+        c.close()
+    assert wait_until(lambda: _negotiating(g.server) == 0, 5)
+    assert honest_round(g) < 2.0
