@@ -30,6 +30,10 @@ from libp2p_stream_sync.engines.noise import (
     NoiseHandshake, NoiseTransport, decode_handshake_payload, encode_handshake_payload,
     SIGNATURE_PREFIX)
 from libp2p_stream_sync.engines.noise_state import x25519_private_key, x25519_public_bytes
+from libp2p_stream_sync.engines import tls
+from libp2p_stream_sync.engines.tls_certificate import (
+    TlsError, make_certificate, verify_certificate_chain)
+from libp2p_stream_sync.engines.websocket import WebSocketEngine, WebSocketError, load_wsproto
 from libp2p_stream_sync.errors import DecodeError, ProtocolError
 from libp2p_stream_sync.identity import Keypair, PeerId, PublicKey
 from libp2p_stream_sync.identity.keys import KeyType, encode_key_message
@@ -576,6 +580,154 @@ def _codec_corpus() -> list[bytes]:
             _KP_I.peer_id.to_cid_string().encode(), _KP_I.peer_id.to_bytes()]
 
 
+# ---------------------------------------------------------------- tls
+
+
+def _tls_identities() -> tuple[tls.TlsIdentity, tls.TlsIdentity]:
+    return tls.TlsIdentity(_KP_I), tls.TlsIdentity(_KP_R)
+
+
+def _tls_pair(identities) -> tuple[tls.TlsHandshake, tls.TlsHandshake]:
+    client_identity, server_identity = identities
+    client = tls.TlsHandshake(_KP_I, initiator=True, expected_peer=_KP_R.peer_id,
+                              muxers=_MUXERS, identity=client_identity)
+    server = tls.TlsHandshake(_KP_R, initiator=False, muxers=_MUXERS,
+                              identity=server_identity)
+    return client, server
+
+
+def _tls_corpus(identities) -> dict[str, list[bytes]]:
+    """A real handshake's flights and application records (TLS is not deterministic:
+    a recorded server flight only parses up to the key exchange in a new handshake)."""
+    client, server = _tls_pair(identities)
+    hello = client.data_to_send()
+    server.receive_data(hello)
+    server_flight = server.data_to_send()
+    client.receive_data(server_flight)
+    client_transport, _ = client.to_transport()
+    client_flight = client.data_to_send()
+    server.receive_data(client_flight)
+    tickets = server.data_to_send()
+    server_transport, _ = server.to_transport()
+    records = [server_transport.encrypt(b"hello"), server_transport.encrypt(b"x" * 40000),
+               server_transport.close()]
+    return {"client-hello": [hello, hello + client_flight],
+            "server-flight": [server_flight, server_flight + tickets + records[0]],
+            "records": [tickets + r for r in records]}
+
+
+def _run_tls_server(data: bytes, rng: random.Random, identities) -> None:
+    server = _tls_pair(identities)[1]
+    split_feed(data, rng, server.receive_data, lambda: server.complete)
+    server.data_to_send()
+    assert not server.complete, "TLS server completed without the client's Finished"
+
+
+def _run_tls_client(data: bytes, rng: random.Random, identities) -> None:
+    client = _tls_pair(identities)[0]
+    client.data_to_send()
+    split_feed(data, rng, client.receive_data, lambda: client.complete)
+    # A recorded server flight cannot complete a new handshake (fresh key shares).
+    assert not client.complete, "TLS client completed against a replayed server flight"
+
+
+def _run_tls_transport(data: bytes, rng: random.Random, identities) -> None:
+    client, server = _tls_pair(identities)
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    server.receive_data(client.data_to_send())
+    transport, _ = client.to_transport()
+    transport.receive_data(server.data_to_send())  # tickets
+    split_feed(data, rng, transport.receive_data)
+    transport.encrypt(b"still usable")
+
+
+def _certificate_corpus() -> list[bytes]:
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    certs = [make_certificate(kp)[1] for kp in (_KP_I, Keypair.generate(KeyType.SECP256K1),
+                                                Keypair.generate(KeyType.RSA))]
+    certs.append(make_certificate(_KP_R, ed25519.Ed25519PrivateKey.generate())[1])
+    return [c.public_bytes(Encoding.DER) for c in certs]
+
+
+def _run_tls_certificate(data: bytes, rng: random.Random) -> None:
+    expected = _KP_I.peer_id if rng.random() < 0.5 else None
+    peer = verify_certificate_chain([data], expected_peer=expected)
+    assert PeerId.from_public_key(peer.public_key) == peer.peer_id
+
+
+def _tls_targets() -> list[Target]:
+    """The TLS targets (the handshake ones only when the pyOpenSSL extra is installed)."""
+    targets = [Target("tls-certificate", _certificate_corpus(), _run_tls_certificate,
+                      (TlsError,))]
+    if not tls.tls_available():
+        return targets
+    identities = _tls_identities()
+    corpus = _tls_corpus(identities)
+
+    def bind(run):
+        return lambda data, rng: run(data, rng, identities)
+    targets += [
+        Target("tls-server", corpus["client-hello"], bind(_run_tls_server), (TlsError,)),
+        Target("tls-client", corpus["server-flight"], bind(_run_tls_client), (TlsError,)),
+        Target("tls-transport", corpus["records"], bind(_run_tls_transport), (TlsError,)),
+    ]
+    return targets
+
+
+# ---------------------------------------------------------------- websocket (server side)
+
+_WS_REQUEST = (b"GET / HTTP/1.1\r\nHost: 127.0.0.1:4001\r\nUpgrade: websocket\r\n"
+               b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               b"Sec-WebSocket-Version: 13\r\n\r\n")
+
+
+def _ws_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    """A client frame (masked with a fixed key, so the corpus is deterministic)."""
+    n = len(payload)
+    length = (bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big")
+              if n < 65536 else bytes([0x80 | 127]) + n.to_bytes(8, "big"))
+    key = b"\x11\x22\x33\x44"
+    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return bytes([(0x80 if fin else 0) | opcode]) + length + key + masked
+
+
+def _websocket_corpus() -> list[bytes]:
+    r = _WS_REQUEST
+    return [r + _ws_frame(2, b"/multistream/1.0.0\n"),
+            r + _ws_frame(2, b"frag", fin=False) + _ws_frame(9, b"ping")
+            + _ws_frame(0, b"ment") + _ws_frame(2, b"more")
+            + _ws_frame(8, (1000).to_bytes(2, "big") + b"bye"),
+            r + _ws_frame(1, "t\u00e9xt".encode()),
+            r, r + _ws_frame(2, b"z" * 70000)[:200], r + _ws_frame(8, b""),
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", r.replace(b"13", b"8"),
+            r + bytes([0x82, 0xFF]) + b"\x7f" + b"\xff" * 7 + b"abcd"]
+
+
+def _run_websocket_server(data: bytes, rng: random.Random) -> None:
+    """Bytes from a would-be WebSocket client; only WebSocketError may escape."""
+    engine = WebSocketEngine(client=False, max_message_size=rng.choice([1 << 20, 100]))
+    for app in split_feed(data, rng, engine.receive_data):
+        assert isinstance(app, bytes), type(app)
+        assert isinstance(engine.data_to_send(), bytes)
+    if engine.writable:
+        engine.send(b"reply")
+    engine.close()
+    engine.data_to_send()
+    if engine.eof:
+        assert engine.close_code is not None
+
+
+def _websocket_targets() -> list[Target]:
+    try:
+        load_wsproto()
+    except ImportError:  # the optional extra is not installed: nothing to fuzz
+        return []
+    return [Target("websocket-server", _websocket_corpus(), _run_websocket_server,
+                   (WebSocketError,))]
+
+
 # ---------------------------------------------------------------- registry
 
 
@@ -601,5 +753,87 @@ def build_targets() -> dict[str, Target]:
         Target("peer-id", _peer_id_corpus(), _run_peer_id, ()),
         Target("public-key", _public_key_corpus(), _run_public_key, (DecodeError,)),
         Target("codecs", _codec_corpus(), _run_codecs, codec_err),
+        *_tls_targets(),
+        *_quic_targets(),
+        *_websocket_targets(),
     ]
     return {t.name: t for t in targets}
+
+
+# ---------------------------------------------------------------- quic
+
+_QUIC_SERVER_ADDR, _QUIC_CLIENT_ADDR = ("127.0.0.1", 4433), ("127.0.0.1", 5544)
+
+
+def _quic_connect(identities, record: list[bytes] | None = None):
+    """A client engine and a server endpoint, handshake done (``record`` gets every
+    datagram the client sent), moving datagrams in memory on a fake clock."""
+    from libp2p_stream_sync.engines.quic import QuicMuxer
+    from libp2p_stream_sync.engines.quic_endpoint import QuicEndpoint
+    client_identity, server_identity = identities
+    endpoint = QuicEndpoint(_KP_R, identity=server_identity)
+    client = QuicMuxer.client(_KP_I, _QUIC_SERVER_ADDR, 0.0, expected_peer=_KP_R.peer_id,
+                              identity=client_identity)
+    now = 0.0
+    for _ in range(200):
+        now += 1e-5
+        for data, _addr in client.datagrams_to_send(now):
+            if record is not None:
+                record.append(data)
+            endpoint.receive_datagram(data, _QUIC_CLIENT_ADDR, now)
+        for data, _addr in endpoint.datagrams_to_send(now):
+            client.receive_datagram(data, _QUIC_SERVER_ADDR, now)
+        if client.is_verified and endpoint.connections and endpoint.connections[0].is_verified:
+            break
+    sid = client.open_stream()
+    client.send_data(sid, b"hello quic" * 100)
+    client.close_stream(sid)
+    for data, _addr in client.datagrams_to_send(now):
+        if record is not None:
+            record.append(data)
+        endpoint.receive_datagram(data, _QUIC_CLIENT_ADDR, now)
+    return client, endpoint, now
+
+
+def _run_quic_endpoint(data: bytes, rng: random.Random, identities) -> None:
+    """One datagram to a fresh endpoint: dropped, answered, or a new connection."""
+    from libp2p_stream_sync.engines.quic_endpoint import QuicEndpoint
+    endpoint = QuicEndpoint(_KP_R, identity=identities[1], retry=rng.random() < 0.3)
+    endpoint.receive_datagram(data, _QUIC_CLIENT_ADDR, 0.0)
+    for reply, _addr in endpoint.datagrams_to_send(0.0):
+        assert len(reply) <= max(len(data), 1200) * 3, "amplification beyond 3x"
+    endpoint.handle_timer(100.0)
+    assert endpoint.half_open == 0 and not endpoint.connections
+
+
+def _run_quic_connection(data: bytes, rng: random.Random, state: dict) -> None:
+    """A datagram to an established connection (kept across inputs, remade when it
+    ends); afterwards its local API must still work."""
+    if state.get("endpoint") is None or not state["endpoint"].connections:
+        state["client"], state["endpoint"], state["now"] = _quic_connect(state["ids"])
+    endpoint = state["endpoint"]
+    state["now"] += 1e-3
+    for conn, _events in endpoint.receive_datagram(data, _QUIC_CLIENT_ADDR, state["now"]):
+        if not conn.is_terminated and rng.random() < 0.05:
+            conn.go_away()
+    endpoint.datagrams_to_send(state["now"])
+    endpoint.handle_timer(state["now"])
+
+
+def _quic_targets() -> list[Target]:
+    """The QUIC targets, when the aioquic extra is installed."""
+    from libp2p_stream_sync.engines import quic
+    if not quic.quic_available():
+        return []
+    identities = (quic.QuicIdentity(_KP_I), quic.QuicIdentity(_KP_R))
+    recorded: list[bytes] = []
+    _quic_connect(identities, recorded)
+    state: dict = {"ids": identities}
+    return [
+        Target("quic-endpoint", recorded[:2],
+               lambda data, rng: _run_quic_endpoint(data, rng, identities), (),
+               max_random=1500),
+        Target("quic-connection", recorded,
+               lambda data, rng: _run_quic_connection(data, rng, state), (),
+               max_random=1500),
+    ]

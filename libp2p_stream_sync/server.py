@@ -246,7 +246,7 @@ class StreamServer:
     ``RequestHandlerClass(request, client_address, server)`` is called per stream, as
     ``socketserver`` does (see the module docstring for what those are). At most
     ``max_workers`` handlers run at once; streams beyond that wait in the accept
-    queue of ``request_queue_size`` streams (default 64), beyond which the node resets
+    queue of ``request_queue_size`` streams (default 256), beyond which the node resets
     them and counts them in :attr:`dropped`.
 
     The usual ``socketserver.BaseServer`` hooks are here with the same meaning:

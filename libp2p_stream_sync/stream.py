@@ -653,8 +653,13 @@ class _StreamRawIO(io.RawIOBase):
     def writable(self) -> bool:
         return self._writing
 
-    def readinto(self, buffer: Any) -> int:
-        return self._stream.readinto(buffer)
+    def readinto(self, buffer: Any) -> int | None:
+        """As ``RawIOBase.readinto`` (and ``socket.SocketIO``): with timeout 0, ``None``
+        when no data is buffered yet."""
+        try:
+            return self._stream.readinto(buffer)
+        except BlockingIOError:
+            return None
 
     def write(self, data: Any) -> int | None:
         """As ``RawIOBase.write``: with timeout 0, a short count, or ``None`` when the

@@ -33,7 +33,7 @@ LAYERS: dict[str, int] = {
     "engines": 3,
     "reactor": 4, "interfaces": 4,
     "transport": 5, "stream": 5, "connection": 5, "muxed": 5, "upgrade": 5,
-    "addressbook": 5, "registry": 5, "read_pressure": 5,
+    "addressbook": 5, "registry": 5, "read_pressure": 5, "budget": 5,
     "control": 6,
     "protocols": 7,
     "node": 8,
@@ -42,7 +42,12 @@ LAYERS: dict[str, int] = {
 
 #: Private names some of our code legitimately uses on objects of the standard library.
 STDLIB_PRIVATE_OK = {"_replace", "_asdict", "_fields", "_exit", "_getframe", "_checkClosed",
-                     "_GLOBAL_DEFAULT_TIMEOUT"}
+                     "_GLOBAL_DEFAULT_TIMEOUT",
+                     # aioquic 1.7.2 has no public hook for these; engines/quic.py
+                     # touches them only in _AioquicConnection (client certificate
+                     # request, peer certificates, bytes held in a stream's sender).
+                     "_request_client_certificate", "_peer_certificate",
+                     "_peer_certificate_chain", "_buffer"}
 
 #: Known violations still to remove. The untangle step (#13) drained the 71 it started
 #: with; keep it empty: fix a new violation instead of listing it.

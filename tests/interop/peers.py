@@ -16,10 +16,16 @@ Public helpers:
   ``fcntl`` file lock, so parallel test workers are safe.
 * :class:`PeerProcess` -- context manager running ``listen`` and parsing its
   ``LISTEN <multiaddr>`` line.
+* :class:`ListenerPool` -- listeners shared by many tests, started on first
+  use, one per (kind, muxer, stack).
 * :func:`run_peer_command` -- run a client command (echo, ping, id, perf,
   open) to completion.
 * :func:`parse_result` -- split a result line ``OK echo streams=1 ...`` into
   its words and ``key=value`` fields.
+* :class:`Stack` -- the transport + security a cell runs over (``tcp`` /
+  ``ws`` / ``quic``, ``noise`` / ``tls``), passed to PeerProcess and
+  run_peer_command; :data:`STACKS` lists them all, :func:`peers_interoperate`
+  says which pairs of peer programs can use a stack with each other.
 """
 from __future__ import annotations
 
@@ -53,6 +59,8 @@ PY_STAMP = PY_VENV / ".interop-install-stamp"
 INSTALL_LOCK = HERE / ".install.lock"
 
 KINDS = ("js", "py")
+TRANSPORTS = ("tcp", "ws", "quic")
+SECURITIES = ("noise", "tls")
 MIN_NODE_MAJOR = 20
 INSTALL_TIMEOUT = 900  # seconds, for one npm ci / pip install
 
@@ -68,6 +76,71 @@ class PeerSetupError(RuntimeError):
 
 class PeerStartError(RuntimeError):
     """A listener did not come up (no LISTEN line in time, or it exited)."""
+
+
+# ------------------------------------------------------------------- stacks --
+
+# transport -> (loopback listen address, LISTEN line address pattern)
+_LISTEN = {
+    "tcp": ("/ip4/127.0.0.1/tcp/0", r"/ip4/127\.0\.0\.1/tcp/\d+"),
+    "ws": ("/ip4/127.0.0.1/tcp/0/ws", r"/ip4/127\.0\.0\.1/tcp/\d+/ws"),
+    "quic": ("/ip4/127.0.0.1/udp/0/quic-v1", r"/ip4/127\.0\.0\.1/udp/\d+/quic-v1"),
+}
+
+
+@dataclass(frozen=True)
+class Stack:
+    """The transport and security one connection uses.
+
+    QUIC has its own TLS 1.3 handshake, so a QUIC stack has no separate
+    security (``security`` is ignored, ``args()`` omits ``--security``).
+    """
+
+    transport: str = "tcp"
+    security: str = "noise"
+
+    def __post_init__(self) -> None:
+        if self.transport not in TRANSPORTS:
+            raise ValueError(f"unknown transport {self.transport!r} (one of {TRANSPORTS})")
+        if self.security not in SECURITIES:
+            raise ValueError(f"unknown security {self.security!r} (one of {SECURITIES})")
+
+    @property
+    def id(self) -> str:
+        """Short name for test ids: 'tcp-noise', 'ws-tls', 'quic'."""
+        return "quic" if self.transport == "quic" else f"{self.transport}-{self.security}"
+
+    @property
+    def listen_addr(self) -> str:
+        """The loopback address a listener of this stack binds (port 0)."""
+        return _LISTEN[self.transport][0]
+
+    @property
+    def uses_tls(self) -> bool:
+        """True when the handshake is TLS 1.3 (``/tls/1.0.0`` or QUIC's own)."""
+        return self.transport == "quic" or self.security == "tls"
+
+    def args(self) -> list[str]:
+        """The peer programs' command-line options selecting this stack."""
+        if self.transport == "quic":
+            return ["--transport", "quic"]
+        return ["--transport", self.transport, "--security", self.security]
+
+
+DEFAULT_STACK = Stack()
+STACKS = (Stack("tcp", "noise"), Stack("tcp", "tls"), Stack("ws", "noise"),
+          Stack("ws", "tls"), Stack("quic"))
+
+
+def peers_interoperate(kind_a: str, kind_b: str, stack: Stack) -> bool:
+    """Whether peer programs ``kind_a`` and ``kind_b`` can connect over ``stack``.
+
+    Only js <-> py over ``/tls/1.0.0`` cannot: js-libp2p's TLS reads the
+    libp2p key only from the *first* certificate extension, where py-libp2p
+    puts BasicConstraints (README "Quirks").  QUIC's TLS works between them.
+    """
+    return not ({kind_a, kind_b} == {"js", "py"} and stack.security == "tls"
+                and stack.transport != "quic")
 
 
 # ------------------------------------------------------------------ install --
@@ -274,19 +347,21 @@ def parse_result(text: str) -> PeerResult:
 
 # ----------------------------------------------------------------- running --
 
-def run_peer_command(kind: str, args: Sequence[str], timeout: float = 60.0
-                     ) -> subprocess.CompletedProcess:
+def run_peer_command(kind: str, args: Sequence[str], timeout: float = 60.0,
+                     stack: Stack = DEFAULT_STACK) -> subprocess.CompletedProcess:
     """Run a client command of peer ``kind`` and return its CompletedProcess.
 
     ``args`` is the command line after the program, e.g.
-    ``["echo", ma, "--muxer", "yamux", "--bytes", "1024", "--streams", "2"]``.
+    ``["echo", ma, "--muxer", "yamux", "--bytes", "1024", "--streams", "2"]``;
+    ``stack``'s ``--transport``/``--security`` options are appended (the
+    dialed multiaddr must be of that transport).
     Unless ``args`` already has ``--timeout``, ``--timeout <timeout>`` is added
     so the peer gives up by itself and prints ``FAIL timeout ...``.  Should
     the process still be running ``timeout + 15`` s later it is killed and the
     result has returncode 124 (EXIT_HARNESS_TIMEOUT) with a ``FAIL`` line
     appended to stdout.  stdout/stderr are text.
     """
-    argv = peer_argv(kind) + [str(a) for a in args]
+    argv = peer_argv(kind) + [str(a) for a in args] + stack.args()
     if "--timeout" not in args:
         argv += ["--timeout", f"{timeout:g}"]
     try:
@@ -309,8 +384,9 @@ class PeerProcess:
     >>> with PeerProcess("js", "yamux") as peer:
     ...     run_peer_command("py", ["ping", peer.multiaddr, "--muxer", "yamux"])
 
-    ``multiaddr`` is the full ``/ip4/127.0.0.1/tcp/N/p2p/<id>`` address and
-    ``peer_id`` its id.  The listener's stdin is a pipe kept open for the
+    ``multiaddr`` is the full ``/ip4/127.0.0.1/tcp/N/p2p/<id>`` address (for
+    ``stack`` ws: ``.../tcp/N/ws/p2p/<id>``, quic: ``.../udp/N/quic-v1/p2p/<id>``)
+    and ``peer_id`` its id.  The listener's stdin is a pipe kept open for the
     block (the peer exits when it closes); on exit stdin is closed, then
     SIGTERM, then SIGKILL.  ``stderr_text()`` returns what it logged so far;
     ``returncode`` is set after exit.
@@ -318,7 +394,7 @@ class PeerProcess:
 
     def __init__(self, kind: str, muxer: str, extra_args: Sequence[str] = (),
                  start_timeout: float = 30.0, stop_timeout: float = 10.0,
-                 perf: bool = True):
+                 perf: bool = True, stack: Stack = DEFAULT_STACK):
         if kind not in KINDS:
             raise ValueError(f"unknown peer kind {kind!r} (expected one of {KINDS})")
         self.kind = kind
@@ -327,6 +403,7 @@ class PeerProcess:
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self.perf = perf
+        self.stack = stack
         self.proc: subprocess.Popen | None = None
         self.multiaddr: str = ""
         self.peer_id: str = ""
@@ -339,13 +416,14 @@ class PeerProcess:
         argv = peer_argv(self.kind) + ["listen", "--muxer", self.muxer]
         if self.perf:
             argv.append("--perf")
-        argv += self.extra_args
+        argv += self.stack.args() + self.extra_args
         self._stderr_file = tempfile.TemporaryFile(mode="w+b")
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self._stderr_file, env=_peer_env(self.kind),
                                      start_new_session=True)
         line = self._read_listen_line()
-        m = re.fullmatch(r"LISTEN (/ip4/127\.0\.0\.1/tcp/\d+/p2p/(\S+))", line)
+        address = _LISTEN[self.stack.transport][1]
+        m = re.fullmatch(rf"LISTEN ({address}/p2p/(\S+))", line)
         if not m:
             self.stop()
             raise PeerStartError(f"{self.kind} listener printed {line!r} instead of "
@@ -365,7 +443,7 @@ class PeerProcess:
             self.stop()
             why = (f"no LISTEN line within {self.start_timeout:g}s" if alive
                    else f"exited with code {self.returncode} before printing LISTEN")
-            raise PeerStartError(f"{self.kind} listener ({self.muxer}) {why}"
+            raise PeerStartError(f"{self.kind} listener ({self.muxer}, {self.stack.id}) {why}"
                                  f"{self._stderr_suffix()}")
         return box[0].decode(errors="replace").strip()
 
@@ -429,7 +507,53 @@ class PeerProcess:
             self._stderr_file = None
 
     def __repr__(self) -> str:
-        return f"PeerProcess({self.kind!r}, {self.muxer!r}, multiaddr={self.multiaddr!r})"
+        return (f"PeerProcess({self.kind!r}, {self.muxer!r}, stack={self.stack.id!r}, "
+                f"multiaddr={self.multiaddr!r})")
+
+
+class ListenerPool:
+    """Listeners shared by many tests: one PeerProcess per (kind, muxer, stack).
+
+    >>> with ListenerPool() as pool:
+    ...     peer = pool.get("js", "yamux", Stack("quic"))   # started on first use
+
+    ``get`` raises PeerStartError if that listener has died since it was
+    started (with its stderr).  ``close()`` stops them all and returns one
+    description (with stderr) per listener that did not exit with 0.
+    """
+
+    def __init__(self) -> None:
+        self._running: dict[tuple[str, str, Stack], PeerProcess] = {}
+
+    def get(self, kind: str, muxer: str, stack: Stack = DEFAULT_STACK) -> PeerProcess:
+        """The running listener for (kind, muxer, stack), started if need be."""
+        key = (kind, muxer, stack)
+        peer = self._running.get(key)
+        if peer is None:
+            peer = PeerProcess(kind, muxer, stack=stack).start()
+            self._running[key] = peer
+        elif not peer.alive():
+            raise PeerStartError(f"{kind} {muxer} {stack.id} listener died (code "
+                                 f"{peer.proc.poll() if peer.proc else None})"
+                                 f"{peer._stderr_suffix()}")
+        return peer
+
+    def close(self) -> list[str]:
+        """Stop every listener; describe those that did not exit with 0."""
+        bad = []
+        for (kind, muxer, stack), peer in self._running.items():
+            peer.__exit__(None, None, None)
+            if peer.returncode != 0:
+                bad.append(f"{kind} {muxer} {stack.id} listener exited with "
+                           f"{peer.returncode}:\n{peer.stderr_text()[-2000:]}")
+        self._running.clear()
+        return bad
+
+    def __enter__(self) -> "ListenerPool":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:

@@ -38,12 +38,10 @@ def _other_peer_id() -> PeerId:
 
 @pytest.fixture(scope="module")
 def listeners(interop_peers):
-    """One running listener per (peer kind, muxer), shared by the we_dial tests."""
-    running: dict[tuple[str, str], peers.PeerProcess] = {}
-    yield lambda kind, muxer: running.setdefault(
-        (kind, muxer), peers.PeerProcess(kind, muxer).start())
-    for proc in running.values():
-        proc.stop()
+    """One running listener per (peer kind, muxer[, stack]), shared by the we_dial
+    tests (listeners(kind, muxer, stack=peers.DEFAULT_STACK))."""
+    with peers.ListenerPool() as pool:
+        yield pool.get
 
 
 @pytest.fixture

@@ -294,6 +294,16 @@ def test_nonblocking_send_takes_only_what_fits(pair):
     assert taken <= 2 * SEND_BUFFER_HIGH_WATER  # the buffer plus the yamux window
 
 
+def test_a_nonblocking_raw_file_reads_none_when_no_data_is_there(pair):
+    # As socket.SocketIO: RawIOBase.readinto returns None for "would block".
+    _, _, stream, accepted = pair()
+    stream.settimeout(0)
+    raw = stream.makefile("rb", buffering=0)
+    assert raw.read(10) is None
+    accepted.write(b"hello")
+    assert wait_until(lambda: raw.read(10) == b"hello" or False, timeout=5)
+
+
 def test_a_nonblocking_stream_socket_sends_what_fits(pair):
     _, _, stream, _ = pair()
     sock = StreamSocket(stream)

@@ -4,15 +4,21 @@
 // Command-line contract (same as ../py/peer.py):
 //
 //   listen --muxer yamux|mplex [--perf] [--timeout S]
-//       Listen on /ip4/127.0.0.1/tcp/0 (Noise + the chosen muxer), print exactly
-//       one line "LISTEN <multiaddr>/p2p/<peerid>" and serve /echo/1.0.0,
-//       /ipfs/ping/1.0.0, identify and /perf/1.0.0 until stdin closes, SIGTERM
-//       or SIGINT arrives, or --timeout seconds pass (0 = no limit); exit 0.
+//       Listen on /ip4/127.0.0.1/tcp/0 (the chosen security + muxer), print
+//       exactly one line "LISTEN <multiaddr>/p2p/<peerid>" and serve
+//       /echo/1.0.0, /ipfs/ping/1.0.0, identify and /perf/1.0.0 until stdin
+//       closes, SIGTERM or SIGINT arrives, or --timeout seconds pass (0 = no
+//       limit); exit 0.
 //   echo <ma> --muxer M --bytes N --streams K [--lockstep] [--chunk C]
 //   ping <ma> --muxer M
 //   id   <ma> --muxer M
 //   perf <ma> --muxer M --upload N --download M
 //   open <ma> --muxer M --protocol P
+//
+// Every command also takes --transport tcp|ws|quic (default tcp; listen then
+// uses /ip4/127.0.0.1/tcp/0/ws or /ip4/127.0.0.1/udp/0/quic-v1) and
+// --security noise|tls (default noise; QUIC brings its own TLS 1.3, so
+// --security and --muxer do not change a QUIC connection).
 //
 // Client commands print one result line on stdout: "OK ..." (exit 0),
 // "UNSUPPORTED <protocol>" (exit 3, `open` only) or "FAIL <reason>" (exit 1).
@@ -38,7 +44,10 @@ if (typeof Promise.withResolvers !== 'function') {
 
 const { createLibp2p } = await import('libp2p')
 const { tcp } = await import('@libp2p/tcp')
+const { webSockets } = await import('@libp2p/websockets')
+const { quic } = await import('@chainsafe/libp2p-quic')
 const { noise } = await import('@chainsafe/libp2p-noise')
+const { tls } = await import('@libp2p/tls')
 const { yamux } = await import('@chainsafe/libp2p-yamux')
 const { mplex } = await import('@libp2p/mplex')
 const { identify } = await import('@libp2p/identify')
@@ -53,7 +62,13 @@ const EXIT_UNSUPPORTED = 3
 
 const ECHO_PROTOCOL = '/echo/1.0.0'
 const PERF_PROTOCOL = '/perf/1.0.0'
-const LISTEN_ADDR = '/ip4/127.0.0.1/tcp/0'
+// --transport -> [listen address, libp2p transport factory]
+const TRANSPORTS = {
+  tcp: ['/ip4/127.0.0.1/tcp/0', () => tcp()],
+  ws: ['/ip4/127.0.0.1/tcp/0/ws', () => webSockets()],
+  quic: ['/ip4/127.0.0.1/udp/0/quic-v1', () => quic()]
+}
+const SECURITY = { noise: () => noise(), tls: () => tls() }
 const PERF_BLOCK = 65536
 const STREAM_LIMIT = 1024
 
@@ -78,7 +93,7 @@ function finish (code, line) {
 
 // --------------------------------- args ----------------------------------
 
-const USAGE = `usage:
+const USAGE = `usage (every command also takes --transport tcp|ws|quic --security noise|tls):
   peer.mjs listen --muxer yamux|mplex [--perf] [--timeout S]
   peer.mjs echo <multiaddr> --muxer M --bytes N --streams K [--lockstep] [--chunk C] [--timeout S]
   peer.mjs ping <multiaddr> --muxer M [--timeout S]
@@ -97,7 +112,7 @@ function parseArgs (argv) {
   if (!commands.includes(cmd)) usage(`unknown command ${cmd}`)
   const flags = { lockstep: false, perf: false }
   const positional = []
-  const valued = new Set(['--muxer', '--bytes', '--streams', '--chunk', '--upload', '--download', '--protocol', '--timeout'])
+  const valued = new Set(['--muxer', '--bytes', '--streams', '--chunk', '--upload', '--download', '--protocol', '--timeout', '--transport', '--security'])
   for (let i = 1; i < argv.length; i++) {
     const a = argv[i]
     if (a === '--lockstep') flags.lockstep = true
@@ -120,6 +135,10 @@ function parseArgs (argv) {
   const args = { cmd }
   if (flags.muxer !== 'yamux' && flags.muxer !== 'mplex') usage('--muxer yamux|mplex is required')
   args.muxer = flags.muxer
+  args.transport = flags.transport ?? 'tcp'
+  if (!(args.transport in TRANSPORTS)) usage('--transport must be tcp, ws or quic')
+  args.security = flags.security ?? 'noise'
+  if (!(args.security in SECURITY)) usage('--security must be noise or tls')
   const t = Number(flags.timeout ?? (cmd === 'listen' ? 0 : 60))
   if (!Number.isFinite(t) || t < 0) usage('--timeout must be a number of seconds')
   args.timeout = t
@@ -146,12 +165,15 @@ function parseArgs (argv) {
 
 // --------------------------------- node ----------------------------------
 
-async function makeNode (muxer, listen) {
+async function makeNode (args, listen) {
+  const [listenAddr, transport] = TRANSPORTS[args.transport]
   return createLibp2p({
-    addresses: { listen: listen ? [LISTEN_ADDR] : [] },
-    transports: [tcp()],
-    connectionEncrypters: [noise()],
-    streamMuxers: [muxer === 'yamux' ? yamux() : mplex()],
+    addresses: { listen: listen ? [listenAddr] : [] },
+    // Exactly one transport, security and muxer (QUIC uses neither of the
+    // latter two: it has its own TLS 1.3 and streams).
+    transports: [transport()],
+    connectionEncrypters: [SECURITY[args.security]()],
+    streamMuxers: [args.muxer === 'yamux' ? yamux() : mplex()],
     services: {
       identify: identify(),
       ping: ping()
@@ -210,12 +232,19 @@ async function handlePerf ({ stream }) {
   }
 }
 
+// The LISTEN line's shape for each --transport.
+function loopbackPattern (transport) {
+  const middle = { tcp: 'tcp/\\d+', ws: 'tcp/\\d+/ws', quic: 'udp/\\d+/quic-v1' }[transport]
+  return new RegExp(`^/ip4/127\\.0\\.0\\.1/${middle}/p2p/[^/]+$`)
+}
+
 async function runListen (args) {
-  const node = await makeNode(args.muxer, true)
+  const node = await makeNode(args, true)
   const opts = { maxInboundStreams: STREAM_LIMIT, maxOutboundStreams: STREAM_LIMIT }
   await node.handle(ECHO_PROTOCOL, handleEcho, opts)
   await node.handle(PERF_PROTOCOL, handlePerf, opts)
-  const addrs = node.getMultiaddrs().map(a => a.toString()).filter(a => a.startsWith('/ip4/127.0.0.1/tcp/'))
+  const wanted = loopbackPattern(args.transport)
+  const addrs = node.getMultiaddrs().map(a => a.toString()).filter(a => wanted.test(a))
   if (addrs.length === 0) {
     await node.stop()
     finish(EXIT_FAIL, `FAIL no loopback listen address in ${node.getMultiaddrs().join(' ')}`)
@@ -413,7 +442,7 @@ async function runClient (args) {
   if (args.timeout > 0) {
     setTimeout(() => finish(EXIT_FAIL, `FAIL timeout after ${args.timeout}s`), args.timeout * 1000).unref()
   }
-  const node = await makeNode(args.muxer, false)
+  const node = await makeNode(args, false)
   // Identify runs automatically on every new connection; catch its event.
   const identified = new Promise((resolve) => {
     node.addEventListener('peer:identify', (evt) => {
@@ -425,9 +454,9 @@ async function runClient (args) {
   let conn
   try {
     const c = await node.dial(ma)
-    // js-libp2p 2.x does not make Noise check the dialed /p2p/ id over TCP
-    // (the upgrader never hands the expected peer to the encrypter), so a
-    // wrong id yields a working connection to someone else: check it here.
+    // js-libp2p 2.x does not make Noise/TLS check the dialed /p2p/ id (the
+    // upgrader never hands the expected peer to the encrypter), so a wrong id
+    // yields a working connection to someone else: check it here.
     if (!c.remotePeer.equals(expected)) {
       await c.close().catch(() => {})
       throw new Error(`peer id mismatch: dialed ${expected}, remote is ${c.remotePeer}`)

@@ -5,15 +5,21 @@ Runs in its own virtual environment (see tests/interop/peers.py), never in the
 project's environment.  Command-line contract (same as ../js/peer.mjs):
 
   listen --muxer yamux|mplex [--perf] [--timeout S]
-      Listen on /ip4/127.0.0.1/tcp/0 (Noise + the chosen muxer), print exactly
-      one line "LISTEN <multiaddr>/p2p/<peerid>" and serve /echo/1.0.0,
-      /ipfs/ping/1.0.0, identify and /perf/1.0.0 until stdin closes, SIGTERM
-      or SIGINT arrives, or --timeout seconds pass (0 = no limit); exit 0.
+      Listen on /ip4/127.0.0.1/tcp/0 (the chosen security + muxer), print
+      exactly one line "LISTEN <multiaddr>/p2p/<peerid>" and serve
+      /echo/1.0.0, /ipfs/ping/1.0.0, identify and /perf/1.0.0 until stdin
+      closes, SIGTERM or SIGINT arrives, or --timeout seconds pass (0 = no
+      limit); exit 0.
   echo <ma> --muxer M --bytes N --streams K [--lockstep] [--chunk C]
   ping <ma> --muxer M
   id   <ma> --muxer M
   perf <ma> --muxer M --upload N --download M
   open <ma> --muxer M --protocol P
+
+Every command also takes --transport tcp|ws|quic (default tcp; listen then
+uses /ip4/127.0.0.1/tcp/0/ws or /ip4/127.0.0.1/udp/0/quic-v1) and
+--security noise|tls (default noise; QUIC brings its own TLS 1.3, so
+--security and --muxer do not change a QUIC connection).
 
 Client commands print one result line on stdout: "OK ..." (exit 0),
 "UNSUPPORTED <protocol>" (exit 3, `open` only) or "FAIL <reason>" (exit 1).
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 import time
@@ -36,7 +43,18 @@ EXIT_FAIL = 1
 EXIT_UNSUPPORTED = 3
 
 ECHO_PROTOCOL = "/echo/1.0.0"
-LISTEN_ADDR = "/ip4/127.0.0.1/tcp/0"
+# --transport -> listen address (py-libp2p picks its transports from these)
+LISTEN_ADDRS = {
+    "tcp": "/ip4/127.0.0.1/tcp/0",
+    "ws": "/ip4/127.0.0.1/tcp/0/ws",
+    "quic": "/ip4/127.0.0.1/udp/0/quic-v1",
+}
+# --transport -> the shape of our LISTEN line's address
+LISTEN_PATTERNS = {
+    "tcp": r"/ip4/127\.0\.0\.1/tcp/\d+/p2p/\w+",
+    "ws": r"/ip4/127\.0\.0\.1/tcp/\d+/ws/p2p/\w+",
+    "quic": r"/ip4/127\.0\.0\.1/udp/\d+/quic-v1/p2p/\w+",
+}
 
 
 def out(line: str) -> None:
@@ -59,6 +77,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
     def common(sp: argparse.ArgumentParser, default_timeout: float) -> None:
         sp.add_argument("--muxer", choices=["yamux", "mplex"], required=True)
+        sp.add_argument("--transport", choices=sorted(LISTEN_ADDRS), default="tcp")
+        sp.add_argument("--security", choices=["noise", "tls"], default="noise",
+                        help="ignored for --transport quic (QUIC has its own TLS)")
         sp.add_argument("--timeout", type=float, default=default_timeout,
                         help="overall timeout in seconds (0 = none)")
 
@@ -95,38 +116,77 @@ class Unsupported(Exception):
     pass
 
 
-def make_host(muxer: str):
+def security_options(security: str, key_pair) -> dict:
+    """Exactly one security transport (new_host()'s default offers four)."""
+    if security == "tls":
+        from libp2p.security.tls.transport import PROTOCOL_ID, TLSTransport
+        return {PROTOCOL_ID: TLSTransport(key_pair)}
+    from libp2p.crypto.x25519 import create_new_key_pair as create_x25519
+    from libp2p.security.noise.transport import PROTOCOL_ID, Transport
+    return {PROTOCOL_ID: Transport(key_pair, noise_privkey=create_x25519().private_key)}
+
+
+def listen_multiaddr(args: argparse.Namespace):
+    import multiaddr
+    return multiaddr.Multiaddr(LISTEN_ADDRS[args.transport])
+
+
+def make_host(args: argparse.Namespace):
     from libp2p import new_host
     from libp2p.crypto.ed25519 import create_new_key_pair
-    from libp2p.crypto.x25519 import create_new_key_pair as create_x25519
-    from libp2p.security.noise.transport import (
-        PROTOCOL_ID as NOISE_PROTOCOL_ID,
-        Transport as NoiseTransport,
-    )
     from libp2p.stream_muxer.mplex.mplex import MPLEX_PROTOCOL_ID, Mplex
     from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID, Yamux
     from libp2p.custom_types import TProtocol
-    import multiaddr
 
     key_pair = create_new_key_pair()
-    sec_opt = {
-        NOISE_PROTOCOL_ID: NoiseTransport(key_pair, noise_privkey=create_x25519().private_key)
-    }
     # Exactly one muxer: new_host()'s defaults offer both (preferred first).
-    if muxer == "yamux":
+    if args.muxer == "yamux":
         muxer_opt = {TProtocol(YAMUX_PROTOCOL_ID): Yamux}
     else:
         muxer_opt = {TProtocol(MPLEX_PROTOCOL_ID): Mplex}
+    # new_host() builds exactly the transports its listen addresses need
+    # (TCP, WebSocket or QUIC); QUIC ignores sec_opt and muxer_opt.
     return new_host(
         key_pair=key_pair,
-        sec_opt=sec_opt,
+        sec_opt=security_options(args.security, key_pair),
         muxer_opt=muxer_opt,
-        listen_addrs=[multiaddr.Multiaddr(LISTEN_ADDR)],
+        listen_addrs=[listen_multiaddr(args)],
     )
+
+
+def quic_stream_of(stream):
+    """The QUICStream under a py-libp2p NetStream, or None for TCP/WS."""
+    from libp2p.transport.quic.stream import QUICStream
+    raw = getattr(stream, "muxed_stream", None)
+    return raw if isinstance(raw, QUICStream) else None
+
+
+async def read_quic_some(raw, n: int) -> bytes:
+    """Read up to n bytes from a QUICStream itself; b'' on a clean end.
+
+    Works around two py-libp2p 0.8.1 QUICStream.read() faults (through
+    NetStream both surface as StreamReset or an early EOF):
+    * once both sides have sent FIN it raises QUICStreamClosedError instead
+      of EOF;
+    * it checks its buffer, then yields on a lock, then finds the FIN flag
+      and raises EOF although the last bytes arrived meanwhile.  All data
+      is buffered before that flag is set, so one more read returns them.
+    """
+    from libp2p.transport.quic.exceptions import QUICStreamClosedError
+    for _ in range(2):
+        try:
+            return await raw.read(n) or b""
+        except (EOFError, QUICStreamClosedError):
+            if raw.is_reset():
+                raise
+    return b""
 
 
 async def read_some(stream, n: int = 65536) -> bytes:
     """Read up to n bytes; b'' on a clean EOF."""
+    raw = quic_stream_of(stream)
+    if raw is not None:
+        return await read_quic_some(raw, n)
     try:
         data = await stream.read(n)
     except EOFError:  # StreamEOF / MuxedStreamEOF / MplexStreamEOF
@@ -173,15 +233,15 @@ async def echo_handler(stream) -> None:
 
 async def run_listen(args: argparse.Namespace) -> int:
     import trio
-    import multiaddr
     from libp2p.perf import PerfService
 
-    host = make_host(args.muxer)
-    async with host.run(listen_addrs=[multiaddr.Multiaddr(LISTEN_ADDR)]):
+    host = make_host(args)
+    async with host.run(listen_addrs=[listen_multiaddr(args)]):
         host.set_stream_handler(ECHO_PROTOCOL, echo_handler)
         perf = PerfService(host)
         await perf.start()
-        addrs = [str(a) for a in host.get_addrs() if "/ip4/127.0.0.1/tcp/" in str(a)]
+        pattern = LISTEN_PATTERNS[args.transport]
+        addrs = [str(a) for a in host.get_addrs() if re.fullmatch(pattern, str(a))]
         if not addrs:
             out(f"FAIL no loopback listen address in {host.get_addrs()}")
             return EXIT_FAIL
@@ -251,7 +311,8 @@ async def echo_one(host, peer_id, args, index: int) -> None:
 
     payload = os.urandom(args.bytes)
     stream = await new_stream(host, peer_id, ECHO_PROTOCOL)
-    lockstep = args.lockstep or args.muxer == "mplex"
+    # (QUIC has its own streams: --muxer mplex means nothing there.)
+    lockstep = args.lockstep or (args.muxer == "mplex" and args.transport != "quic")
     chunk = max(1, args.chunk or (4076 if lockstep else 16384))
     received = bytearray()
     try:
@@ -379,19 +440,18 @@ COMMANDS = {"echo": cmd_echo, "ping": cmd_ping, "id": cmd_id, "perf": cmd_perf,
 
 async def run_client(args: argparse.Namespace) -> int:
     import trio
-    import multiaddr
 
     if "/p2p/" not in args.multiaddr:
         out(f"FAIL multiaddr has no /p2p/<peer id>: {args.multiaddr}")
         return EXIT_FAIL
     timeout = args.timeout if args.timeout and args.timeout > 0 else float("inf")
     result: tuple[int, str] = (EXIT_FAIL, "FAIL no result")
-    host = make_host(args.muxer)
+    host = make_host(args)
     try:
         with trio.fail_after(timeout):
             # The dialer listens too (loopback, ephemeral port): py-libp2p's
             # host.run() is what starts the swarm service that dialing needs.
-            async with host.run(listen_addrs=[multiaddr.Multiaddr(LISTEN_ADDR)]):
+            async with host.run(listen_addrs=[listen_multiaddr(args)]):
                 try:
                     peer_id = await connect(host, args.multiaddr)
                 except Exception as exc:  # noqa: BLE001
