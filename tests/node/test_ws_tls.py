@@ -10,6 +10,7 @@ import pytest
 
 from libp2p_stream_sync import Limits, Node
 from libp2p_stream_sync.engines import tls as tls_engine
+from libp2p_stream_sync.engines.upgrade import TLS, Upgrade
 from libp2p_stream_sync.errors import OpenStreamError, PeerMismatchError
 from libp2p_stream_sync.identity import Keypair
 
@@ -149,3 +150,48 @@ def test_without_pyopenssl_a_tls_preference_names_the_extra(monkeypatch):
         Node(listen=[], security=["noise", "tls"])
     with Node(listen=[]) as node:  # the default then offers Noise alone
         assert node.security == (NOISE_ID,)
+
+
+def raw_tls_client(server: Node) -> tuple[socket.socket, object]:
+    """A bare socket that completes the upgrade to ``server`` over TCP + TLS (yamux by
+    ALPN) with the engines, and does nothing more; returns it and its TLS transport."""
+    port = int(addr_of(server, "tcp").split("/")[4])
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    upgrade = Upgrade(Keypair.generate(), initiator=True, expected_peer=server.peer_id,
+                      security=[TLS], muxers=["/yamux/1.0.0"])
+    while True:
+        for chunk in upgrade.data_to_send():
+            sock.sendall(chunk)
+        if upgrade.complete:
+            return sock, upgrade.transport
+        data = sock.recv(65536)
+        assert data, "the server closed during the upgrade"
+        if upgrade.transport is None:
+            upgrade.receive_data(data)
+        else:
+            upgrade.receive_plain(upgrade.transport.receive_data(data))
+
+
+def test_a_tls_close_notify_from_the_peer_ends_the_connection(make_node):
+    server = make_node(security=["tls"])
+    sock, transport = raw_tls_client(server)
+    assert wait_until(lambda: len(server.connections()) == 1)
+    sock.sendall(transport.close())  # close_notify; the TCP connection stays open
+    assert wait_until(lambda: not server.connections())
+    sock.settimeout(5)
+    while sock.recv(65536):  # then the server's FIN
+        pass
+    sock.close()
+
+
+def test_closing_a_node_sends_tls_close_notify_before_the_fin(make_node):
+    server = make_node(security=["tls"])
+    sock, transport = raw_tls_client(server)
+    assert wait_until(lambda: len(server.connections()) == 1)
+    server.close()
+    sock.settimeout(5)
+    while not transport.peer_closed:
+        data = sock.recv(65536)
+        assert data, "FIN without close_notify"
+        transport.receive_data(data)
+    sock.close()
