@@ -45,7 +45,8 @@ def require_wsproto() -> None:
 
 def is_websocket_multiaddr(addr: "str | bytes | Multiaddr") -> bool:
     """True for ``.../tcp/<port>/ws`` (optionally followed by ``/p2p/<id>``)."""
-    names = [proto.name for proto, _ in to_multiaddr(addr).items()]
+    # protocols(), not items(): no value decoding (this runs for every address dialed)
+    names = [proto.name for proto in to_multiaddr(addr).protocols()]
     if names and names[-1] in ("p2p", "ipfs"):
         names.pop()
     return len(names) >= 2 and names[-1] == "ws" and names[-2] == "tcp"
