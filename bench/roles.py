@@ -325,8 +325,10 @@ def role_node_server(args: argparse.Namespace) -> None:
                     max_streams_per_connection=args.max_streams,
                     max_inbound_streams_per_protocol_per_peer=args.max_streams,
                     idle_connection_timeout=None)
-    node = Node(listen=["/ip4/127.0.0.1/tcp/0"], muxers=[args.muxer], limits=limits,
-                enable_perf=True, max_handler_threads=args.handler_threads)
+    listen = "/ip4/127.0.0.1/tcp/0" + ("/ws" if args.transport == "ws" else "")
+    node = Node(listen=[listen], muxers=[args.muxer], limits=limits,
+                security=args.security.split(","), enable_perf=True,
+                max_handler_threads=args.handler_threads)
     ready = [0]
     node.on_connection_ready.append(lambda conn: ready.__setitem__(0, ready[0] + 1))
     control = node.new_control()
@@ -395,7 +397,7 @@ def _client_node(muxer: str, **kw):
 
 
 def role_node_perf(args: argparse.Namespace) -> None:
-    node = _client_node(args.muxer)
+    node = _client_node(args.muxer, security=args.security.split(","))
     peer = node.dial(args.addr, timeout=30)
     while wait_for_go():
         c0, t0 = cpu_self(), time.perf_counter()
@@ -537,6 +539,15 @@ def role_lean_dial(args: argparse.Namespace) -> None:
     raise_nofile()
     from libp2p_stream_sync import Keypair
     keys = [Keypair.generate() for _ in range(args.threads)]
+    if args.security == "tls":
+        from libp2p_stream_sync.engines.tls import TlsIdentity
+        identities = [TlsIdentity(key) for key in keys]  # one per node, as a node does
+
+        def handshake(i: int) -> float:
+            return _lean_tls_handshake(args.port, keys[i], args.muxer, identities[i])
+    else:
+        def handshake(i: int) -> float:
+            return _lean_handshake(args.port, keys[i], args.muxer)
     while wait_for_go():
         stop_at = time.perf_counter() + args.seconds
         lat: list[list[float]] = [[] for _ in range(args.threads)]
@@ -545,7 +556,7 @@ def role_lean_dial(args: argparse.Namespace) -> None:
         def worker(i: int) -> None:
             while time.perf_counter() < stop_at:
                 try:
-                    lat[i].append(_lean_handshake(args.port, keys[i], args.muxer))
+                    lat[i].append(handshake(i))
                 except Exception:
                     errors[0] += 1
                     time.sleep(0.001)
@@ -562,6 +573,32 @@ def role_lean_dial(args: argparse.Namespace) -> None:
         out(f"RUN handshakes={len(allv)} seconds={seconds:.6f} median_ms={med:.3f} "
             f"cpu={cpu_self() - c0:.4f} errors={errors[0]}")
     os._exit(0)
+
+
+def _lean_tls_handshake(port: int, keypair, muxer: str, identity) -> float:
+    """TCP connect + multistream /tls/1.0.0 + TLS 1.3 (muxer by ALPN, else multistream)
+    with the upgrade engine, blocking; returns seconds. Closes the socket."""
+    from libp2p_stream_sync.engines.upgrade import TLS, Upgrade
+    t0 = time.perf_counter()
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        upgrade = Upgrade(keypair, initiator=True, expected_peer=None, security=[TLS],
+                          muxers=[muxer], identities={TLS.protocol_id: identity})
+        while True:
+            for chunk in upgrade.data_to_send():
+                sock.sendall(chunk)
+            if upgrade.complete:
+                return time.perf_counter() - t0
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError("closed during the upgrade")
+            if upgrade.transport is None:
+                upgrade.receive_data(data)
+            else:
+                upgrade.receive_plain(upgrade.transport.receive_data(data))
+    finally:
+        sock.close()
 
 
 def role_hold_conns(args: argparse.Namespace) -> None:
@@ -666,6 +703,8 @@ def main() -> None:
     s.add_argument("--handler-threads", type=int, default=64)
     s.add_argument("--echo-mode", choices=["serve_echo", "pool"], default="serve_echo",
                    help="serve_echo (its own worker pool) or a fixed pool of 16 threads")
+    s.add_argument("--transport", choices=["tcp", "ws"], default="tcp")
+    s.add_argument("--security", default="noise", help="noise, tls or noise,tls")
     s.set_defaults(fn=role_node_server)
     for name, fn in (("node-perf", role_node_perf), ("node-opens", role_node_opens),
                      ("node-rtt", role_node_rtt), ("hold-conns", role_hold_conns),
@@ -675,6 +714,7 @@ def main() -> None:
         s.add_argument("--muxer", default="yamux")
         s.set_defaults(fn=fn)
         if name == "node-perf":
+            s.add_argument("--security", default="noise", help="noise or tls")
             s.add_argument("--upload", type=int, required=True)
             s.add_argument("--download", type=int, required=True)
         elif name == "node-opens":
@@ -695,6 +735,7 @@ def main() -> None:
     s.add_argument("--muxer", default="/yamux/1.0.0")
     s.add_argument("--threads", type=int, default=4)
     s.add_argument("--seconds", type=float, default=3.0)
+    s.add_argument("--security", choices=["noise", "tls"], default="noise")
     s.set_defaults(fn=role_lean_dial)
 
     args = p.parse_args()

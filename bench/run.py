@@ -99,6 +99,10 @@ def check_max(row: Row, value: float, target: float, text: str, unit: str = "") 
     return row
 
 
+#: The stacks measured beside TCP + Noise (transport+security, over yamux).
+STACKS = ("tcp+tls", "ws+noise", "ws+tls")
+
+
 def mbps(r: dict) -> float:
     return r["bytes"] / r["seconds"] / 1e6
 
@@ -155,6 +159,14 @@ class Suite:
             srv, ma = self.server("node-server", "--muxer", m)
             cases[m] = self.client("node-perf", "--addr", ma, "--muxer", m,
                                    "--upload", size, "--download", size, server=srv)
+        stack_size = size // 4  # WebSocket moves 3-4x slower: keep the run short
+        for stack in STACKS:
+            transport, security = stack.split("+")
+            srv, ma = self.server("node-server", "--muxer", "yamux", "--transport",
+                                  transport, "--security", security)
+            cases[stack] = self.client("node-perf", "--addr", ma, "--muxer", "yamux",
+                                       "--security", security, "--upload", stack_size,
+                                       "--download", stack_size, server=srv)
         results: dict[str, list[dict]] = {k: [] for k in cases}
         for r in range(self.runs):
             for name, client in cases.items():
@@ -175,6 +187,14 @@ class Suite:
                       ratio=f"{ratio(rate[m], rate['tcp']):.0%} of TCP, "
                             f"{ratio(rate[m], rate['aead']):.0%} of AEAD")
             self.rows.append(check_min(row, 500))
+        smib = stack_size // MiB
+        for stack in STACKS:
+            self.rows.append(Row(
+                "1", f"perf ours⇄ours, {stack} + yamux, {smib} MiB up + {smib} MiB down, "
+                     f"2 processes", rate[stack], "MB/s",
+                runs=[mbps(x) for x in results[stack]],
+                ref=f"tcp+noise + yamux {rate['yamux']:,.0f}",
+                ratio=f"{ratio(rate[stack], rate['yamux']):.0%} of tcp+noise"))
         self.rows.append(Row("3", "ceiling: raw Python TCP loopback, sendall/recv_into 256 KiB",
                              rate["tcp"], "MB/s", runs=[mbps(x) for x in results["tcp"]],
                              ref="PERF-FACTS: ≈ 3,200–3,900"))
@@ -360,13 +380,18 @@ class Suite:
 
     # -- 6: handshakes ---------------------------------------------------------------------------
     def bench_handshakes(self) -> None:
+        for security in ("noise", "tls"):
+            self._bench_handshakes(security)
+
+    def _bench_handshakes(self, security: str) -> None:
         seconds = 1.5 if self.quick else 3.0
         nproc = 2
         threads = 4
-        srv, ma = self.server("node-server", "--muxer", "yamux")
+        srv, ma = self.server("node-server", "--muxer", "yamux", "--security", security)
         port = ma.split("/")[4]
         clients = [self.client("lean-dial", "--port", port, "--threads", threads,
-                               "--seconds", seconds) for _ in range(nproc)]
+                               "--seconds", seconds, "--security", security)
+                   for _ in range(nproc)]
         for c in clients:
             c.proc.expect("READY", 60)
             c._ready = True
@@ -389,20 +414,21 @@ class Suite:
             lat.append(median([float(o["median_ms"]) for o in outs]))
             srv_cpu.append((float(s1["cpu"]) - float(s0["cpu"])) / max(1, accepted) * 1e6)
             cli_cpu.append(sum(float(o["cpu"]) for o in outs) / max(1, accepted) * 1e6)
-            self.log(f"handshakes round {r + 1}: {rates[-1]:,.0f}/s accepted "
+            self.log(f"{security} handshakes round {r + 1}: {rates[-1]:,.0f}/s accepted "
                      f"(elapsed {elapsed:.1f}s)")
         srv.send("stats")
         rss_after = int(fields(srv.expect("STATS", 10))["rss"])
         for c in clients:
             c.close()
         self.cleanup()
-        row = Row("6", f"connections accepted per second by one node (TCP + Noise XX + "
+        name = "Noise XX" if security == "noise" else "TLS 1.3"
+        row = Row("6", f"connections accepted per second by one node (TCP + {name} + "
                        f"yamux), {nproc}×{threads} lean dialing threads in {nproc} processes",
                   median(rates), "/s", runs=rates,
                   ref=f"server CPU {median(srv_cpu):,.0f} µs/conn, dialers "
                       f"{median(cli_cpu):,.0f} µs/conn; handshake median "
                       f"{median(lat):.1f} ms; server RSS after {rss_after / MiB:,.0f} MiB")
-        self.rows.append(check_min(row, 800, "/s"))
+        self.rows.append(check_min(row, 800, "/s") if security == "noise" else row)
 
     # -- 7: scale --------------------------------------------------------------------------------
     def bench_scale(self) -> None:

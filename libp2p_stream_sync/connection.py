@@ -1,7 +1,8 @@
-"""One TCP connection: the upgrade pipeline, then muxed streams.
+"""One connection over a byte channel (TCP, WebSocket): the upgrade, then muxed streams.
 
-Upgrade: multistream-select (``/noise``) → Noise XX → muxer (from early negotiation
-in the Noise payload, else multistream-select over the secure channel) → open.
+Upgrade (engines/upgrade.py): multistream-select (``/noise`` or ``/tls/1.0.0``) → the
+security handshake → muxer (early, in the Noise payload or TLS ALPN, else
+multistream-select over the secure channel) → open.
 
 Everything here runs on the reactor thread, except the four methods marked
 *thread-safe*, which only queue work for it.
@@ -160,6 +161,8 @@ class Connection:
         #: The transport that made the channel (``remote_multiaddr`` names the peer).
         self.transport = transport
         self.remote_peer_id: PeerId | None = None
+        #: The agreed security protocol (``/noise``, ``/tls/1.0.0``) once secure.
+        self.security_protocol: str | None = None
         self.muxer_protocol: str | None = None
         self.goaway_received = False
         self._expected_peer = expected_peer
@@ -189,6 +192,7 @@ class Connection:
         self._idle_timer: Any = None
         self._linger_timer: Any = None
         self._write_shut = False
+        self._security_closed = False  # the secure transport's goodbye is queued
         self._idle_since = 0.0
         self._upgrade: Upgrade | None = None
         self._muxer_terminated = False  # a copy of muxer.is_terminated for other threads
@@ -310,6 +314,9 @@ class Connection:
                     if plain:
                         self._secure_received(plain)
                     self._reactor.mark_dirty(self)
+                    if getattr(transport, "peer_closed", False):  # TLS close_notify
+                        self._remote_closed()
+                        return
                 else:
                     self._received(memoryview(self._reactor.scratch)[:n])
             except Exception as exc:
@@ -389,6 +396,7 @@ class Connection:
             self._transport = upgrade.transport
             self.remote_peer_id = upgrade.remote_peer_id
             self._pressure.peer = upgrade.remote_peer_id
+            self.security_protocol = upgrade.security_protocol
         if upgrade.complete:
             self._upgrade = None
             self._start_muxer(upgrade.muxer_protocol)
@@ -1200,11 +1208,26 @@ class Connection:
         """Once everything queued is on the wire, send FIN; the remote's FIN ends it."""
         if self._wire or self._to_flush or self._window_blocked or self._write_shut:
             return
+        if not self._security_closed and (self._queue_security_goodbye()
+                                          or self._state == _CLOSED):
+            return  # FIN once the goodbye is on the wire
         self._write_shut = True
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:
             self.abort(ConnectionAbortedError("connection closed locally"))
+
+    def _queue_security_goodbye(self) -> bool:
+        """Queue the secure transport's closing bytes (TLS close_notify; Noise has
+        none) once; True when some are still waiting for the socket."""
+        self._security_closed = True
+        goodbye = getattr(self._transport, "close", None)
+        data = goodbye() if goodbye is not None else b""
+        if not data:
+            return False
+        self._queue_plain(data)
+        self._send_wire()
+        return bool(self._wire)
 
     def abort(self, error: OSError, cause: BaseException | None = None) -> None:
         """Close at once; every stream and waiter gets ``error``."""

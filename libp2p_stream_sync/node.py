@@ -18,8 +18,9 @@ from .budget import BufferBudget
 from .connection import MPLEX, YAMUX, Connection
 from .control import Control, IncomingStreams, PeerLike, StreamProtocol
 from .engines.mplex import MplexSession
-from .engines.noise import PeerIdMismatch
-from .engines.upgrade import NOISE, SecurityProtocol, prepare_identities
+from .engines.tls import TlsUnavailable, tls_available
+from .engines.upgrade import (NOISE, PEER_MISMATCH_ERRORS, TLS, SecurityProtocol,
+                              prepare_identities)
 from .engines.yamux import YamuxSession
 from .errors import DialError, OpenStreamError, PeerMismatchError, UnsupportedProtocol
 from .futures import complete, fail, result, wait
@@ -33,15 +34,17 @@ from .registry import ProtocolRegistry
 from .stream import Stream
 from .timeouts import MAX_UNBOUNDED_WAIT, check_timeout, deadline_after, time_left
 from .transport import Transports, tcp
+from .transport.websocket import WebSocketTransport
 
 if TYPE_CHECKING:
     from .interfaces import Muxer
 
 log = logging.getLogger(__name__)
 
-#: The security protocols every node offers, most preferred first. A new security
-#: protocol (TLS) is one more entry here: an engines.upgrade.SecurityProtocol.
-SECURITY_PROTOCOLS: tuple[SecurityProtocol, ...] = (NOISE,)
+#: The security protocols a node can offer, by the names ``Node(security=...)`` takes
+#: (short names and multistream ids). A new one is one more entry here.
+SECURITY_PROTOCOLS: dict[str, SecurityProtocol] = {
+    "noise": NOISE, NOISE.protocol_id: NOISE, "tls": TLS, TLS.protocol_id: TLS}
 
 _MUXER_NAMES = {"yamux": YAMUX, "mplex": MPLEX, YAMUX: YAMUX, MPLEX: MPLEX}
 _CLOSE_TIMEOUT = 5.0
@@ -50,7 +53,8 @@ InternalHandler = Callable[["Connection", Stream], None]
 
 
 class Node:
-    """A libp2p node: one background I/O thread, TCP listeners, Noise, yamux/mplex.
+    """A libp2p node: one background I/O thread, TCP and WebSocket listeners, Noise and
+    TLS, yamux/mplex.
 
     Use as a context manager, or call :meth:`close`. ``listen`` takes multiaddrs such
     as ``"/ip4/127.0.0.1/tcp/0"``; :attr:`listen_addrs` gives the bound addresses.
@@ -60,6 +64,7 @@ class Node:
 
     def __init__(self, keypair: Keypair | None = None, listen: Iterable[str] = (), *,
                  muxers: Sequence[str] = ("yamux", "mplex"),
+                 security: Sequence[str] | None = None,
                  limits: Limits | None = None,
                  max_handler_threads: int = 64,
                  enable_perf: bool = False) -> None:
@@ -69,8 +74,12 @@ class Node:
         runs with :meth:`Keypair.to_bytes` / :meth:`Keypair.from_bytes`). ``limits``
         bounds what peers can make us hold (:class:`Limits` defaults when None).
         ``max_handler_threads`` caps the threads that run built-in protocol handlers.
-        Raises ``OSError`` when an address cannot be bound, ``ValueError`` for an
-        unknown muxer or address.
+        ``security`` lists the security protocols we offer, most preferred first:
+        ``"noise"``, ``"tls"`` (default: ``("noise", "tls")``, or ``("noise",)`` when
+        pyOpenSSL is not installed). Raises ``OSError`` when an address cannot be
+        bound, ``ValueError`` for an unknown muxer, security protocol or address, and
+        ``ImportError`` naming the extra to install (``[tls]``, ``[ws]``) when
+        ``security`` names TLS or ``listen`` a ``/ws`` address without its package.
         """
         self.keypair = keypair or Keypair.generate()
         self.peer_id: PeerId = self.keypair.peer_id
@@ -80,6 +89,9 @@ class Node:
             raise ValueError(f"unknown muxer {exc.args[0]!r} (yamux or mplex)") from None
         if not self.muxers:
             raise ValueError("at least one muxer is needed")
+        #: The security protocols we offer (multistream ids), most preferred first.
+        self.security: tuple[str, ...] = tuple(
+            entry.protocol_id for entry in _security_protocols(security))
         self.limits = limits or Limits()
         self._inbound_count = 0
         self._outbound_count = 0
@@ -96,7 +108,7 @@ class Node:
         self._closed = False
         self._reactor = Reactor(name=f"libp2p-reactor-{str(self.peer_id)[-6:]}")
         #: What our connections call up (interfaces.ConnectionOwner).
-        self._owner = _NodeOwner(self, SECURITY_PROTOCOLS)
+        self._owner = _NodeOwner(self, [SECURITY_PROTOCOLS[p] for p in self.security])
         self._max_handler_threads = max_handler_threads
         self._workers: ThreadPoolExecutor | None = None
         #: Handler jobs queued or running: in all, and per peer (guarded by _lock).
@@ -107,9 +119,9 @@ class Node:
         self.on_connection_ready: list[Callable[[Connection], None]] = []
         #: Called (on the thread that changed them) after our accepted protocols change.
         self.on_protocols_changed: list[Callable[[], None]] = []
-        #: Picks a transport by multiaddr. TCP today; a WebSocket transport (a
-        #: byte-stream transport, transport/__init__.py) is one more register() call.
+        #: Picks a transport by multiaddr (TCP is the fallback, transport/__init__.py).
         self._transports = Transports(tcp.TcpTransport())
+        self._transports.register(WebSocketTransport())
         self._builtins = BuiltinProtocols(self, enable_perf=enable_perf)
         listeners: list[_Listener] = []
         try:
@@ -160,8 +172,13 @@ class Node:
 
     def learn_address(self, peer_id: PeerId, addr: "str | Multiaddr") -> None:
         """Remember an address that ``peer_id`` advertised (identify calls this);
-        learned addresses never evict configured ones."""
-        self._addresses.add(peer_id, self._book_entry(peer_id, addr), learned=True)
+        learned addresses never evict configured ones. An address whose transport
+        needs a package we lack (``/ws`` without wsproto) is not kept."""
+        try:
+            entry = self._book_entry(peer_id, addr)
+        except ImportError:
+            return
+        self._addresses.add(peer_id, entry, learned=True)
 
     def _book_entry(self, peer_id: PeerId, addr: "str | Multiaddr") -> Multiaddr:
         """``addr`` as stored in the address book; ValueError if it is not for us."""
@@ -203,7 +220,7 @@ class Node:
             return [peer for peer, conns in self._connections.items() if conns]
 
     def dial(self, addr: "str | Multiaddr | PeerId", timeout: float | None = 10.0) -> PeerId:
-        """Connect (TCP, Noise, muxer) and return the remote's proven peer id.
+        """Connect (transport, security, muxer) and return the remote's proven peer id.
 
         ``addr`` is a multiaddr, or a peer (a :class:`PeerId` or a peer id string such as
         ``"12D3KooW..."``) whose known addresses are dialed. An open connection to the
@@ -542,7 +559,7 @@ class Node:
                 raise TimeoutError(f"dialing {target.host}:{target.port} timed out") \
                     from None
             except OSError as exc:
-                if isinstance(exc.__cause__, PeerIdMismatch):
+                if isinstance(exc.__cause__, PEER_MISMATCH_ERRORS):
                     raise PeerMismatchError(str(exc.__cause__)) from exc
                 if isinstance(exc, TimeoutError):
                     raise
@@ -702,6 +719,29 @@ class Node:
         for conn in left:
             conn.abort(ConnectionAbortedError("the node closed"))
         complete(done, None)
+
+
+def _security_protocols(names: Sequence[str] | None) -> list[SecurityProtocol]:
+    """The entries for ``Node(security=names)``; ValueError for an unknown or empty
+    list, ``TlsUnavailable`` (an ImportError naming ``[tls]``) for TLS without
+    pyOpenSSL."""
+    if names is None:
+        names = ("noise", "tls") if tls_available() else ("noise",)
+    if isinstance(names, str):
+        names = (names,)
+    entries: list[SecurityProtocol] = []
+    for name in names:
+        entry = SECURITY_PROTOCOLS.get(name)
+        if entry is None:
+            raise ValueError(f"unknown security protocol {name!r} (noise or tls)")
+        if entry not in entries:
+            entries.append(entry)
+    if not entries:
+        raise ValueError("at least one security protocol is needed")
+    if TLS in entries and not tls_available():
+        raise TlsUnavailable("security 'tls' needs pyOpenSSL, which is not installed: "
+                             "pip install 'libp2p_stream_sync[tls]'")
+    return entries
 
 
 def _abandon_open(conn: Connection, future: Future) -> None:

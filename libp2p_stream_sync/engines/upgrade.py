@@ -3,7 +3,7 @@
 Three steps, each driven by another engine:
 
 1. multistream-select agrees on a security protocol from a table of
-   :class:`SecurityProtocol` entries (Noise today; TLS is one more entry);
+   :class:`SecurityProtocol` entries (:data:`NOISE`, :data:`TLS`);
 2. that protocol's handshake runs (the engine shape of ``engines/noise.py``:
    ``data_to_send``, ``receive_data``, ``complete``, ``remote_peer_id``,
    ``selected_muxer``, ``to_transport``);
@@ -26,6 +26,10 @@ from ..errors import DialError
 from ..identity import Keypair, PeerId
 from .multistream import Agreed, MultistreamDialer, MultistreamListener, NegotiationFailed
 from .noise import NoiseHandshake, NoiseIdentity
+from .noise import PeerIdMismatch as NoisePeerIdMismatch
+from .tls import PROTOCOL_ID as TLS_PROTOCOL_ID
+from .tls import PeerIdMismatch as TlsPeerIdMismatch
+from .tls import TlsHandshake, TlsIdentity
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,12 @@ class SecurityProtocol:
 
 #: The Noise XX handshake of the libp2p noise spec.
 NOISE = SecurityProtocol("/noise", NoiseHandshake, NoiseIdentity)
+#: libp2p's TLS 1.3 handshake (needs pyOpenSSL, the ``tls`` extra).
+TLS = SecurityProtocol(TLS_PROTOCOL_ID, TlsHandshake, TlsIdentity)
+
+#: What a handshake raises when the remote proves another peer id than the one
+#: expected (each has ``expected`` and ``actual``).
+PEER_MISMATCH_ERRORS: tuple[type[Exception], ...] = (NoisePeerIdMismatch, TlsPeerIdMismatch)
 
 
 def prepare_identities(keypair: Keypair,

@@ -25,13 +25,15 @@ from multiaddr import Multiaddr
 from ..engines.websocket import (CLEAN_CLOSE_CODES, MAX_FRAME_SIZE, MAX_HEAD_SIZE,
                                  MAX_MESSAGE_SIZE, WebSocketEngine, WebSocketError,
                                  load_wsproto)
-from .tcp import parse_tcp_multiaddr, to_multiaddr
+from .tcp import (TcpTarget, TcpTransport, parse_tcp_multiaddr, sockaddr_to_multiaddr,
+                  to_multiaddr)
 
 #: Own pending output (bytes accepted but not yet on the socket) that stops ``sendmsg``.
 MAX_PENDING = 256 * 1024
 _MAX_SENDMSG_BUFFERS = 64
 
-__all__ = ["MAX_PENDING", "WebSocketChannel", "WebSocketError", "host_header",
+__all__ = ["MAX_PENDING", "WebSocketChannel", "WebSocketError", "WebSocketTransport",
+           "host_header",
            "is_websocket_multiaddr", "require_wsproto", "split_websocket_multiaddr"]
 
 
@@ -43,7 +45,8 @@ def require_wsproto() -> None:
 
 def is_websocket_multiaddr(addr: "str | bytes | Multiaddr") -> bool:
     """True for ``.../tcp/<port>/ws`` (optionally followed by ``/p2p/<id>``)."""
-    names = [proto.name for proto, _ in to_multiaddr(addr).items()]
+    # protocols(), not items(): no value decoding (this runs for every address dialed)
+    names = [proto.name for proto in to_multiaddr(addr).protocols()]
     if names and names[-1] in ("p2p", "ipfs"):
         names.pop()
     return len(names) >= 2 and names[-1] == "ws" and names[-2] == "tcp"
@@ -327,3 +330,61 @@ def _take(buffers: Sequence[Any], limit: int) -> bytes:
         parts.append(view)
         limit -= len(view)
     return b"".join(parts)
+
+
+class WebSocketTransport:
+    """``/ip4|ip6|dns|dns4|dns6/<host>/tcp/<port>/ws``: a WebSocket over TCP as the byte
+    channel (:class:`WebSocketChannel`); the upgrade (security, muxer) runs over it as
+    over TCP. TCP does the sockets; this transport adds the ``/ws`` suffix and the
+    framing. Without ``wsproto``, ``parse`` and ``listen`` raise ``ImportError`` naming
+    ``pip install 'libp2p_stream_sync[ws]'``.
+    """
+
+    name = "ws"
+
+    def __init__(self) -> None:
+        self._tcp = TcpTransport()
+
+    def handles(self, ma: Multiaddr) -> bool:
+        """Whether ``ma`` is a ``.../tcp/<port>/ws`` multiaddr (wsproto or not)."""
+        return is_websocket_multiaddr(ma)
+
+    def parse(self, ma: Multiaddr) -> TcpTarget:
+        """Where to connect and whom we expect there (ValueError when malformed)."""
+        require_wsproto()
+        tcp_ma, _ = split_websocket_multiaddr(ma)
+        return parse_tcp_multiaddr(tcp_ma, self)
+
+    def resolve(self, target: TcpTarget) -> list[tuple[int, tuple]]:
+        """``(family, sockaddr)`` pairs to try (blocking DNS for ``/dns*``)."""
+        return self._tcp.resolve(target)
+
+    def connect(self, family: int, sockaddr: tuple) -> WebSocketChannel:
+        """Reactor: a client channel whose TCP connect is under way; its HTTP upgrade
+        request goes out once the socket is writable."""
+        sock = self._tcp.connect(family, sockaddr)
+        host = host_header(sockaddr[0], sockaddr[1], family == socket.AF_INET6)
+        try:
+            return WebSocketChannel(sock, "client", host)
+        except BaseException:
+            sock.close()
+            raise
+
+    def listen(self, ma: "str | Multiaddr") -> socket.socket:
+        """A listening TCP socket for the ``/ws`` address ``ma``."""
+        require_wsproto()
+        tcp_ma, _ = split_websocket_multiaddr(ma)
+        return self._tcp.listen(tcp_ma)
+
+    def bound_multiaddr(self, listener: socket.socket) -> Multiaddr:
+        """The ``/ws`` multiaddr the listening socket is bound to."""
+        return Multiaddr(f"{self._tcp.bound_multiaddr(listener)}/ws")
+
+    def accepted(self, sock: socket.socket) -> WebSocketChannel:
+        """Reactor: the server channel for an accepted socket (it waits for the
+        client's upgrade request; the connection's handshake timeout bounds that)."""
+        return WebSocketChannel(self._tcp.accepted(sock), "server")
+
+    def remote_multiaddr(self, channel: WebSocketChannel, sockaddr: tuple) -> Multiaddr:
+        """The peer's ``/ws`` multiaddr (identify's observed address)."""
+        return Multiaddr(f"{sockaddr_to_multiaddr(channel.family, sockaddr)}/ws")

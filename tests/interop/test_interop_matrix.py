@@ -7,6 +7,7 @@ against our listening Node). Test ids name peer, direction, muxer and scenario.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import threading
@@ -27,6 +28,12 @@ PERF_BYTES = 64 * MiB
 OUR_PROTOCOLS = {"/echo/1.0.0", "/ipfs/id/1.0.0", "/ipfs/ping/1.0.0", "/perf/1.0.0"}
 SCENARIOS = ["echo_1x4MiB", "echo_100x64KiB", "ping", "identify", "perf_upload_64MiB",
              "perf_download_64MiB", "unsupported_protocol", "wrong_peer_id"]
+#: The other stacks (issue #14) run over yamux with fewer, smaller cells: perf moves
+#: 8 MiB each way in one run (64 MiB over WebSocket would add about a minute).
+OTHER_STACKS = [peers.Stack("tcp", "tls"), peers.Stack("ws", "noise"),
+                peers.Stack("ws", "tls")]
+STACK_SCENARIOS = ["echo_1x4MiB", "ping", "identify", "perf_8MiB", "wrong_peer_id"]
+STACK_PERF_BYTES = 8 * MiB
 
 
 def _other_peer_id() -> PeerId:
@@ -48,8 +55,8 @@ def listeners(interop_peers):
 def our_client(request):
     nodes = []
 
-    def make(muxer: str) -> Node:
-        node = Node(muxers=[muxer])
+    def make(muxer: str, security: str = "noise") -> Node:
+        node = Node(muxers=[muxer], security=[security])
         nodes.append(node)
         return node
 
@@ -114,6 +121,9 @@ def _we_dial(scenario: str, kind: str, muxer: str, peer: peers.PeerProcess, node
         assert {"/echo/1.0.0", "/ipfs/ping/1.0.0", "/ipfs/id/1.0.0"} <= set(info.protocols)
         assert info.agent_version.startswith("js-libp2p" if kind == "js" else "py-libp2p")
         assert info.listen_addrs
+    elif scenario == "perf_8MiB":
+        result = node.perf(addr, STACK_PERF_BYTES, STACK_PERF_BYTES, timeout=120)
+        assert (result.upload_bytes, result.download_bytes) == (STACK_PERF_BYTES,) * 2
     elif scenario == "perf_upload_64MiB":
         result = node.perf(addr, PERF_BYTES, 0, timeout=120)
         assert (result.upload_bytes, result.download_bytes) == (PERF_BYTES, 0)
@@ -145,18 +155,32 @@ def test_we_dial(kind, muxer, scenario, listeners, our_client):
         raise
 
 
+@pytest.mark.parametrize("scenario", STACK_SCENARIOS)
+@pytest.mark.parametrize("stack", OTHER_STACKS, ids=lambda stack: stack.id)
+@pytest.mark.parametrize("kind", KINDS)
+def test_we_dial_stack(kind, stack, scenario, listeners, our_client):
+    """TCP + TLS, WS + Noise, WS + TLS: our Node dials their listener (yamux)."""
+    peer = listeners(kind, "yamux", stack)
+    try:
+        _we_dial(scenario, kind, "yamux", peer, our_client("yamux", stack.security))
+    except BaseException:
+        print(f"{kind} listener stderr:\n{peer.stderr_text()[-3000:]}")
+        raise
+
+
 # -- they dial us ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def our_servers(interop_peers):
     """One listening Node per muxer with echo and perf, shared by the they_dial tests."""
-    servers: dict[str, tuple[Node, object]] = {}
+    servers: dict[tuple[str, peers.Stack], tuple[Node, object]] = {}
 
-    def get(muxer: str) -> Node:
-        if muxer not in servers:
-            node = Node(listen=["/ip4/127.0.0.1/tcp/0"], muxers=[muxer], enable_perf=True)
-            servers[muxer] = (node, serve_echo(node.new_control(), max_streams=256))
-        return servers[muxer][0]
+    def get(muxer: str, stack: peers.Stack = peers.DEFAULT_STACK) -> Node:
+        if (muxer, stack) not in servers:
+            node = Node(listen=[stack.listen_addr], muxers=[muxer],
+                        security=[stack.security], enable_perf=True)
+            servers[muxer, stack] = (node, serve_echo(node.new_control(), max_streams=256))
+        return servers[muxer, stack][0]
 
     yield get
     for node, echo in servers.values():
@@ -164,48 +188,56 @@ def our_servers(interop_peers):
         node.close()
 
 
-def _run(kind: str, args: list[str], timeout: float = 120):
-    proc = peers.run_peer_command(kind, args, timeout=timeout)
+def _run(kind: str, args: list[str], timeout: float = 120,
+         stack: peers.Stack = peers.DEFAULT_STACK):
+    proc = peers.run_peer_command(kind, args, timeout=timeout, stack=stack)
     return proc, peers.parse_result(proc.stdout)
 
 
-def _they_dial(scenario: str, kind: str, muxer: str, node: Node):
+def _they_dial(scenario: str, kind: str, muxer: str, node: Node,
+               stack: peers.Stack = peers.DEFAULT_STACK):
     addr = f"{node.listen_addrs[0]}/p2p/{node.peer_id}"
+    run = functools.partial(_run, stack=stack)
     base = ["--muxer", muxer]
     lockstep = ["--lockstep"] if (kind == "py" and muxer == "mplex") else []
     if scenario == "echo_1x4MiB":
-        proc, res = _run(kind, ["echo", addr, *base, "--bytes", str(4 * MiB),
-                                "--streams", "1", *lockstep])
+        proc, res = run(kind, ["echo", addr, *base, "--bytes", str(4 * MiB),
+                               "--streams", "1", *lockstep])
         assert res.ok and res.fields["bytes"] == str(4 * MiB), proc.stdout + proc.stderr
     elif scenario == "echo_100x64KiB":
-        proc, res = _run(kind, ["echo", addr, *base, "--bytes", str(64 * 1024),
-                                "--streams", "100", *lockstep])
+        proc, res = run(kind, ["echo", addr, *base, "--bytes", str(64 * 1024),
+                               "--streams", "100", *lockstep])
         assert res.ok and res.fields["streams"] == "100", proc.stdout + proc.stderr
     elif scenario == "ping":
-        proc, res = _run(kind, ["ping", addr, *base])
+        proc, res = run(kind, ["ping", addr, *base])
         assert res.ok and float(res.fields["rtt_ms"]) > 0, proc.stdout + proc.stderr
     elif scenario == "identify":
-        proc, res = _run(kind, ["id", addr, *base])
+        proc, res = run(kind, ["id", addr, *base])
         assert res.ok, proc.stdout + proc.stderr
         assert OUR_PROTOCOLS <= set(res.fields["protocols"].split(","))
         assert res.fields["agent"] == AGENT_VERSION
+    elif scenario == "perf_8MiB":
+        size = str(STACK_PERF_BYTES)
+        proc, res = run(kind, ["perf", addr, *base, "--upload", size, "--download", size])
+        assert res.ok and (res.fields["upload_bytes"], res.fields["download_bytes"]) == \
+            (size, size), proc.stdout + proc.stderr
     elif scenario == "perf_upload_64MiB":
-        proc, res = _run(kind, ["perf", addr, *base, "--upload", str(PERF_BYTES),
-                                "--download", "0"])
+        proc, res = run(kind, ["perf", addr, *base, "--upload", str(PERF_BYTES),
+                               "--download", "0"])
         assert res.ok and res.fields["upload_bytes"] == str(PERF_BYTES), \
             proc.stdout + proc.stderr
     elif scenario == "perf_download_64MiB":
-        proc, res = _run(kind, ["perf", addr, *base, "--upload", "0",
-                                "--download", str(PERF_BYTES)])
+        proc, res = run(kind, ["perf", addr, *base, "--upload", "0",
+                               "--download", str(PERF_BYTES)])
         assert res.ok and res.fields["download_bytes"] == str(PERF_BYTES), \
             proc.stdout + proc.stderr
     elif scenario == "unsupported_protocol":
-        proc, res = _run(kind, ["open", addr, *base, "--protocol", "/not-there/1.0.0"])
+        proc, res = run(kind, ["open", addr, *base, "--protocol", "/not-there/1.0.0"])
         assert proc.returncode == peers.EXIT_UNSUPPORTED, proc.stdout + proc.stderr
         assert res.status == "UNSUPPORTED"
     elif scenario == "wrong_peer_id":
         wrong = f"{node.listen_addrs[0]}/p2p/{_other_peer_id()}"
-        proc, res = _run(kind, ["echo", wrong, *base, "--bytes", "16", "--streams", "1"])
+        proc, res = run(kind, ["echo", wrong, *base, "--bytes", "16", "--streams", "1"])
         assert proc.returncode == peers.EXIT_FAIL and res.status == "FAIL", \
             proc.stdout + proc.stderr
     else:  # pragma: no cover
@@ -217,6 +249,14 @@ def _they_dial(scenario: str, kind: str, muxer: str, node: Node):
 @pytest.mark.parametrize("kind", KINDS)
 def test_they_dial(kind, muxer, scenario, our_servers):
     _they_dial(scenario, kind, muxer, our_servers(muxer))
+
+
+@pytest.mark.parametrize("scenario", STACK_SCENARIOS)
+@pytest.mark.parametrize("stack", OTHER_STACKS, ids=lambda stack: stack.id)
+@pytest.mark.parametrize("kind", KINDS)
+def test_they_dial_stack(kind, stack, scenario, our_servers):
+    """TCP + TLS, WS + Noise, WS + TLS: their client dials our Node (yamux)."""
+    _they_dial(scenario, kind, "yamux", our_servers("yamux", stack), stack)
 
 
 def test_checksums_survive_a_long_echo_through_js(listeners, our_client):

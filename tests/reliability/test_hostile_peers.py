@@ -77,8 +77,11 @@ PRE_HANDSHAKE = {
     "random-garbage": lambda: os.urandom(4096),
     "http-request": lambda: b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
     "header-then-garbage": lambda: encode_message("/multistream/1.0.0") + os.urandom(512),
-    "unsupported-security": lambda: ms_header_and("/tls/1.0.0") + ms_header_and("/x")[19:] * 0
+    "unsupported-security": lambda: ms_header_and("/secio/1.0.0") + os.urandom(64),
+    "tls-garbage-record": lambda: ms_header_and("/tls/1.0.0") + b"\x16\x03\x01\x00\x40"
     + os.urandom(64),
+    "tls-truncated-client-hello": lambda: ms_header_and("/tls/1.0.0")
+    + b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
     "oversized-multistream-message": lambda: encode_message("/multistream/1.0.0")
     + b"\x80\x80\x40" + b"a" * 2000,
     "noise-garbage-message": lambda: ms_header_and("/noise") + b"\x00\x20" + os.urandom(32)

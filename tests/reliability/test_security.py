@@ -82,9 +82,12 @@ def test_tampered_noise_frames_close_the_connection(guarded, attack):
 def test_there_is_no_plaintext_or_unauthenticated_mode(guarded):
     g = guarded()
     params = set(inspect.signature(Node).parameters)
-    assert not params & {"security", "insecure", "plaintext", "transports"}, params
+    assert not params & {"insecure", "plaintext", "transports"}, params
+    for name in ("plaintext", "/plaintext/2.0.0", "insecure"):
+        with pytest.raises(ValueError):
+            Node(security=[name])  # only Noise and TLS exist
     for proposal in ("/plaintext/2.0.0", "/plaintext/1.0.0", "/yamux/1.0.0",
-                     "/mplex/6.7.0", "/tls/1.0.0", ECHO):
+                     "/mplex/6.7.0", ECHO):
         sock = connect_raw(g.server)
         dialer = MultistreamDialer([proposal])
         sock.sendall(dialer.data_to_send())
