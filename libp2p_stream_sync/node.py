@@ -442,7 +442,9 @@ class Node:
             raise ValueError(f"{peer} names no peer: open_stream needs a multiaddr ending "
                              f"in /p2p/<peer id>, a PeerId or a peer id string "
                              f"(Node.dial accepts an address alone)")
-        self.add_address(target.peer_id, peer)
+        # The address the caller named is dialed first (if a dial is needed).
+        self._addresses.add(target.peer_id, self._book_entry(target.peer_id, peer),
+                            learned=False, first=True)
         return target.peer_id
 
     def usable_connection(self, peer_id: PeerId) -> Connection | None:
@@ -500,15 +502,15 @@ class Node:
                 target = self._transports.parse(ma)
                 return self._dial_target(dataclasses.replace(target, peer_id=peer_id),
                                          deadline)
-            except TimeoutError as exc:
-                raise OpenStreamError(f"timed out connecting to {peer_id}", "timeout") \
-                    from exc
-            except PeerMismatchError as exc:
-                errors.append(exc)
-            except OSError as exc:
+            except OSError as exc:  # PeerMismatchError and TimeoutError included
+                self._addresses.demote(peer_id, ma)
+                if isinstance(exc, TimeoutError) and time.monotonic() >= deadline:
+                    raise OpenStreamError(f"timed out connecting to {peer_id}",
+                                          "timeout") from exc
                 errors.append(exc)
         last = errors[-1]
-        kind = "wrong-peer" if isinstance(last, PeerMismatchError) else "dial"
+        kind = ("wrong-peer" if isinstance(last, PeerMismatchError)
+                else "timeout" if isinstance(last, TimeoutError) else "dial")
         raise OpenStreamError(f"cannot connect to {peer_id}: {last}", kind) from last
 
     def _dial_target_of(self, addr: Any) -> "PeerId | tcp.TcpTarget":
@@ -538,18 +540,21 @@ class Node:
                                     future, min(remaining, self.limits.handshake_timeout))
             try:
                 return result(future, remaining)
-            except TimeoutError:
-                raise TimeoutError(f"dialing {target.host}:{target.port} timed out") \
-                    from None
+            except TimeoutError as exc:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"dialing {target.host}:{target.port} timed out") \
+                        from None
+                errors.append(exc)  # this attempt's handshake_timeout: try the next IP
             except OSError as exc:
                 if isinstance(exc.__cause__, PeerIdMismatch):
                     raise PeerMismatchError(str(exc.__cause__)) from exc
-                if isinstance(exc, TimeoutError):
-                    raise
                 errors.append(exc)
         if not errors:
             raise TimeoutError(f"dialing {target.host}:{target.port} timed out")
         last = errors[-1]
+        if isinstance(last, TimeoutError):
+            raise TimeoutError(f"dialing {target.host}:{target.port} timed out: {last}") \
+                from last
         raise DialError(f"dial {target.host}:{target.port} failed: {last}") from last
 
     def open_on(self, conn: Connection, protocol: StreamProtocol, deadline: float,

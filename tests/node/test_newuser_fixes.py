@@ -1,0 +1,65 @@
+"""Problems a new user met when trying the library from its README."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from libp2p_stream_sync import Limits, OpenStreamError
+
+from conftest import EchoServer, p2p_addr
+
+ECHO = "/echo/1.0.0"
+
+
+@pytest.fixture
+def silent_port():
+    """A loopback TCP listener that completes the TCP handshake and never writes."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    yield sock.getsockname()[1]
+    sock.close()
+
+
+def echo_once(client, peer, **kwargs) -> bytes:
+    stream = client.new_control().open_stream(peer, ECHO, **kwargs)
+    try:
+        stream.write(b"hi")
+        stream.close_write()
+        return stream.read_exactly(2)
+    finally:
+        stream.close()
+
+
+# -- 1. a failed address does not block the good one ------------------------------------
+def test_explicit_address_is_dialed_after_a_silent_one_failed(make_node, silent_port):
+    server, client = make_node(), make_node()
+    EchoServer(server, ECHO)
+    silent = f"/ip4/127.0.0.1/tcp/{silent_port}/p2p/{server.peer_id}"
+    with pytest.raises(OpenStreamError):
+        client.new_control().open_stream(silent, ECHO, timeout=1)
+    assert echo_once(client, p2p_addr(server), timeout=3) == b"hi"
+
+
+def test_handshake_timeout_of_one_address_does_not_abort_the_others(make_node,
+                                                                     silent_port):
+    server = make_node()
+    client = make_node(limits=Limits(handshake_timeout=0.5))
+    EchoServer(server, ECHO)
+    client.add_address(server.peer_id, f"/ip4/127.0.0.1/tcp/{silent_port}")
+    client.add_address(server.peer_id, str(server.listen_addrs[0]))
+    assert echo_once(client, server.peer_id, timeout=5) == b"hi"
+
+
+def test_failed_address_moves_to_the_back(make_node, silent_port):
+    server = make_node()
+    client = make_node(limits=Limits(handshake_timeout=0.5))
+    EchoServer(server, ECHO)
+    silent = f"/ip4/127.0.0.1/tcp/{silent_port}"
+    client.add_address(server.peer_id, silent)
+    client.add_address(server.peer_id, str(server.listen_addrs[0]))
+    client.dial(server.peer_id, timeout=5)
+    assert [str(a) for a in client.addresses_of(server.peer_id)] == [
+        str(server.listen_addrs[0]), silent]
