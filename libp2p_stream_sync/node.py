@@ -154,8 +154,7 @@ class Node:
         Raises ``ValueError`` for a malformed or unsupported address, or one whose
         ``/p2p/`` part names another peer.
         """
-        if not isinstance(peer_id, PeerId):
-            peer_id = PeerId.from_string(peer_id)
+        peer_id = _as_peer_id(peer_id)
         self._addresses.add(peer_id, self._book_entry(peer_id, addr), learned=False)
 
     def learn_address(self, peer_id: PeerId, addr: "str | Multiaddr") -> None:
@@ -173,9 +172,9 @@ class Node:
             ma = ma.decapsulate_code(421) if hasattr(ma, "decapsulate_code") else ma
         return ma
 
-    def addresses_of(self, peer_id: PeerId) -> list[Multiaddr]:
+    def addresses_of(self, peer_id: "PeerId | str") -> list[Multiaddr]:
         """The addresses we would dial for ``peer_id``: configured first, then learned."""
-        return self._addresses.addresses_of(peer_id)
+        return self._addresses.addresses_of(_as_peer_id(peer_id))
 
     def connections(self, peer: PeerId | None = None) -> list[Connection]:
         """A snapshot of our open connections (to ``peer``, or all), oldest first.
@@ -276,15 +275,17 @@ class Node:
         return self._closed
 
     # -- built-in protocols (served by self._builtins) ------------------------------------
-    def peer_protocols(self, peer: PeerId) -> list[str]:
+    # ``peer`` is a PeerId or a peer id string; a malformed string raises ValueError.
+    def peer_protocols(self, peer: "PeerId | str") -> list[str]:
         """The protocols ``peer`` said it supports (identify/push); empty when unknown."""
-        return self._builtins.peer_protocols(peer)
+        return self._builtins.peer_protocols(_as_peer_id(peer))
 
-    def identify_info(self, peer: PeerId) -> IdentifyInfo | None:
+    def identify_info(self, peer: "PeerId | str") -> IdentifyInfo | None:
         """A copy of what ``peer`` told us through identify, or None if nothing yet."""
-        return self._builtins.identify_info(peer)
+        return self._builtins.identify_info(_as_peer_id(peer))
 
-    def wait_identified(self, peer: PeerId, timeout: float | None = 10.0) -> IdentifyInfo:
+    def wait_identified(self, peer: "PeerId | str", timeout: float | None = 10.0
+                        ) -> IdentifyInfo:
         """Wait until ``peer`` has been identified; return its :class:`IdentifyInfo`.
 
         Raises ``TimeoutError`` when ``timeout`` passes and :class:`OpenStreamError`
@@ -292,7 +293,7 @@ class Node:
         is closed (``kind`` ``"closed"``). ``None`` waits until identify of a
         connection to the peer ends, which is bounded once connected.
         """
-        return self._builtins.wait_identified(peer, timeout)
+        return self._builtins.wait_identified(_as_peer_id(peer), timeout)
 
     def ping(self, peer: PeerLike, count: int = 1, timeout: float | None = 10.0
              ) -> list[float]:
@@ -707,6 +708,11 @@ class Node:
         for conn in left:
             conn.abort(ConnectionAbortedError("the node closed"))
         complete(done, None)
+
+
+def _as_peer_id(peer: "PeerId | str") -> PeerId:
+    """``peer`` as a PeerId: a string is parsed (``ValueError`` when malformed)."""
+    return peer if isinstance(peer, PeerId) else PeerId.from_string(peer)
 
 
 def _abandon_open(conn: Connection, future: Future) -> None:

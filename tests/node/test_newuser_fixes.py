@@ -63,3 +63,22 @@ def test_failed_address_moves_to_the_back(make_node, silent_port):
     client.dial(server.peer_id, timeout=5)
     assert [str(a) for a in client.addresses_of(server.peer_id)] == [
         str(server.listen_addrs[0]), silent]
+
+
+# -- 2. identify calls take a peer id string ----------------------------------------------
+def test_identify_calls_take_a_peer_id_string(make_node):
+    server, client = make_node(), make_node()
+    client.dial(p2p_addr(server))
+    pid = str(server.peer_id)
+    info = client.wait_identified(pid, timeout=5)
+    assert info is not None
+    assert client.identify_info(pid) is not None
+    assert "/ipfs/id/1.0.0" in client.peer_protocols(pid)
+    assert client.addresses_of(pid) == client.addresses_of(server.peer_id) != []
+
+
+@pytest.mark.parametrize("call", ["identify_info", "peer_protocols", "wait_identified",
+                                  "addresses_of"])
+def test_identify_calls_reject_a_malformed_peer_id(make_node, call):
+    with pytest.raises(ValueError):
+        getattr(make_node(), call)("not-a-peer-id")
