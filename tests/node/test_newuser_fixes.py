@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 
-from libp2p_stream_sync import Limits, OpenStreamError
+from libp2p_stream_sync import DialError, Limits, OpenStreamError
 
 from conftest import EchoServer, p2p_addr
 
@@ -82,3 +83,16 @@ def test_identify_calls_take_a_peer_id_string(make_node):
 def test_identify_calls_reject_a_malformed_peer_id(make_node, call):
     with pytest.raises(ValueError):
         getattr(make_node(), call)("not-a-peer-id")
+
+
+# -- 3. dial failures are ConnectionErrors ------------------------------------------------
+def test_unresolvable_name_raises_dial_error(make_node):
+    with pytest.raises(DialError, match="cannot resolve") as caught:
+        make_node().dial("/dns4/nonexistent.invalid/tcp/1", timeout=5)
+    assert isinstance(caught.value.__cause__, socket.gaierror)
+
+
+def test_readme_names_the_errors_dial_raises():
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert ("failures to reach a peer raise `ConnectionError`s (`DialError`, "
+            "`OpenStreamError`) or `TimeoutError` from `dial`") in " ".join(readme.split())
