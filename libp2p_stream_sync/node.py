@@ -70,8 +70,11 @@ class Node:
         bounds what peers can make us hold (:class:`Limits` defaults when None).
         ``max_handler_threads`` caps the threads that run built-in protocol handlers.
         Raises ``OSError`` when an address cannot be bound, ``ValueError`` for an
-        unknown muxer or address.
+        unknown muxer or address, ``TypeError`` when ``listen`` is one address, not a list.
         """
+        if isinstance(listen, (str, Multiaddr)):
+            raise TypeError(f"listen takes a list of multiaddrs, not a "
+                            f"{type(listen).__name__}")
         self.keypair = keypair or Keypair.generate()
         self.peer_id: PeerId = self.keypair.peer_id
         try:

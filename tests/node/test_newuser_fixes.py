@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from libp2p_stream_sync import DialError, Limits, OpenStreamError
+from multiaddr import Multiaddr
+
+from libp2p_stream_sync import DialError, Limits, Node, OpenStreamError
 
 from conftest import EchoServer, p2p_addr
 
@@ -96,3 +98,10 @@ def test_readme_names_the_errors_dial_raises():
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     assert ("failures to reach a peer raise `ConnectionError`s (`DialError`, "
             "`OpenStreamError`) or `TimeoutError` from `dial`") in " ".join(readme.split())
+
+
+# -- 4. listen takes a list ---------------------------------------------------------------
+@pytest.mark.parametrize("listen", ["/ip4/127.0.0.1/tcp/0", Multiaddr("/ip4/127.0.0.1/tcp/0")])
+def test_listen_given_a_single_address_raises_type_error(listen):
+    with pytest.raises(TypeError, match="listen takes a list of multiaddrs, not a (str|Multiaddr)$"):
+        Node(listen=listen)
