@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from multiaddr import Multiaddr
 
 from libp2p_stream_sync import DialError, Limits, Node, OpenStreamError
 
-from conftest import EchoServer, p2p_addr
+from conftest import EchoServer, p2p_addr, wait_until
 
 ECHO = "/echo/1.0.0"
 
@@ -105,3 +106,19 @@ def test_readme_names_the_errors_dial_raises():
 def test_listen_given_a_single_address_raises_type_error(listen):
     with pytest.raises(TypeError, match="listen takes a list of multiaddrs, not a (str|Multiaddr)$"):
         Node(listen=listen)
+
+
+# -- 5. the accept-queue warning names the real cause -------------------------------------
+def test_full_accept_queue_warning_says_the_queue_is_full(make_node, caplog):
+    server, client = make_node(), make_node(listen=[])
+    incoming = server.new_control().accept("/full/1.0.0", capacity=8)  # share: 8
+    caplog.set_level(logging.WARNING)
+    control = client.new_control()
+    streams = [control.open_stream(p2p_addr(server), "/full/1.0.0", timeout=5)
+               for _ in range(9)]
+    assert wait_until(lambda: incoming.dropped == 1)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+                and "/full/1.0.0" in r.getMessage()]
+    assert len(warnings) == 1 and "the queue is full" in warnings[0], warnings
+    for stream in streams:
+        stream.reset()
