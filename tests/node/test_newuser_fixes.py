@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import http.server
 import logging
 import socket
+import threading
 from pathlib import Path
 
 import pytest
 
 from multiaddr import Multiaddr
 
-from libp2p_stream_sync import DialError, Limits, Node, OpenStreamError
+from libp2p_stream_sync import DialError, Limits, Node, OpenStreamError, ProtocolError
 
 from conftest import EchoServer, p2p_addr, wait_until
 
@@ -122,3 +124,27 @@ def test_full_accept_queue_warning_says_the_queue_is_full(make_node, caplog):
     assert len(warnings) == 1 and "the queue is full" in warnings[0], warnings
     for stream in streams:
         stream.reset()
+
+
+# -- 7. dialing something that is not a libp2p node ---------------------------------------
+def test_dialing_an_http_server_says_it_is_not_a_libp2p_node(make_node):
+    class Quiet(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(DialError, match="not a libp2p node.*multistream-select") as caught:
+            make_node(listen=[]).dial(f"/ip4/127.0.0.1/tcp/{httpd.server_address[1]}",
+                                      timeout=5)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    causes = []
+    error: BaseException | None = caught.value
+    while error is not None:
+        causes.append(error)
+        error = error.__cause__
+    assert any(isinstance(c, ProtocolError) and not isinstance(c, DialError)
+               for c in causes), causes
