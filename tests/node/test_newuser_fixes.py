@@ -49,8 +49,8 @@ def test_explicit_address_is_dialed_after_a_silent_one_failed(make_node, silent_
     assert echo_once(client, p2p_addr(server), timeout=3) == b"hi"
 
 
-def test_handshake_timeout_of_one_address_does_not_abort_the_others(make_node,
-                                                                     silent_port):
+def test_handshake_timeout_of_one_address_does_not_abort_the_others(
+        make_node, silent_port):
     server = make_node()
     client = make_node(limits=Limits(handshake_timeout=0.5))
     EchoServer(server, ECHO)
@@ -106,7 +106,8 @@ def test_readme_names_the_errors_dial_raises():
 # -- 4. listen takes a list ---------------------------------------------------------------
 @pytest.mark.parametrize("listen", ["/ip4/127.0.0.1/tcp/0", Multiaddr("/ip4/127.0.0.1/tcp/0")])
 def test_listen_given_a_single_address_raises_type_error(listen):
-    with pytest.raises(TypeError, match="listen takes a list of multiaddrs, not a (str|Multiaddr)$"):
+    expected = "listen takes a list of multiaddrs, not a (str|Multiaddr)$"
+    with pytest.raises(TypeError, match=expected):
         Node(listen=listen)
 
 
