@@ -32,8 +32,10 @@ class AddressBook:
         self._learned: collections.OrderedDict[PeerId, list[Multiaddr]] = \
             collections.OrderedDict()
 
-    def add(self, peer: PeerId, addr: Multiaddr, *, learned: bool) -> None:
-        """Remember ``addr`` for ``peer`` (``learned``: it came from a peer)."""
+    def add(self, peer: PeerId, addr: Multiaddr, *, learned: bool,
+            first: bool = False) -> None:
+        """Remember ``addr`` for ``peer`` (``learned``: it came from a peer); ``first``
+        puts a configured address at the front, to be dialed before the others."""
         with self._lock:
             if learned and addr in self._configured.get(peer, ()):
                 return
@@ -44,10 +46,15 @@ class AddressBook:
                     self._evict(book, learned)
                 known = book[peer] = []
             if addr in known:
-                return
-            known.append(addr)
+                if not first:
+                    return
+                known.remove(addr)
+            if first:
+                known.insert(0, addr)
+            else:
+                known.append(addr)
             if len(known) > MAX_ADDRESSES_PER_PEER:
-                del known[0]
+                del known[-1 if first else 0]
 
     def addresses_of(self, peer: PeerId) -> list[Multiaddr]:
         """Configured addresses first, then learned ones."""
@@ -55,6 +62,18 @@ class AddressBook:
             configured = list(self._configured.get(peer, ()))
             learned = [a for a in self._learned.get(peer, ()) if a not in configured]
         return configured + learned
+
+    def demote(self, peer: PeerId, addr: Multiaddr) -> None:
+        """``addr`` failed: a configured address goes to the back of the peer's list,
+        a learned one is forgotten, so that it is not tried first next time."""
+        with self._lock:
+            configured = self._configured.get(peer, [])
+            if addr in configured:
+                configured.remove(addr)
+                configured.append(addr)
+            learned = self._learned.get(peer, [])
+            if addr in learned:
+                learned.remove(addr)
 
     def __len__(self) -> int:
         with self._lock:

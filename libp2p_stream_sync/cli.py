@@ -38,6 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence, TextIO
 
 from ._version import __version__
+from .control import DEFAULT_ACCEPT_CAPACITY
 from .identity import Keypair, PeerId
 from .node import Node
 from .protocols import echo as echo_proto
@@ -129,7 +130,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
     listen = args.listen or [DEFAULT_LISTEN]
     with Node(_keypair(args), listen=listen, muxers=_MUXER_CHOICES[args.muxer],
               enable_perf=args.perf) as node:
-        server = echo_proto.serve_echo(node.new_control())
+        server = _serve_echo(node, args.max_streams_per_peer)
         try:
             for addr in node.listen_addrs:
                 print(f"LISTEN {addr}/p2p/{node.peer_id}", flush=True)
@@ -139,6 +140,15 @@ def cmd_listen(args: argparse.Namespace) -> int:
         finally:
             server.close()
     return 0
+
+
+def _serve_echo(node: Node, per_peer: int | None) -> echo_proto.EchoServer:
+    """Echo with the default per-peer shares, or with one peer allowed ``per_peer``
+    streams served and ``max(64, per_peer)`` waiting (accept queue and backlog)."""
+    if per_peer is None:
+        return echo_proto.serve_echo(node.new_control())
+    return echo_proto.serve_echo(node.new_control(), max_streams_per_peer=per_peer,
+                                 capacity=max(DEFAULT_ACCEPT_CAPACITY, 4 * per_peer))
 
 
 def _client_node(args: argparse.Namespace) -> Node:
@@ -334,6 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--listen", action="append", metavar="MULTIADDR",
                         help=f"address to listen on (repeatable; default {DEFAULT_LISTEN})")
     listen.add_argument("--perf", action="store_true", help="also serve /perf/1.0.0")
+    listen.add_argument("--max-streams-per-peer", type=_positive_int, metavar="N",
+                        help="echo streams one peer may have served at once, and "
+                             "waiting (at least 64); further ones are reset, logged at "
+                             "WARNING (default: 16 served, 64 waiting)")
 
     echo = add("echo", cmd_echo, "send random bytes on echo streams and check them")
     echo.add_argument("--bytes", type=parse_size, default=1024, metavar="N",

@@ -177,17 +177,19 @@ class IncomingStreams:
             if self._closed:
                 return False
             queued = self._queued_per_peer.get(peer, 0)
+            # A full queue is named first: with a share as big as the queue, both hold.
+            queue_full = self._queue.full()
             over_share = queued >= self.max_per_peer and self._queue.qsize() >= self._half
-            if not over_share:
+            if not (queue_full or over_share):
                 try:
                     self._queue.put_nowait((peer, stream))
                     self._queued_per_peer[peer] = queued + 1
                     return True
                 except queue.Full:
-                    pass
+                    queue_full = True
             self.dropped += 1
             dropped = self.dropped
-        why = "its share" if over_share else "the queue"
+        why = "the queue" if queue_full else "its share"
         if self._drop_log.ready(None):
             log.warning("accept queue for %s: %s is full, dropped a stream from %s "
                         "(%d dropped so far)", self.protocol, why, peer, dropped)

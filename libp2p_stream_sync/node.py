@@ -77,10 +77,14 @@ class Node:
         ``security`` lists the security protocols we offer, most preferred first:
         ``"noise"``, ``"tls"`` (default: ``("noise", "tls")``, or ``("noise",)`` when
         pyOpenSSL is not installed). Raises ``OSError`` when an address cannot be
-        bound, ``ValueError`` for an unknown muxer, security protocol or address, and
+        bound, ``ValueError`` for an unknown muxer, security protocol or address, ``TypeError``
+        when ``listen`` is one address, not a list, and
         ``ImportError`` naming the extra to install (``[tls]``, ``[ws]``) when
         ``security`` names TLS or ``listen`` a ``/ws`` address without its package.
         """
+        if isinstance(listen, (str, Multiaddr)):
+            raise TypeError(f"listen takes a list of multiaddrs, not a "
+                            f"{type(listen).__name__}")
         self.keypair = keypair or Keypair.generate()
         self.peer_id: PeerId = self.keypair.peer_id
         try:
@@ -166,8 +170,7 @@ class Node:
         Raises ``ValueError`` for a malformed or unsupported address, or one whose
         ``/p2p/`` part names another peer.
         """
-        if not isinstance(peer_id, PeerId):
-            peer_id = PeerId.from_string(peer_id)
+        peer_id = _as_peer_id(peer_id)
         self._addresses.add(peer_id, self._book_entry(peer_id, addr), learned=False)
 
     def learn_address(self, peer_id: PeerId, addr: "str | Multiaddr") -> None:
@@ -190,9 +193,9 @@ class Node:
             ma = ma.decapsulate_code(421) if hasattr(ma, "decapsulate_code") else ma
         return ma
 
-    def addresses_of(self, peer_id: PeerId) -> list[Multiaddr]:
+    def addresses_of(self, peer_id: "PeerId | str") -> list[Multiaddr]:
         """The addresses we would dial for ``peer_id``: configured first, then learned."""
-        return self._addresses.addresses_of(peer_id)
+        return self._addresses.addresses_of(_as_peer_id(peer_id))
 
     def connections(self, peer: PeerId | None = None) -> list[Connection]:
         """A snapshot of our open connections (to ``peer``, or all), oldest first.
@@ -293,15 +296,17 @@ class Node:
         return self._closed
 
     # -- built-in protocols (served by self._builtins) ------------------------------------
-    def peer_protocols(self, peer: PeerId) -> list[str]:
+    # ``peer`` is a PeerId or a peer id string; a malformed string raises ValueError.
+    def peer_protocols(self, peer: "PeerId | str") -> list[str]:
         """The protocols ``peer`` said it supports (identify/push); empty when unknown."""
-        return self._builtins.peer_protocols(peer)
+        return self._builtins.peer_protocols(_as_peer_id(peer))
 
-    def identify_info(self, peer: PeerId) -> IdentifyInfo | None:
+    def identify_info(self, peer: "PeerId | str") -> IdentifyInfo | None:
         """A copy of what ``peer`` told us through identify, or None if nothing yet."""
-        return self._builtins.identify_info(peer)
+        return self._builtins.identify_info(_as_peer_id(peer))
 
-    def wait_identified(self, peer: PeerId, timeout: float | None = 10.0) -> IdentifyInfo:
+    def wait_identified(self, peer: "PeerId | str", timeout: float | None = 10.0
+                        ) -> IdentifyInfo:
         """Wait until ``peer`` has been identified; return its :class:`IdentifyInfo`.
 
         Raises ``TimeoutError`` when ``timeout`` passes and :class:`OpenStreamError`
@@ -309,7 +314,7 @@ class Node:
         is closed (``kind`` ``"closed"``). ``None`` waits until identify of a
         connection to the peer ends, which is bounded once connected.
         """
-        return self._builtins.wait_identified(peer, timeout)
+        return self._builtins.wait_identified(_as_peer_id(peer), timeout)
 
     def ping(self, peer: PeerLike, count: int = 1, timeout: float | None = 10.0
              ) -> list[float]:
@@ -459,7 +464,9 @@ class Node:
             raise ValueError(f"{peer} names no peer: open_stream needs a multiaddr ending "
                              f"in /p2p/<peer id>, a PeerId or a peer id string "
                              f"(Node.dial accepts an address alone)")
-        self.add_address(target.peer_id, peer)
+        # The address the caller named is dialed first (if a dial is needed).
+        self._addresses.add(target.peer_id, self._book_entry(target.peer_id, peer),
+                            learned=False, first=True)
         return target.peer_id
 
     def usable_connection(self, peer_id: PeerId) -> Connection | None:
@@ -517,15 +524,15 @@ class Node:
                 target = self._transports.parse(ma)
                 return self._dial_target(dataclasses.replace(target, peer_id=peer_id),
                                          deadline)
-            except TimeoutError as exc:
-                raise OpenStreamError(f"timed out connecting to {peer_id}", "timeout") \
-                    from exc
-            except PeerMismatchError as exc:
-                errors.append(exc)
-            except OSError as exc:
+            except OSError as exc:  # PeerMismatchError and TimeoutError included
+                self._addresses.demote(peer_id, ma)
+                if isinstance(exc, TimeoutError) and time.monotonic() >= deadline:
+                    raise OpenStreamError(f"timed out connecting to {peer_id}",
+                                          "timeout") from exc
                 errors.append(exc)
         last = errors[-1]
-        kind = "wrong-peer" if isinstance(last, PeerMismatchError) else "dial"
+        kind = ("wrong-peer" if isinstance(last, PeerMismatchError)
+                else "timeout" if isinstance(last, TimeoutError) else "dial")
         raise OpenStreamError(f"cannot connect to {peer_id}: {last}", kind) from last
 
     def _dial_target_of(self, addr: Any) -> "PeerId | tcp.TcpTarget":
@@ -555,18 +562,21 @@ class Node:
                                     future, min(remaining, self.limits.handshake_timeout))
             try:
                 return result(future, remaining)
-            except TimeoutError:
-                raise TimeoutError(f"dialing {target.host}:{target.port} timed out") \
-                    from None
+            except TimeoutError as exc:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"dialing {target.host}:{target.port} timed out") \
+                        from None
+                errors.append(exc)  # this attempt's handshake_timeout: try the next IP
             except OSError as exc:
                 if isinstance(exc.__cause__, PEER_MISMATCH_ERRORS):
                     raise PeerMismatchError(str(exc.__cause__)) from exc
-                if isinstance(exc, TimeoutError):
-                    raise
                 errors.append(exc)
         if not errors:
             raise TimeoutError(f"dialing {target.host}:{target.port} timed out")
         last = errors[-1]
+        if isinstance(last, TimeoutError):
+            raise TimeoutError(f"dialing {target.host}:{target.port} timed out: {last}") \
+                from last
         raise DialError(f"dial {target.host}:{target.port} failed: {last}") from last
 
     def open_on(self, conn: Connection, protocol: StreamProtocol, deadline: float,
@@ -742,6 +752,11 @@ def _security_protocols(names: Sequence[str] | None) -> list[SecurityProtocol]:
         raise TlsUnavailable("security 'tls' needs pyOpenSSL, which is not installed: "
                              "pip install 'libp2p_stream_sync[tls]'")
     return entries
+
+
+def _as_peer_id(peer: "PeerId | str") -> PeerId:
+    """``peer`` as a PeerId: a string is parsed (``ValueError`` when malformed)."""
+    return peer if isinstance(peer, PeerId) else PeerId.from_string(peer)
 
 
 def _abandon_open(conn: Connection, future: Future) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from ..errors import DialError
+from ..errors import DialError, ProtocolError
 from ..identity import Keypair, PeerId
 from .multistream import Agreed, MultistreamDialer, MultistreamListener, NegotiationFailed
 from .noise import NoiseHandshake, NoiseIdentity
@@ -104,7 +104,8 @@ class Upgrade:
     def receive_data(self, data: Any) -> None:
         """Bytes read from the wire before :attr:`transport` is set.
 
-        Raises :class:`DialError` when no security protocol is agreed, and the
+        Raises :class:`DialError` when no security protocol is agreed (or, dialing,
+        when the remote's first answer is not multistream-select), and the
         handshake's ``ProtocolError`` (e.g. ``PeerIdMismatch``) on bad input."""
         if self._handshake is None:
             self._select_security(data)
@@ -135,6 +136,12 @@ class Upgrade:
         except NegotiationFailed as exc:
             names = ", ".join(self._security)
             raise DialError(f"remote does not support {names}") from exc
+        except ProtocolError as exc:
+            if not self._initiator:
+                raise
+            # The remote's very first bytes: most likely another protocol (HTTP, SSH...).
+            raise DialError(f"the remote is not a libp2p node? it did not answer "
+                            f"multistream-select: {exc}") from exc
         self._emit(self._select.data_to_send())
         if isinstance(result, Agreed):
             self._select = None

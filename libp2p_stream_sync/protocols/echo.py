@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable
 
 from ..control import DEFAULT_ACCEPT_CAPACITY, Control, PeerLike, default_share
 from ..identity import PeerId
+from ..logthrottle import LogThrottle
 from ..stream import Stream
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ class EchoServer:
         self._serving: dict[PeerId, int] = {}  # workers busy per peer
         self._backlog: dict[PeerId, collections.deque[Stream]] = {}
         self._closed = False
+        self._reset_log = LogThrottle()
         with self._lock:
             self._spawn_worker()
 
@@ -112,7 +114,10 @@ class EchoServer:
                         and len(self._workers) < self._max_workers):
                     self._spawn_worker()
         if reset:
-            log.info("echo: %s has too many streams waiting: resetting one", peer)
+            level = logging.WARNING if self._reset_log.ready(peer) else logging.DEBUG
+            log.log(level, "echo %s: %s has %d streams served and %d waiting (its share "
+                    "is full): resetting its further streams", self.protocol, peer,
+                    self._max_per_peer, self._max_backlog_per_peer)
             stream.reset()
             return False
         return True

@@ -11,6 +11,7 @@ from typing import Any
 
 from multiaddr import Multiaddr
 
+from ..errors import DialError
 from ..identity import PeerId
 
 _DNS_FAMILIES = {"dns": socket.AF_UNSPEC, "dns4": socket.AF_INET, "dns6": socket.AF_INET6}
@@ -84,14 +85,15 @@ def parse_tcp_multiaddr(addr: "str | bytes | Multiaddr", transport: Any = None) 
 
 
 def resolve(target: TcpTarget) -> list[tuple[int, tuple]]:
-    """Return ``(family, sockaddr)`` pairs to try, resolving DNS names (blocking)."""
+    """Return ``(family, sockaddr)`` pairs to try, resolving DNS names (blocking);
+    :class:`DialError` when a name does not resolve."""
     if not target.needs_resolution:
         return [(target.family, (target.host, target.port))]
     try:
         infos = socket.getaddrinfo(target.host, target.port, target.family,
                                    socket.SOCK_STREAM, socket.IPPROTO_TCP)
     except socket.gaierror as exc:
-        raise OSError(f"cannot resolve {target.host}: {exc}") from exc
+        raise DialError(f"cannot resolve {target.host}: {exc}") from exc
     seen = []
     for family, _, _, _, sockaddr in infos:
         entry = (family, sockaddr[:2])
