@@ -77,10 +77,10 @@ class Node:
         ``security`` lists the security protocols we offer, most preferred first:
         ``"noise"``, ``"tls"`` (default: ``("noise", "tls")``, or ``("noise",)`` when
         pyOpenSSL is not installed). Raises ``OSError`` when an address cannot be
-        bound, ``ValueError`` for an unknown muxer, security protocol or address, ``TypeError``
-        when ``listen`` is one address, not a list, and
-        ``ImportError`` naming the extra to install (``[tls]``, ``[ws]``) when
-        ``security`` names TLS or ``listen`` a ``/ws`` address without its package.
+        bound, ``ValueError`` for an unknown muxer, security protocol or address,
+        ``TypeError`` when ``listen`` is one address, not a list, and ``ImportError``
+        naming the extra to install (``[tls]``, ``[ws]``) when ``security`` names TLS
+        or ``listen`` a ``/ws`` address without its package.
         """
         if isinstance(listen, (str, Multiaddr)):
             raise TypeError(f"listen takes a list of multiaddrs, not a "
