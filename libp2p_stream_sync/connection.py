@@ -358,7 +358,13 @@ class Connection:
         if self._state == _CONNECTING:
             self._connected()
         if self._channel_output:
-            self.sock.flush()
+            try:
+                self.sock.flush()
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError as exc:  # the peer reset the channel: end it, do not spin
+                self.abort(exc)
+                return
         self.flush()
 
     def _remote_closed(self) -> None:
@@ -749,6 +755,9 @@ class Connection:
     def _forget(self, sid: int) -> None:
         self._release_inbound(sid)
         record = self._streams.pop(sid, None)
+        neg = self._negotiating.get(sid)
+        if neg is not None and record is not None and neg.stream is record.stream:
+            self._pop_negotiation(sid)  # a lazy open retired while still negotiating
         self._to_flush.pop(sid, None)
         self._window_blocked.pop(sid, None)
         self._watchers.pop(sid, None)

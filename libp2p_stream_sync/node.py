@@ -654,7 +654,12 @@ class Node:
                      self.limits.max_inbound_connections)
             sock.close()
             return
-        channel = transport.accepted(sock)
+        try:
+            channel = transport.accepted(sock)
+        except Exception as exc:  # e.g. setsockopt on a socket already reset
+            log.info("dropping an inbound connection from %s: %s", addr, exc)
+            sock.close()
+            return
 
         def on_ready(conn: Connection, error: BaseException | None) -> None:
             self._pending.discard(conn)

@@ -120,12 +120,14 @@ class ReadPressure:
         """Stream ``sid`` holds ``unread`` bytes now."""
         delta = unread - self._unread.get(sid, 0)
         self.unread_total += delta
-        if delta and self._budget is not None:
-            self._budget.charge(self.peer, delta)
         if unread:
             self._unread[sid] = unread
         else:
             self._unread.pop(sid, None)
+        # Last: a release may resume waiting readers (this one too) at once, and they
+        # must see our counts already updated.
+        if delta and self._budget is not None:
+            self._budget.charge(self.peer, delta)
 
     def recount(self) -> None:
         """Look at every stream counted so far again."""

@@ -119,8 +119,11 @@ class _Echo:
                 self._finish(reset=True)
                 return
             if not data:  # the dialer is done
-                self.stream.close()
                 self._finish(reset=False)
+                try:
+                    self.stream.close()
+                except OSError as exc:  # the connection went while our echo was queued
+                    log.debug("ping stream from %s ended: %s", self.stream.peer_id, exc)
                 return
             self.last_active = time.monotonic()
             self._echo(self.partial + data)

@@ -97,3 +97,36 @@ def test_shed_asks_the_largest_holders_down_to_half_a_fair_share():
     asked.clear()
     budget.shed()
     assert asked == []  # the greedy peer's connection is gone; frugal is under
+
+
+def test_a_release_that_resumes_its_own_connection_is_charged_once():
+    # A connection over its own bound and waiting for the budget: when it forgets a
+    # stream, the release resumes it at once, and its recount must not release again.
+    from libp2p_stream_sync.read_pressure import ReadPressure
+
+    class Timer:
+        def cancel(self) -> None:
+            pass
+
+    class Reactor:
+        def call_later(self, delay, fn):
+            return Timer()
+
+    class Unread:
+        def __init__(self, n: int) -> None:
+            self.stream = self
+            self.unread_bytes = n
+
+    budget = BufferBudget(per_peer=100, total=1000)
+    budget.charge("P", 60)  # another connection of the same peer
+    records: dict = {}
+    pressure = ReadPressure(Reactor(), 50, records, interest_changed=lambda: None,
+                            peer_hung_up=lambda: False, reset_streams=lambda s, t: None,
+                            budget=budget)
+    pressure.peer = "P"
+    records[1] = Unread(70)
+    pressure.count(1, 70)
+    assert pressure.holding and budget.used_by("P") == 130
+    del records[1]
+    pressure.forget(1)
+    assert budget.used_by("P") == 60

@@ -149,3 +149,16 @@ def test_dialing_an_http_server_says_it_is_not_a_libp2p_node(make_node):
         error = error.__cause__
     assert any(isinstance(c, ProtocolError) and not isinstance(c, DialError)
                for c in causes), causes
+
+
+def test_a_lazy_open_reset_while_negotiating_leaves_no_negotiation(make_node):
+    server = make_node()
+    client = make_node(listen=[])
+    control = client.new_control()
+    addr = f"{server.listen_addrs[0]}/p2p/{server.peer_id}"
+    client.dial(addr)
+    for _ in range(5):
+        control.open_stream(addr, "/nobody/1.0.0", lazy=True, timeout=5).reset()
+    conn = client.connections(server.peer_id)[0]
+    assert wait_until(lambda: conn.stream_counts()["negotiating"] == 0, 5), \
+        conn.stream_counts()
