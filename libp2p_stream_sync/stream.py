@@ -323,8 +323,9 @@ class Stream:
         Returns once the bytes have been handed to the muxer and their frames
         written to the connection's channel: over TCP they are in the kernel's send
         buffer; over WebSocket the channel may still hold them in its own bounded
-        buffer (at most 256 KiB + one frame). Not yet acknowledged by the peer. Waits at most ``timeout`` seconds (``None``:
-        the stream's timeout from :meth:`settimeout`; ``math.inf``: no limit).
+        buffer (at most 256 KiB + one frame). Not yet acknowledged by the peer.
+        Waits at most ``timeout`` seconds (``None``: the stream's timeout from
+        :meth:`settimeout`; ``math.inf``: no limit).
         Raises ``TimeoutError`` when it passes (``BlockingIOError`` for 0), and the
         stream's error if it failed before the bytes left.
         """
