@@ -165,6 +165,9 @@ class Connection:
         self.security_protocol: str | None = None
         self.muxer_protocol: str | None = None
         self.goaway_received = False
+        #: Set by a protocol that needs the connection while it has no stream (a relay
+        #: reservation): the idle timeout then leaves it open.
+        self.keep_alive = False
         self._expected_peer = expected_peer
         self._on_ready: Callable | None = on_ready
         self._reactor = owner.reactor
@@ -222,6 +225,11 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"<Connection {self.remote_peer_id or '?'} {self.remote_addr}>"
+
+    @property
+    def relayed(self) -> bool:
+        """True when the connection runs through a circuit relay (``/p2p-circuit``)."""
+        return bool(getattr(self.transport, "relayed", False))
 
     # -- health ------------------------------------------------------------------------
     def usable_for_new_streams(self) -> bool:
@@ -784,6 +792,8 @@ class Connection:
         if self._state != _OPEN or self._streams or self._negotiating:
             return  # busy again: re-armed when the last stream goes
         timeout = self.owner.limits.idle_connection_timeout
+        if self.keep_alive:
+            self._idle_since = time.monotonic()
         remaining = self._idle_since + timeout - time.monotonic()
         if remaining > 0:
             self._idle_timer = self._reactor.call_later(remaining, self._idle_check)

@@ -25,15 +25,18 @@ from .engines.yamux import YamuxSession
 from .errors import DialError, OpenStreamError, PeerMismatchError, UnsupportedProtocol
 from .futures import complete, fail, result, wait
 from .identity import Keypair, PeerId
-from .limits import Limits
+from .limits import Limits, RelayLimits
 from .logthrottle import LogThrottle
 from .protocols import BuiltinProtocols, IdentifyInfo, PerfResult
 from .protocols.perf import Progress
+from .protocols.relay_client import RelayClient, RelayReservation
+from .protocols.relay_service import HopServer
 from .reactor import Reactor
 from .registry import ProtocolRegistry
 from .stream import Stream
 from .timeouts import MAX_UNBOUNDED_WAIT, check_timeout, deadline_after, time_left
 from .transport import Transports, tcp
+from .transport.circuit import CircuitTransport
 from .transport.websocket import WebSocketTransport
 
 if TYPE_CHECKING:
@@ -67,7 +70,9 @@ class Node:
                  security: Sequence[str] | None = None,
                  limits: Limits | None = None,
                  max_handler_threads: int = 64,
-                 enable_perf: bool = False) -> None:
+                 enable_perf: bool = False,
+                 relay_service: RelayLimits | None = None,
+                 relays: Iterable[str] = ()) -> None:
         """Bind the ``listen`` addresses and start the I/O thread.
 
         ``keypair`` is the node's identity (a new Ed25519 key when None; keep one across
@@ -81,6 +86,11 @@ class Node:
         ``TypeError`` when ``listen`` is one address, not a list, and ``ImportError``
         naming the extra to install (``[tls]``, ``[ws]``) when ``security`` names TLS
         or ``listen`` a ``/ws`` address without its package.
+
+        ``relay_service``: serve circuit relay v2 (hop) within these bounds (off by
+        default: relaying spends our bandwidth on others). ``relays``: multiaddrs of
+        relays (``.../p2p/<id>``) to reserve a slot on in the background and keep
+        (see :meth:`add_relay`).
         """
         if isinstance(listen, (str, Multiaddr)):
             raise TypeError(f"listen takes a list of multiaddrs, not a "
@@ -126,7 +136,14 @@ class Node:
         #: Picks a transport by multiaddr (TCP is the fallback, transport/__init__.py).
         self._transports = Transports(tcp.TcpTransport())
         self._transports.register(WebSocketTransport())
+        circuits = CircuitTransport(self)
+        self._transports.register(circuits)
         self._builtins = BuiltinProtocols(self, enable_perf=enable_perf)
+        #: Our slots on relays, and the stop protocol (circuit relay v2 client).
+        self.relay_client = RelayClient(self, circuits)
+        #: The hop server when ``relay_service`` was given, else None.
+        self.relay_service = HopServer(self, relay_service) if relay_service else None
+        relays = [tcp.to_multiaddr(r) for r in relays]
         listeners: list[_Listener] = []
         try:
             for addr in listen:
@@ -142,6 +159,8 @@ class Node:
         ready: Future = Future()
         self._reactor.call_soon(self._start_listening, ready)
         ready.result(_CLOSE_TIMEOUT)
+        for relay in relays:
+            self.relay_client.keep_trying(relay)
 
     def __repr__(self) -> str:
         return f"<Node {self.peer_id}>"
@@ -155,8 +174,28 @@ class Node:
     # -- public API ----------------------------------------------------------------------
     @property
     def listen_addrs(self) -> list[Multiaddr]:
-        """The addresses we listen on, with the ports actually bound."""
+        """The addresses we listen on, with the ports actually bound, then our
+        addresses through the relays we hold slots on (``.../p2p-circuit``)."""
+        return self.direct_listen_addrs() + self.relay_client.circuit_addrs()
+
+    def direct_listen_addrs(self) -> list[Multiaddr]:
+        """The addresses of our own listeners (no relayed ones)."""
         return [listener.multiaddr for listener in self._listeners]
+
+    def add_relay(self, relay: "str | Multiaddr | PeerId", timeout: float | None = 10.0
+                  ) -> RelayReservation:
+        """Reserve a slot on a circuit relay and keep it (refreshed before it ends)
+        while the node runs; return it. Peers can then reach us at
+        ``<relay addr>/p2p-circuit/p2p/<our id>`` (in :attr:`listen_addrs` and
+        identify). Raises ``RelayRefused`` when the relay says no, ``ValueError``
+        for a malformed address, ``OpenStreamError``/``TimeoutError`` when the
+        relay cannot be reached in ``timeout``.
+        """
+        return self.relay_client.reserve(relay, timeout, keep=True)
+
+    def reservations(self) -> list[RelayReservation]:
+        """The relay slots the node holds and keeps refreshed."""
+        return self.relay_client.reservations()
 
     def new_control(self) -> Control:
         """A :class:`Control` for opening and accepting streams on this node."""
@@ -377,6 +416,11 @@ class Node:
         """
         with self._lock:
             self._registry.add_internal(protocol, handler)
+
+    def accept_channel(self, transport: Any, channel: Any, remote_addr: tuple) -> None:
+        """Reactor: upgrade an inbound byte channel that no listener accepted (a
+        relayed connection), as a listener's accepted socket is."""
+        self._accepted(transport, channel, remote_addr)
 
     def _protocols_changed(self) -> None:
         for hook in list(self.on_protocols_changed):
