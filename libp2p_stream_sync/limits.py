@@ -80,6 +80,11 @@ class Limits:
     #: gave, and apart from them as many learned through identify (learned entries of
     #: peers we are not connected to are evicted first; configured ones never by them).
     max_address_book_peers: int = 10_000
+    #: Circuit relay: stop handshakes under way (relays announcing circuits to us,
+    #: until the relay's request arrives), in all ...
+    max_stop_handshakes: int = 64
+    #: ... and from one relay; more stop streams are reset.
+    max_stop_handshakes_per_relay: int = 16
 
     def __post_init__(self) -> None:
         for name in _COUNTS:
@@ -120,7 +125,8 @@ _COUNTS = ("max_inbound_connections", "max_outbound_connections",
            "max_peer_buffer", "max_node_buffer", "max_inbound_streams_per_peer",
            "max_inbound_streams",
            "max_negotiation_buffer", "max_connections_per_peer",
-           "max_handler_jobs", "max_handler_jobs_per_peer", "max_address_book_peers")
+           "max_handler_jobs", "max_handler_jobs_per_peer", "max_address_book_peers",
+           "max_stop_handshakes", "max_stop_handshakes_per_relay")
 #: Counts that must be at least 1.
 _POSITIVE_COUNTS = ("max_connections_per_peer", "max_handler_jobs",
                     "max_inbound_streams_per_peer", "max_inbound_streams",

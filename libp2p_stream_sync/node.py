@@ -140,7 +140,8 @@ class Node:
         self._transports.register(circuits)
         self._builtins = BuiltinProtocols(self, enable_perf=enable_perf)
         #: Our slots on relays, and the stop protocol (circuit relay v2 client).
-        self.relay_client = RelayClient(self, circuits)
+        self.relay_client = RelayClient(self, circuits, self.limits.max_stop_handshakes,
+                                        self.limits.max_stop_handshakes_per_relay)
         #: The hop server when ``relay_service`` was given, else None.
         self.relay_service = HopServer(self, relay_service) if relay_service else None
         relays = [tcp.to_multiaddr(r) for r in relays]

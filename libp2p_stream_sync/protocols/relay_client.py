@@ -39,10 +39,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Stop handshakes (relays announcing circuits to us) under way at once ...
-MAX_STOP_HANDSHAKES = 64
-#: ... and of those, announced by one relay.
-MAX_STOP_HANDSHAKES_PER_RELAY = 16
 #: Seconds a relay has to send its stop request once it opened the stream.
 STOP_TIMEOUT = 10.0
 #: A reservation is refreshed this long before it ends (a quarter of its length when
@@ -51,6 +47,8 @@ REFRESH_MARGIN = 60.0
 RETRY_INTERVAL = 10.0
 #: Relay addresses kept from one reservation answer.
 MAX_RELAY_ADDRS = 16
+#: How often a kept slot checks that its connection to the relay is still there.
+CHECK_INTERVAL = 30.0
 
 
 @dataclass(frozen=True)
@@ -99,35 +97,43 @@ class ClientHost(Protocol):
 
 
 @dataclass
-class _Kept:
-    """A reservation the node keeps refreshed."""
+class _Held:
+    """A slot we hold on one relay; ``refreshing``: the node keeps it (``keep=True``)."""
 
     target: PeerLike
+    refreshing: bool
     current: RelayReservation | None = None
+    #: Reactor timers: the next refresh attempt, the end, the connection check.
     refresh: Any = None
     expiry: Any = None
+    check: Any = None
     stopped: bool = False
 
 
 class RelayClient:
     """Our reservations on relays and their refreshing (module docstring)."""
 
-    def __init__(self, host: ClientHost, transport: CircuitTransport) -> None:
-        """Serves the stop protocol on ``host`` for circuits of ``transport``."""
+    def __init__(self, host: ClientHost, transport: CircuitTransport,
+                 max_stop_handshakes: int = 64, max_stop_handshakes_per_relay: int = 16
+                 ) -> None:
+        """Serves the stop protocol on ``host`` for circuits of ``transport``, at most
+        ``max_stop_handshakes`` under way (``..._per_relay`` per relay)."""
         self._host = host
         self._lock = threading.Lock()
-        self._kept: dict[PeerId, _Kept] = {}
-        #: Called (on a worker or the reactor thread) with the relay's id when a kept
+        self._held: dict[PeerId, _Held] = {}
+        #: Called (on a worker or the reactor thread) with the relay's id when a
         #: reservation ended without a successful refresh.
         self.on_reservation_lost: list[Callable[[PeerId], None]] = []
-        self.stop_handler = StopHandler(host, transport, self)
+        self.stop_handler = StopHandler(host, transport, self, max_stop_handshakes,
+                                        max_stop_handshakes_per_relay)
 
     # -- public API ------------------------------------------------------------------------
     def reserve(self, relay: PeerLike, timeout: float | None = 10.0, *,
                 keep: bool = False) -> RelayReservation:
         """Reserve a slot on ``relay`` (a multiaddr ending in ``/p2p/<id>``, or a peer
-        we know addresses of) and return it. ``keep``: refresh it before it ends, for
-        as long as the node runs (or until :meth:`release`).
+        we know addresses of) and return it. While it lasts we accept circuits from the
+        relay and advertise our address through it. ``keep``: refresh it before it
+        ends, for as long as the node runs (or until :meth:`release`).
 
         Raises :class:`RelayRefused` (with the relay's ``status``) when refused,
         ``ValueError`` for a malformed address, :class:`OpenStreamError` /
@@ -138,33 +144,33 @@ class RelayClient:
         if relay_id == self._host.peer_id:
             raise ValueError("a node cannot reserve a slot on itself")
         reservation = self._request(relay, relay_id, check_timeout(timeout))
-        if keep:
-            with self._lock:
-                kept = self._kept.get(relay_id)
-                if kept is None or kept.stopped:
-                    kept = self._kept[relay_id] = _Kept(relay)
-            self._store(relay_id, kept, reservation)
+        with self._lock:
+            held = self._held.get(relay_id)
+            if held is None or held.stopped:
+                held = self._held[relay_id] = _Held(relay, keep)
+            held.refreshing |= keep
+        self._store(relay_id, held, reservation)
         return reservation
 
     def release(self, relay: "PeerId | str") -> None:
-        """Stop refreshing the slot on ``relay`` and stop advertising it."""
+        """Give up the slot on ``relay``: no more refreshing, advertising, circuits."""
         relay_id = relay if isinstance(relay, PeerId) else PeerId.from_string(relay)
         with self._lock:
-            kept = self._kept.pop(relay_id, None)
-        if kept is not None:
-            self._stop(kept)
+            held = self._held.pop(relay_id, None)
+        if held is not None:
+            self._stop(relay_id, held)
             self._addresses_changed()
 
     def reservations(self) -> list[RelayReservation]:
-        """The slots the node keeps, right now."""
+        """The slots we hold, right now."""
         with self._lock:
-            return [k.current for k in self._kept.values() if k.current is not None]
+            return [h.current for h in self._held.values() if h.current is not None]
 
     def holds_reservation(self, relay: PeerId) -> bool:
-        """Whether we keep a slot on ``relay`` (stop requests from others are refused)."""
+        """Whether we hold a slot on ``relay`` (stop requests from others are refused)."""
         with self._lock:
-            kept = self._kept.get(relay)
-            return kept is not None and kept.current is not None
+            held = self._held.get(relay)
+            return held is not None and held.current is not None
 
     def circuit_addrs(self) -> list[Multiaddr]:
         """Our addresses through the relays we hold slots on."""
@@ -181,11 +187,13 @@ class RelayClient:
             except (OSError, ValueError, ProtocolError) as exc:
                 log.warning("relay %s: no reservation (%s); trying again in %.0f s",
                             relay, exc, retry_after)
-                self._host.reactor.call_later(
-                    retry_after, lambda: self._host.run_in_worker(attempt))
-        if self._host.run_in_worker(attempt) is None:
-            self._host.reactor.call_later(retry_after,
-                                          lambda: self._host.run_in_worker(attempt))
+                self._host.reactor.call_later(retry_after, start)
+
+        def start() -> None:
+            if not self._host.closed and self._host.run_in_worker(attempt) is None:
+                self._host.reactor.call_later(retry_after, start)  # the pool is full
+
+        self._host.reactor.call_soon(start)
 
     # -- the request -------------------------------------------------------------------------
     def _request(self, relay: PeerLike, relay_id: PeerId, seconds: float | None
@@ -221,90 +229,122 @@ class RelayClient:
                                 answer.limit, held.voucher)
 
     # -- keeping reservations ----------------------------------------------------------------
-    def _store(self, relay: PeerId, kept: _Kept, reservation: RelayReservation) -> None:
+    def _store(self, relay: PeerId, held: _Held, reservation: RelayReservation) -> None:
         """Remember the fresh ``reservation`` and plan its refresh and its end."""
         with self._lock:
-            if kept.stopped:
+            if held.stopped:
                 return
-            changed = kept.current is None or \
-                kept.current.relay_addrs != reservation.relay_addrs
-            kept.current = reservation
-        self._host.reactor.call_soon(self._plan, relay, kept, reservation)
+            changed = held.current is None or \
+                held.current.relay_addrs != reservation.relay_addrs
+            held.current = reservation
+        self._host.reactor.call_soon(self._plan, relay, held, reservation)
         if changed:
             self._addresses_changed()
 
-    def _plan(self, relay: PeerId, kept: _Kept, reservation: RelayReservation) -> None:
-        """Reactor: arm the refresh and expiry timers of ``kept``."""
-        for timer in (kept.refresh, kept.expiry):
-            if timer is not None:
-                timer.cancel()
-        if kept.stopped:
+    def _plan(self, relay: PeerId, held: _Held, reservation: RelayReservation) -> None:
+        """Reactor: arm the refresh, expiry and connection-check timers of ``held``."""
+        self._cancel_timers(held)
+        if held.stopped:
             return
+        reactor = self._host.reactor
         left = reservation.expire - time.time()
-        margin = min(REFRESH_MARGIN, left / 4)
-        kept.refresh = self._host.reactor.call_later(
-            max(0.0, left - margin), lambda: self._refresh_soon(relay, kept))
-        kept.expiry = self._host.reactor.call_later(
-            max(0.0, left), lambda: self._expired(relay, kept, reservation))
+        if held.refreshing:
+            margin = min(REFRESH_MARGIN, left / 4)
+            held.refresh = reactor.call_later(max(0.0, left - margin),
+                                              lambda: self._refresh_soon(relay, held))
+            held.check = reactor.call_later(CHECK_INTERVAL,
+                                            lambda: self._check(relay, held))
+        held.expiry = reactor.call_later(max(0.0, left),
+                                         lambda: self._expired(relay, held, reservation))
 
-    def _refresh_soon(self, relay: PeerId, kept: _Kept) -> None:
-        kept.refresh = None
-        if not kept.stopped and self._host.run_in_worker(self._refresh, relay, kept) is None:
-            kept.refresh = self._host.reactor.call_later(
-                RETRY_INTERVAL, lambda: self._refresh_soon(relay, kept))
+    def _check(self, relay: PeerId, held: _Held) -> None:
+        """Reactor: the slot lasts only while our connection to the relay does; when
+        it is gone, reserve again now rather than at the planned refresh."""
+        held.check = None
+        if held.stopped:
+            return
+        if self._host.usable_connection(relay) is None:
+            log.info("relay %s: the connection is gone; reserving again", relay)
+            if held.refresh is not None:
+                held.refresh.cancel()
+            self._refresh_soon(relay, held)
+        else:
+            held.check = self._host.reactor.call_later(CHECK_INTERVAL,
+                                                       lambda: self._check(relay, held))
 
-    def _refresh(self, relay: PeerId, kept: _Kept) -> None:
+    def _refresh_soon(self, relay: PeerId, held: _Held) -> None:
+        held.refresh = None
+        if not held.stopped and self._host.run_in_worker(self._refresh, relay, held) is None:
+            held.refresh = self._host.reactor.call_later(
+                RETRY_INTERVAL, lambda: self._refresh_soon(relay, held))
+
+    def _refresh(self, relay: PeerId, held: _Held) -> None:
         """Worker: one refresh attempt; on failure, another before the slot ends."""
-        if kept.stopped or self._host.closed:
+        if held.stopped or self._host.closed:
             return
         try:
-            reservation = self._request(kept.target, relay, RETRY_INTERVAL)
+            reservation = self._request(held.target, relay, RETRY_INTERVAL)
         except (OSError, ValueError, ProtocolError) as exc:
-            current = kept.current
-            left = current.expire - time.time() if current is not None else 0
+            current = held.current
+            left = current.expire - time.time() if current is not None else RETRY_INTERVAL
             log.info("relay %s: refreshing the reservation failed (%s)", relay, exc)
-            if left > 1.0 and not kept.stopped:
-                delay = min(RETRY_INTERVAL, left / 2)
-                self._host.reactor.call_soon(self._retry_later, relay, kept, delay)
+            self._host.reactor.call_soon(self._retry_later, relay, held,
+                                         max(0.1, min(RETRY_INTERVAL, left / 2)))
             return
-        self._store(relay, kept, reservation)
+        self._store(relay, held, reservation)
 
-    def _retry_later(self, relay: PeerId, kept: _Kept, delay: float) -> None:
-        if kept.refresh is not None:
-            kept.refresh.cancel()
-        kept.refresh = self._host.reactor.call_later(
-            delay, lambda: self._refresh_soon(relay, kept))
+    def _retry_later(self, relay: PeerId, held: _Held, delay: float) -> None:
+        if held.stopped:
+            return
+        if held.refresh is not None:
+            held.refresh.cancel()
+        held.refresh = self._host.reactor.call_later(
+            delay, lambda: self._refresh_soon(relay, held))
 
-    def _expired(self, relay: PeerId, kept: _Kept, reservation: RelayReservation) -> None:
+    def _expired(self, relay: PeerId, held: _Held, reservation: RelayReservation) -> None:
         """Reactor: ``reservation`` ended without a refresh."""
-        kept.expiry = None
+        held.expiry = None
         with self._lock:
-            if kept.current is not reservation or kept.stopped:
+            if held.current is not reservation or held.stopped:
                 return
-            kept.current = None
-        log.warning("relay %s: the reservation ended and could not be refreshed", relay)
+            held.current = None
+            if not held.refreshing:
+                self._held.pop(relay, None)
+                held.stopped = True
+        log.warning("relay %s: the reservation ended%s", relay,
+                    " and could not be refreshed" if held.refreshing else "")
         for hook in list(self.on_reservation_lost):
             try:
                 hook(relay)
             except Exception:
                 log.exception("reservation-lost hook %r failed", hook)
         self._addresses_changed()
+        self._let_connection_idle(relay)
+        if held.stopped:
+            self._cancel_timers(held)
+        elif held.refresh is None:  # keep trying to get one back
+            held.refresh = self._host.reactor.call_later(
+                RETRY_INTERVAL, lambda: self._refresh_soon(relay, held))
+
+    def _let_connection_idle(self, relay: PeerId) -> None:
         conn = self._host.usable_connection(relay)
         if conn is not None:
             conn.keep_alive = False
-        if kept.refresh is None and not kept.stopped:  # keep trying to get one back
-            kept.refresh = self._host.reactor.call_later(
-                RETRY_INTERVAL, lambda: self._refresh_soon(relay, kept))
 
-    def _stop(self, kept: _Kept) -> None:
-        kept.stopped = True
+    @staticmethod
+    def _cancel_timers(held: _Held) -> None:
+        for timer in (held.refresh, held.expiry, held.check):
+            if timer is not None:
+                timer.cancel()
+        held.refresh = held.expiry = held.check = None
 
-        def cancel() -> None:
-            for timer in (kept.refresh, kept.expiry):
-                if timer is not None:
-                    timer.cancel()
-            kept.refresh = kept.expiry = None
-        self._host.reactor.call_soon(cancel)
+    def _stop(self, relay: PeerId, held: _Held) -> None:
+        held.stopped = True
+
+        def stop() -> None:
+            self._cancel_timers(held)
+            self._let_connection_idle(relay)
+        self._host.reactor.call_soon(stop)
 
     def _addresses_changed(self) -> None:
         """Our listen addresses changed: tell connected peers (identify push)."""
@@ -349,15 +389,16 @@ def _relay_addrs(relay: PeerId, raw_addrs: tuple[bytes, ...]) -> tuple[Multiaddr
 
 class StopHandler:
     """Serves the stop protocol on the reactor (module docstring); at most
-    :data:`MAX_STOP_HANDSHAKES` at once, :data:`MAX_STOP_HANDSHAKES_PER_RELAY` per relay."""
+    ``max_pending`` handshakes at once, ``max_pending_per_relay`` per relay
+    (``Limits.max_stop_handshakes``, ``max_stop_handshakes_per_relay``)."""
 
     def __init__(self, host: ClientHost, transport: CircuitTransport,
-                 client: RelayClient) -> None:
+                 client: RelayClient, max_pending: int, max_pending_per_relay: int) -> None:
         """Registers the stop protocol on ``host``."""
         self._host = host
         self._transport = transport
         self._client = client
-        self._pending = BoundedCounts(MAX_STOP_HANDSHAKES, MAX_STOP_HANDSHAKES_PER_RELAY)
+        self._pending = BoundedCounts(max_pending, max_pending_per_relay)
         self._refusals = LogThrottle()
         host.serve_on_reactor(STOP_PROTOCOL, self._on_stop)
 

@@ -13,10 +13,10 @@ Dialing ``[/<relay transport addr>]/p2p/<relay>/p2p-circuit/p2p/<peer>``: ``reso
 sends the hop ``CONNECT``; a refusal fails the connection's first read with
 :class:`RelayRefused` (so the dial's error names the relay's status code).
 
-Bounds per relayed connection: the socketpair's kernel buffers, at most
-:data:`PUMP_CHUNK` bytes held by the pump towards the socket, and reading from the
-socket pauses while the stream holds :data:`PUMP_HIGH_WATER` unsent bytes (the
-muxer's window bounds the other direction).
+Bounds per relayed connection: the socketpair's kernel buffers (:data:`PUMP_SOCKET_BUFFER`
+asked for each end), at most :data:`PUMP_CHUNK` bytes held by the pump towards the
+socket (the muxer's window bounds what arrives), and :data:`PUMP_BUFFER` of our own
+outgoing bytes held while the relayed stream is slower (the socket is not read beyond).
 """
 
 from __future__ import annotations
@@ -48,8 +48,15 @@ log = logging.getLogger(__name__)
 CIRCUIT_CODE = 0x0122  # the p2p-circuit multiaddr protocol
 #: Bytes the pump holds towards the socket before it stops reading the stream.
 PUMP_CHUNK = 64 * 1024
-#: Unsent bytes of the relayed stream at which the pump stops reading the socket.
+#: Unsent bytes of the relayed stream at which the pump holds bytes itself ...
 PUMP_HIGH_WATER = 256 * 1024
+#: ... up to this many; then it stops reading the socket. Large, like loopback TCP's
+#: buffers: a connection stops reading while its own output is blocked, so two bulk
+#: transfers in opposite directions stall once more than the whole path holds is in
+#: flight (yamux windows grow to 16 MiB).
+PUMP_BUFFER = 4 * 1024 * 1024
+#: Kernel send buffer asked for each end of the socketpair (capped by wmem_max).
+PUMP_SOCKET_BUFFER = 2 * 1024 * 1024
 #: How often a paused pump looks whether the stream drained (no drain event exists).
 PUMP_POLL_INTERVAL = 0.005
 
@@ -219,9 +226,10 @@ class StreamPump:
         self._far = far
         self._stream: "Stream | None" = None
         self._to_socket = bytearray()
+        self._to_stream = bytearray()
+        self._fin_sent = False       # our FIN went on the stream
         self._stream_ended = False   # the remote finished: FIN the socket when drained
         self._socket_ended = False   # our connection finished: FIN sent on the stream
-        self._paused = False         # the stream holds too much: socket not read
         self._poll: Any = None
         self._interest = 0
         self._done = False
@@ -299,59 +307,63 @@ class StreamPump:
 
     # -- socket -> stream ----------------------------------------------------------------
     def on_readable(self) -> None:
-        """Reactor: our connection wrote bytes; move them to the stream."""
-        stream = self._stream
-        if self._done or stream is None:
+        """Reactor: our connection wrote bytes; take them (the pump holds at most
+        :data:`PUMP_BUFFER`) and pass them on to the stream."""
+        if self._done or self._stream is None:
             return
-        for _ in range(4):
-            if stream.unsent_bytes >= PUMP_HIGH_WATER:
-                self._pause()
-                return
+        for _ in range(8):
+            if self._socket_ended or len(self._to_stream) >= PUMP_BUFFER:
+                break
             try:
                 data = self._far.recv(PUMP_CHUNK)
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError:
                 self._finish(reset=True)
                 return
             if not data:
                 self._socket_ended = True
-                try:
-                    stream.close_write()
-                except OSError:
-                    pass
-                self._check_done()
-                self._set_interest()
-                return
+                break
+            self._to_stream += data
+        self._write_stream()
+
+    def _write_stream(self) -> None:
+        """Hand held bytes to the stream while it holds under :data:`PUMP_HIGH_WATER`
+        unsent (no drain event exists: a short timer looks again); then the FIN."""
+        stream = self._stream
+        assert stream is not None
+        held = self._to_stream
+        while held and stream.unsent_bytes < PUMP_HIGH_WATER:
+            chunk = bytes(held[:PUMP_CHUNK])
+            del held[:len(chunk)]
             try:
-                stream.write(data)
+                stream.write(chunk)
             except OSError as exc:
                 self.fail(ConnectionResetError(f"relayed stream failed: {exc}"))
                 return
-
-    def _pause(self) -> None:
-        if not self._paused:
-            self._paused = True
-            self._set_interest()
-        self._poll = self._reactor.call_later(PUMP_POLL_INTERVAL, self._poll_drained)
+        if held:
+            if self._poll is None:
+                self._poll = self._reactor.call_later(PUMP_POLL_INTERVAL, self._poll_drained)
+        elif self._socket_ended and not self._fin_sent:
+            self._fin_sent = True
+            try:
+                stream.close_write()
+            except OSError:
+                pass
+            self._check_done()
+        self._set_interest()
 
     def _poll_drained(self) -> None:
         self._poll = None
-        if self._done or self._stream is None:
-            return
-        if self._stream.unsent_bytes >= PUMP_HIGH_WATER:
-            self._poll = self._reactor.call_later(PUMP_POLL_INTERVAL, self._poll_drained)
-            return
-        self._paused = False
-        self._set_interest()
-        self.on_readable()
+        if not self._done and self._stream is not None:
+            self._write_stream()
 
     # -- bookkeeping -----------------------------------------------------------------------
     def _set_interest(self) -> None:
         if self._done or self._stream is None:
             return
         interest = 0
-        if not self._socket_ended and not self._paused:
+        if not self._socket_ended and len(self._to_stream) < PUMP_BUFFER:
             interest |= 1  # EVENT_READ
         if self._to_socket:
             interest |= 2  # EVENT_WRITE
@@ -366,7 +378,8 @@ class StreamPump:
         self._interest = interest
 
     def _check_done(self) -> None:
-        if self._socket_ended and self._stream_ended and not self._to_socket:
+        if (self._fin_sent and self._stream_ended and not self._to_socket
+                and not self._to_stream):
             self._finish(reset=False)
 
     def _finish(self, *, reset: bool) -> None:
@@ -401,8 +414,12 @@ def _copied(error: OSError) -> OSError:
 def new_pump(reactor: "Reactor", relay: PeerId) -> tuple[RelayedChannel, StreamPump]:
     """A socketpair: our connection's channel and the pump serving its other end."""
     near, far = socket.socketpair()
-    near.setblocking(False)
-    far.setblocking(False)
+    for end in (near, far):
+        end.setblocking(False)
+        try:
+            end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, PUMP_SOCKET_BUFFER)
+        except OSError:
+            pass  # the default size works, with less in flight
     pump = StreamPump(reactor, far)
     return RelayedChannel(near, pump, relay), pump
 

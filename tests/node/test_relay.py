@@ -6,6 +6,9 @@ the relay enforces its reservation and circuit bounds (limits.RelayLimits).
 
 from __future__ import annotations
 
+import hashlib
+import os
+import threading
 import time
 
 import pytest
@@ -17,7 +20,8 @@ from libp2p_stream_sync.codec.circuit import (HOP_PROTOCOL, STOP_PROTOCOL, HopMe
 from libp2p_stream_sync.errors import DialError, OpenStreamError
 from libp2p_stream_sync.identity import Keypair
 from libp2p_stream_sync.identity.envelope import open_voucher
-from libp2p_stream_sync.limits import RelayLimits
+from libp2p_stream_sync.limits import Limits, RelayLimits
+from libp2p_stream_sync.protocols import relay_client
 from libp2p_stream_sync.transport.circuit import RelayRefused
 
 from conftest import EchoServer, p2p_addr, wait_until
@@ -262,7 +266,7 @@ def test_silent_stop_streams_are_bounded_per_relay(make_node):
     control = relay_like.new_control()
     streams = [control.open_stream(p2p_addr(target), STOP_PROTOCOL, timeout=5)
                for _ in range(20)]
-    for stream in streams[16:]:  # beyond MAX_STOP_HANDSHAKES_PER_RELAY: reset
+    for stream in streams[16:]:  # beyond Limits.max_stop_handshakes_per_relay: reset
         stream.settimeout(2)
         with pytest.raises(ConnectionResetError):
             stream.read(1)
@@ -300,3 +304,76 @@ def test_listening_on_a_circuit_address_says_what_to_do():
     relay = Keypair.generate().peer_id
     with pytest.raises(ValueError, match="reserve"):
         Node(listen=[f"/p2p/{relay}/p2p-circuit"])
+
+
+def test_reserved_connections_outlive_the_idle_timeout(make_node):
+    short = Limits(idle_connection_timeout=0.5)
+    relay = make_node(relay_service=RelayLimits(), limits=short)
+    target = make_node(listen=[], limits=short)
+    target.add_relay(p2p_addr(relay), timeout=5)
+    echo = EchoServer(target, ECHO)
+    time.sleep(1.5)  # three idle timeouts without a stream
+    assert relay.connections(target.peer_id) and target.connections(relay.peer_id)
+    dialer = make_node(listen=[])
+    stream = dialer.new_control().open_stream(circuit_addr(relay, target), ECHO, timeout=5)
+    stream.settimeout(5)
+    stream.write(b"alive")
+    assert stream.read(5) == b"alive"
+    echo.close()
+
+
+def test_node_relays_option_reserves_in_the_background(make_node):
+    relay = make_node(relay_service=RelayLimits())
+    target = make_node(listen=[], relays=[p2p_addr(relay)])
+    assert wait_until(lambda: target.reservations(), timeout=5)
+    assert str(target.listen_addrs[0]) == f"{p2p_addr(relay)}/p2p-circuit"
+    target.relay_client.release(relay.peer_id)
+    assert target.reservations() == [] and target.listen_addrs == []
+
+
+def test_a_target_that_left_has_no_reservation(make_node):
+    relay = make_node(relay_service=RelayLimits())
+    target = make_node(listen=[])
+    target.add_relay(p2p_addr(relay), timeout=5)
+    target_id = target.peer_id
+    target.close()
+    assert wait_until(lambda: not relay.connections(target_id))
+    with pytest.raises(DialError, match="NO_RESERVATION"):
+        make_node(listen=[]).dial(f"{p2p_addr(relay)}/p2p-circuit/p2p/{target_id}",
+                                  timeout=5)
+    assert relay.relay_service.counts()["reservations"] == 0
+
+
+def test_unlimited_circuit_moves_megabytes_intact_both_ways(relay_trio):
+    relay, target, dialer, echo = relay_trio(RelayLimits(circuit_data=0,
+                                                         circuit_duration=0))
+    stream = dialer.new_control().open_stream(circuit_addr(relay, target), ECHO, timeout=5)
+    stream.settimeout(10)
+    # More than the path holds in flight either way (yamux windows grow to 16 MiB):
+    # both ends keep reading while their own output waits.
+    payload = os.urandom(24 * 1024 * 1024)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(stream.readall()))
+    reader.start()
+    for start in range(0, len(payload), 256 * 1024):
+        stream.write(payload[start:start + 256 * 1024])
+    stream.close_write()
+    reader.join(15)
+    assert received and hashlib.sha256(received[0]).digest() == \
+        hashlib.sha256(payload).digest()
+    echo.close()
+
+
+def test_a_lost_relay_connection_is_noticed_and_the_slot_taken_again(make_node,
+                                                                     monkeypatch):
+    monkeypatch.setattr(relay_client, "CHECK_INTERVAL", 0.2)
+    keys = Keypair.generate()
+    relay = make_node(keypair=keys, relay_service=RelayLimits())
+    addr = str(relay.listen_addrs[0])
+    target = make_node(listen=[])
+    first = target.add_relay(p2p_addr(relay), timeout=5)
+    relay.close()
+    again = make_node(keypair=keys, listen=[addr], relay_service=RelayLimits())
+    assert wait_until(lambda: again.relay_service.counts()["reservations"] == 1,
+                      timeout=8)
+    assert target.reservations()[0].expire >= first.expire
