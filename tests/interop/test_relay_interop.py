@@ -60,9 +60,8 @@ def test_their_relay(kind, interop_peers, echo_target):
     with peers.PeerProcess(kind, "yamux", extra_args=["--relay"]) as relay:
         reservation = echo_target.add_relay(relay.multiaddr, timeout=20)
         assert str(reservation.relay) == relay.peer_id
-        if reservation.voucher is not None:  # js and py both sign one
-            open_voucher(reservation.voucher, relay=reservation.relay,
-                         peer=echo_target.peer_id)
+        assert reservation.voucher is not None  # js and py both sign one: check it
+        open_voucher(reservation.voucher, relay=reservation.relay, peer=echo_target.peer_id)
         circuit = f"{relay.multiaddr}/p2p-circuit/p2p/{echo_target.peer_id}"
         with Node(listen=[], muxers=["yamux"], security=["noise"]) as dialer:
             _echo(dialer, circuit)
