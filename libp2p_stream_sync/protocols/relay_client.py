@@ -143,6 +143,7 @@ class RelayClient:
         relay_id = self._host.peer_for_open(relay)
         if relay_id == self._host.peer_id:
             raise ValueError("a node cannot reserve a slot on itself")
+        self.stop_handler.serve()  # circuits may be announced right after the answer
         reservation = self._request(relay, relay_id, check_timeout(timeout))
         with self._lock:
             held = self._held.get(relay_id)
@@ -388,7 +389,8 @@ def _relay_addrs(relay: PeerId, raw_addrs: tuple[bytes, ...]) -> tuple[Multiaddr
 
 
 class StopHandler:
-    """Serves the stop protocol on the reactor (module docstring); at most
+    """Serves the stop protocol on the reactor once :meth:`serve` was called (module
+    docstring); at most
     ``max_pending`` handshakes at once, ``max_pending_per_relay`` per relay
     (``Limits.max_stop_handshakes``, ``max_stop_handshakes_per_relay``)."""
 
@@ -400,7 +402,16 @@ class StopHandler:
         self._client = client
         self._pending = BoundedCounts(max_pending, max_pending_per_relay)
         self._refusals = LogThrottle()
-        host.serve_on_reactor(STOP_PROTOCOL, self._on_stop)
+        self._serving = False
+        self._serve_lock = threading.Lock()
+
+    def serve(self) -> None:
+        """Start serving the stop protocol (the first reservation calls this: a node
+        that uses no relay does not offer it)."""
+        with self._serve_lock:
+            if not self._serving:
+                self._host.serve_on_reactor(STOP_PROTOCOL, self._on_stop)
+                self._serving = True
 
     def _on_stop(self, conn: "Connection", stream: "Stream") -> None:
         relay = stream.peer_id

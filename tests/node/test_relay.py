@@ -205,6 +205,7 @@ def test_malformed_and_unexpected_hop_requests_get_their_status(make_node):
 
 def test_malformed_and_unsolicited_stop_requests_are_refused(make_node):
     target = make_node()
+    target.add_relay(p2p_addr(make_node(relay_service=RelayLimits())), timeout=5)
     stranger = make_node(listen=[])
     control = stranger.new_control()
     cases = [(b"\x03\x08\xff\xff", Status.MALFORMED_MESSAGE),
@@ -219,8 +220,7 @@ def test_malformed_and_unsolicited_stop_requests_are_refused(make_node):
         answer = read_status(stream, StopMessage)
         assert (answer.type, answer.status) == (StopType.STATUS, status), raw
         stream.close()
-    assert not target.connections(stranger.peer_id)[0].relayed
-    assert len(target.connections()) == 1  # no relayed connection was made
+    assert not any(conn.relayed for conn in target.connections())  # none was made
 
 
 def test_reservation_flood_is_bounded_and_honest_peers_are_served(make_node):
@@ -262,6 +262,7 @@ def test_reservation_flood_is_bounded_and_honest_peers_are_served(make_node):
 
 def test_silent_stop_streams_are_bounded_per_relay(make_node):
     target = make_node()
+    target.add_relay(p2p_addr(make_node(relay_service=RelayLimits())), timeout=5)
     relay_like = make_node(listen=[])
     control = relay_like.new_control()
     streams = [control.open_stream(p2p_addr(target), STOP_PROTOCOL, timeout=5)
@@ -377,3 +378,12 @@ def test_a_lost_relay_connection_is_noticed_and_the_slot_taken_again(make_node,
     assert wait_until(lambda: again.relay_service.counts()["reservations"] == 1,
                       timeout=8)
     assert target.reservations()[0].expire >= first.expire
+
+
+def test_only_nodes_that_use_relays_offer_stop_and_only_relays_offer_hop(make_node):
+    relay = make_node(relay_service=RelayLimits())
+    plain = make_node()
+    assert HOP_PROTOCOL in relay.supported_protocols()
+    assert not {HOP_PROTOCOL, STOP_PROTOCOL} & set(plain.supported_protocols())
+    plain.add_relay(p2p_addr(relay), timeout=5)
+    assert STOP_PROTOCOL in plain.supported_protocols()
