@@ -57,7 +57,7 @@ InternalHandler = Callable[["Connection", Stream], None]
 
 class Node:
     """A libp2p node: one background I/O thread, TCP and WebSocket listeners, Noise and
-    TLS, yamux/mplex.
+    TLS, yamux/mplex, circuit relay v2 (client always; relay service on request).
 
     Use as a context manager, or call :meth:`close`. ``listen`` takes multiaddrs such
     as ``"/ip4/127.0.0.1/tcp/0"``; :attr:`listen_addrs` gives the bound addresses.

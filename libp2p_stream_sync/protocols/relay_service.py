@@ -260,13 +260,34 @@ class _StopDial:
         self.early = early
         self.dest_id: PeerId = dest_conn.remote_peer_id  # type: ignore[assignment]
         self.stop: "Stream | None" = None
+        self.opening: Future | None = None
+        self.deadline = 0.0
+        self.timer: Any = None
+        self.failed = False
 
     def start(self) -> None:
-        future: Future = Future()
+        """Open the stop stream; the whole handshake gets ``handshake_timeout``."""
+        timeout = self.server.limits.handshake_timeout
+        self.deadline = time.monotonic() + timeout
+        self.timer = self.server._host.reactor.call_later(timeout, self._open_timed_out)
+        future = self.opening = Future()
         future.add_done_callback(self._opened)
         self.dest_conn.open_stream(STOP_PROTOCOL, future)
 
+    def _open_timed_out(self) -> None:
+        """The target did not even agree on the stop protocol in time."""
+        self.timer = None
+        if self.opening is not None and self.opening.cancel():
+            self.dest_conn.abandon_open(self.opening)
+        self._fail("the target did not open the stop stream in time")
+
     def _fail(self, why: Any) -> None:
+        if self.failed:
+            return
+        self.failed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         log.debug("relay: circuit %s -> %s failed: %s", self.src.peer_id, self.dest_id, why)
         if self.stop is not None:
             self.stop.reset()
@@ -276,18 +297,26 @@ class _StopDial:
                                             status=Status.CONNECTION_FAILED))
 
     def _opened(self, future: Future) -> None:
+        if future.cancelled():
+            return  # timed out: _open_timed_out answered
         error = future.exception()
         if error is not None:
             self._fail(error)
             return
-        stop = self.stop = future.result()
+        stop = future.result()
+        if self.failed:
+            stop.reset()
+            return
+        self.stop = stop
+        self.timer.cancel()
+        self.timer = None
         request = StopMessage(StopType.CONNECT, peer=Peer(self.src.peer_id.to_bytes()),
                               limit=self.server._limit())
         if not send(stop, request):
             self._fail("the stop stream failed")
             return
         ReadOneMessage(self.dest_conn, stop, self.server._host.reactor.call_later,
-                       self.server.limits.handshake_timeout, self._answered)
+                       max(0.0, self.deadline - time.monotonic()), self._answered)
 
     def _answered(self, body: bytes | None, rest: bytes, error: BaseException | None
                   ) -> None:

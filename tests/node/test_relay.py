@@ -387,3 +387,20 @@ def test_only_nodes_that_use_relays_offer_stop_and_only_relays_offer_hop(make_no
     assert not {HOP_PROTOCOL, STOP_PROTOCOL} & set(plain.supported_protocols())
     plain.add_relay(p2p_addr(relay), timeout=5)
     assert STOP_PROTOCOL in plain.supported_protocols()
+
+
+def test_a_target_that_never_answers_the_stop_handshake_fails_the_circuit(make_node):
+    relay = make_node(relay_service=RelayLimits(handshake_timeout=1))
+    silent = make_node(listen=[])  # reserves by hand, takes stop streams, answers nothing
+    hop = silent.new_control().open_stream(p2p_addr(relay), HOP_PROTOCOL, timeout=5)
+    hop.write(frame(HopMessage(HopType.RESERVE)))
+    assert read_status(hop).status == Status.OK
+    taken = silent.new_control().accept(STOP_PROTOCOL)
+    started = time.monotonic()
+    with pytest.raises(DialError, match="CONNECTION_FAILED"):
+        make_node(listen=[]).dial(circuit_addr(relay, silent), timeout=5)
+    assert 0.5 < time.monotonic() - started < 4
+    assert taken.get(timeout=1)  # the relay did ask
+    assert wait_until(lambda: relay.relay_service.counts()["circuits"] == 0
+                      and relay.relay_service.counts()["pending"] == 0)
+    taken.close()
