@@ -144,9 +144,9 @@ class Node:
                                         self.limits.max_stop_handshakes_per_relay)
         #: The hop server when ``relay_service`` was given, else None.
         self.relay_service = HopServer(self, relay_service) if relay_service else None
-        relays = [tcp.to_multiaddr(r) for r in relays]
         listeners: list[_Listener] = []
         try:
+            relays = [self._relay_address(r) for r in relays]
             for addr in listen:
                 transport = self._transports.for_multiaddr(tcp.to_multiaddr(addr))
                 listeners.append(_Listener(self, transport, transport.listen(addr)))
@@ -195,8 +195,16 @@ class Node:
         return self.relay_client.reserve(relay, timeout, keep=True)
 
     def reservations(self) -> list[RelayReservation]:
-        """The relay slots the node holds and keeps refreshed."""
+        """The relay slots the node holds (those of :meth:`add_relay` and
+        ``relays=`` are kept refreshed)."""
         return self.relay_client.reservations()
+
+    def _relay_address(self, relay: "str | Multiaddr") -> Multiaddr:
+        """A ``relays=`` entry, checked: a dialable multiaddr naming its peer."""
+        ma = tcp.to_multiaddr(relay)
+        if self._transports.parse(ma).peer_id is None:
+            raise ValueError(f"relay address {ma} names no peer: end it in /p2p/<relay id>")
+        return ma
 
     def new_control(self) -> Control:
         """A :class:`Control` for opening and accepting streams on this node."""

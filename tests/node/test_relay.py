@@ -301,6 +301,13 @@ def test_relay_limits_are_checked():
     assert RelayLimits(circuit_duration=0).circuit_duration == 0.0
 
 
+def test_relays_option_needs_dialable_addresses_naming_the_relay():
+    with pytest.raises(ValueError, match="names no peer"):
+        Node(relays=["/ip4/127.0.0.1/tcp/4001"])
+    with pytest.raises(ValueError):
+        Node(relays=["not a multiaddr"])
+
+
 def test_listening_on_a_circuit_address_says_what_to_do():
     relay = Keypair.generate().peer_id
     with pytest.raises(ValueError, match="reserve"):
