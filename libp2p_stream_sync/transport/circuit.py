@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import selectors
 import socket
 import time
 from concurrent.futures import Future
@@ -229,7 +230,7 @@ class StreamPump:
         self._to_stream = bytearray()
         self._fin_sent = False       # our FIN went on the stream
         self._stream_ended = False   # the remote finished: FIN the socket when drained
-        self._socket_ended = False   # our connection finished: FIN sent on the stream
+        self._socket_ended = False   # our connection finished writing (socket EOF)
         self._poll: Any = None
         self._interest = 0
         self._done = False
@@ -364,9 +365,9 @@ class StreamPump:
             return
         interest = 0
         if not self._socket_ended and len(self._to_stream) < PUMP_BUFFER:
-            interest |= 1  # EVENT_READ
+            interest |= selectors.EVENT_READ
         if self._to_socket:
-            interest |= 2  # EVENT_WRITE
+            interest |= selectors.EVENT_WRITE
         if interest == self._interest:
             return
         if not interest:
@@ -499,10 +500,12 @@ class _HopDial:
         if answer.type != HopType.STATUS or answer.status != Status.OK:
             status = answer.status if answer.type == HopType.STATUS else None
             name = status.name if status is not None else f"a {answer.type.name} message"
+            log.debug("relay %s refused a circuit to %s: %s", self.relay, self.dest, name)
             self.pump.fail(RelayRefused(f"relay {self.relay} refused the circuit to "
                                         f"{self.dest}: {name}", status))
             stream.reset()
             return
+        log.debug("circuit to %s through relay %s open", self.dest, self.relay)
         self.pump.attach(stream, self.conn, bytes(self.reader.rest))
 
     def _timed_out(self) -> None:
