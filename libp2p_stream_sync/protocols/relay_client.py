@@ -29,7 +29,7 @@ from ..errors import DecodeError, ProtocolError
 from ..identity import PeerId
 from ..identity.envelope import InvalidEnvelope, open_voucher
 from ..logthrottle import LogThrottle
-from ..timeouts import check_timeout, deadline_after, time_left
+from ..timeouts import check_timeout, deadline_after, step_timeout
 from ..transport.circuit import CircuitTransport, RelayRefused, new_pump
 from .relay_io import ReadOneMessage, send, send_and_close
 
@@ -140,11 +140,12 @@ class RelayClient:
         ``TimeoutError`` when the relay cannot be reached or does not answer within
         ``timeout``, :class:`ProtocolError` for a malformed answer or voucher.
         """
+        seconds = check_timeout(timeout)
         relay_id = self._host.peer_for_open(relay)
         if relay_id == self._host.peer_id:
             raise ValueError("a node cannot reserve a slot on itself")
         self.stop_handler.serve()  # circuits may be announced right after the answer
-        reservation = self._request(relay, relay_id, check_timeout(timeout))
+        reservation = self._request(relay, relay_id, seconds)
         with self._lock:
             held = self._held.get(relay_id)
             if held is None or held.stopped:
@@ -202,7 +203,7 @@ class RelayClient:
         deadline = deadline_after(seconds)
         stream = self._host.new_control().open_stream(relay, HOP_PROTOCOL, timeout=seconds)
         try:
-            stream.settimeout(time_left(deadline))
+            stream.settimeout(step_timeout(deadline, "reservation"))
             stream.write(frame(HopMessage(HopType.RESERVE)))
             answer = HopMessage.decode(_read_message(stream, deadline))
         except BaseException:
@@ -360,7 +361,7 @@ def _read_message(stream: "Stream", deadline: float) -> bytes:
     """Blocking: one length-prefixed message from ``stream`` by ``deadline``."""
     reader = MessageReader()
     while True:
-        stream.settimeout(time_left(deadline))
+        stream.settimeout(step_timeout(deadline, "reservation"))
         data = stream.read(4096)
         if not data:
             raise ProtocolError("the relay closed the stream without an answer")

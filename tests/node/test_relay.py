@@ -411,3 +411,13 @@ def test_a_target_that_never_answers_the_stop_handshake_fails_the_circuit(make_n
     assert wait_until(lambda: relay.relay_service.counts()["circuits"] == 0
                       and relay.relay_service.counts()["pending"] == 0)
     taken.close()
+
+
+def test_add_relay_timeouts_take_none_and_zero(make_node):
+    relay = make_node(relay_service=RelayLimits())
+    client = make_node(listen=[])
+    with pytest.raises(OpenStreamError, match="at once"):
+        client.add_relay(p2p_addr(relay), timeout=0)
+    assert client.add_relay(p2p_addr(relay), timeout=None).relay == relay.peer_id
+    with pytest.raises(ValueError):
+        client.add_relay(p2p_addr(relay), timeout=-1)
