@@ -460,6 +460,7 @@ class StopHandler:
         if not send(stream, StopMessage(StopType.STATUS, status=Status.OK)):
             return
         channel, pump = new_pump(self._host.reactor, relay)
+        channel.limit = request.limit
         pump.attach(stream, conn, rest)
         log.debug("relay %s: accepting a relayed connection from %s", relay, src)
         self._host.accept_channel(self._transport, channel, (str(relay), str(src)))

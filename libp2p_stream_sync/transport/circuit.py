@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 from multiaddr import Multiaddr
 
-from ..codec.circuit import (HOP_PROTOCOL, HopMessage, HopType, MessageReader, Peer,
-                             Status, frame)
+from ..codec.circuit import (HOP_PROTOCOL, HopMessage, HopType, Limit, MessageReader,
+                             Peer, Status, frame)
 from ..errors import DecodeError, DialError, OpenStreamError
 from ..identity import PeerId
 from .tcp import to_multiaddr
@@ -155,6 +155,9 @@ class RelayedChannel:
         self.pump = pump
         #: The relay this connection goes through.
         self.relay = relay
+        #: The limit the relay announced for this circuit (None: none announced);
+        #: the relay enforces it (the connection then ends with a reset).
+        self.limit: Limit | None = None
 
     def fileno(self) -> int:
         """The socket's descriptor (what the selector watches)."""
@@ -429,11 +432,12 @@ class _HopDial:
     """Reactor: the dialer's hop handshake (CONNECT, then the relay's STATUS) on a new
     stream to the relay; on OK the stream becomes the circuit (:meth:`StreamPump.attach`)."""
 
-    def __init__(self, conn: "Connection", dest: PeerId, pump: StreamPump,
+    def __init__(self, conn: "Connection", dest: PeerId, channel: RelayedChannel,
                  timeout: float) -> None:
         self.conn = conn
+        self.channel = channel
         self.dest = dest
-        self.pump = pump
+        self.pump = channel.pump
         self.reader = MessageReader()
         self.stream: "Stream | None" = None
         self.relay = conn.remote_peer_id
@@ -506,6 +510,7 @@ class _HopDial:
             stream.reset()
             return
         log.debug("circuit to %s through relay %s open", self.dest, self.relay)
+        self.channel.limit = answer.limit
         self.pump.attach(stream, self.conn, bytes(self.reader.rest))
 
     def _timed_out(self) -> None:
@@ -567,8 +572,8 @@ class CircuitTransport:
         if conn is None or getattr(conn.transport, "relayed", False):
             raise ConnectionRefusedError(errno.ECONNREFUSED,
                                          f"no direct connection to relay {relay}")
-        channel, pump = new_pump(self._host.reactor, relay)
-        _HopDial(conn, dest, pump, self._host.limits.handshake_timeout).start()
+        channel, _ = new_pump(self._host.reactor, relay)
+        _HopDial(conn, dest, channel, self._host.limits.handshake_timeout).start()
         return channel
 
     def listen(self, ma: Multiaddr) -> Any:

@@ -15,8 +15,8 @@ import pytest
 
 from libp2p_stream_sync import Node
 from libp2p_stream_sync.codec.circuit import (HOP_PROTOCOL, STOP_PROTOCOL, HopMessage,
-                                              HopType, MessageReader, Peer, Status,
-                                              StopMessage, StopType, frame)
+                                              HopType, Limit, MessageReader, Peer,
+                                              Status, StopMessage, StopType, frame)
 from libp2p_stream_sync.errors import DialError, OpenStreamError
 from libp2p_stream_sync.identity import Keypair
 from libp2p_stream_sync.identity.envelope import open_voucher
@@ -89,6 +89,7 @@ def test_relayed_echo_is_end_to_end_and_marked_relayed(relay_trio):
     assert conn.initiator
     (back,) = target.connections(dialer.peer_id)
     assert back.relayed and not back.initiator
+    assert conn.sock.limit == back.sock.limit == Limit(120, 128 * 1024)  # the relay's
     assert not relay.connections(target.peer_id)[0].relayed
     # the other way over the same relayed connection
     stream = target.new_control().open_stream(dialer.peer_id, "/ipfs/ping/1.0.0", timeout=5)
