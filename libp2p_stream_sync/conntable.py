@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from .limits import Limits
     from .reactor import Reactor
 
-log = logging.getLogger(__name__)
+#: The node's parts log under the node's name, as before the split (README "Logging").
+log = logging.getLogger("libp2p_stream_sync.node")
 
 
 class ConnectionTable:

@@ -47,7 +47,7 @@ class Dialer:
         self._lock = threading.Lock()
         self._dials: dict[PeerId, Future] = {}
 
-    def check_open(self) -> None:
+    def _check_open(self) -> None:
         """Raise ``OSError`` (``EBADF``) once the node is closed."""
         if self._is_closed():
             raise OSError(errno.EBADF, "the node is closed")
@@ -119,7 +119,7 @@ class Dialer:
         """Dial ``target`` (reusing an open connection to its peer) and wait for the
         connection until ``deadline``; raises ``DialError``, ``PeerMismatchError``,
         ``TimeoutError``."""
-        self.check_open()
+        self._check_open()
         peer = target.peer_id
         if peer is not None:
             conn = self._table.usable(peer)

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from .node_owner import NodeOwner
     from .transport import Transports
 
-log = logging.getLogger(__name__)
+#: The node's parts log under the node's name, as before the split (README "Logging").
+log = logging.getLogger("libp2p_stream_sync.node")
 
 
 class Listeners:

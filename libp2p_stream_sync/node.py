@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 from concurrent.futures import Future
@@ -219,7 +220,7 @@ class Node:
         a malformed or unsupported address, :class:`DialError` (a ``ConnectionError``)
         or ``TimeoutError`` on failure.
         """
-        self._dialer.check_open()
+        self._check_open()
         seconds = check_timeout(timeout)
         target_or_peer = self._dialer.target_of(addr)
         if seconds == 0:
@@ -329,7 +330,7 @@ class Node:
         Raises :class:`AlreadyRegistered` when another queue holds the protocol, and
         ``OSError`` (``EBADF``) once the node is closed."""
         with self._lock:
-            self._dialer.check_open()
+            self._check_open()
             self._registry.add(protocol, incoming)
         self._protocols_changed()
 
@@ -371,6 +372,10 @@ class Node:
         return self._workers.run(fn, *args, peer=peer)
 
     # -- connections (app-thread side) -------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise OSError(errno.EBADF, "the node is closed")
+
     def peer_for_open(self, peer: PeerLike) -> PeerId:
         """The peer ``open_stream`` talks to; a multiaddr's address is remembered.
 

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from .reactor import Reactor
     from .registry import ProtocolRegistry
 
-log = logging.getLogger(__name__)
+#: The node's parts log under the node's name, as before the split (README "Logging").
+log = logging.getLogger("libp2p_stream_sync.node")
 
 
 class NodeOwner:

@@ -13,7 +13,8 @@ if TYPE_CHECKING:
     from .identity import PeerId
     from .limits import Limits
 
-log = logging.getLogger(__name__)
+#: The node's parts log under the node's name, as before the split (README "Logging").
+log = logging.getLogger("libp2p_stream_sync.node")
 
 
 class WorkerPool:
@@ -31,6 +32,11 @@ class WorkerPool:
         self._jobs = 0
         self._jobs_per_peer: dict[PeerId, int] = {}
         self._refusals = LogThrottle()
+
+    @property
+    def max_threads(self) -> int:
+        """The most threads the pool runs at once."""
+        return self._max_threads
 
     @property
     def jobs(self) -> int:
