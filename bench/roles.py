@@ -356,7 +356,7 @@ def role_node_server(args: argparse.Namespace) -> None:
             if not line or cmd == "quit":
                 break
             if cmd == "stats":
-                conns = sum(len(v) for v in node._connections.values())
+                conns = len(node.connections())
                 out(f"STATS rss={rss_bytes()} conns={conns} ready={ready[0]} "
                     f"held={len(held)} cpu={cpu_self():.4f} "
                     f"threads={threading.active_count()}")
