@@ -25,9 +25,11 @@ from .engines.yamux import YamuxSession
 from .errors import DialError, OpenStreamError, PeerMismatchError, UnsupportedProtocol
 from .futures import complete, fail, result, wait
 from .identity import Keypair, PeerId
+from .ipscope import IpScope
 from .limits import Limits
 from .logthrottle import LogThrottle
 from .protocols import BuiltinProtocols, IdentifyInfo, PerfResult
+from .protocols.autonat import AutoNAT, Reachability
 from .protocols.perf import Progress
 from .reactor import Reactor
 from .registry import ProtocolRegistry
@@ -67,7 +69,9 @@ class Node:
                  security: Sequence[str] | None = None,
                  limits: Limits | None = None,
                  max_handler_threads: int = 64,
-                 enable_perf: bool = False) -> None:
+                 enable_perf: bool = False,
+                 enable_autonat_server: bool = False,
+                 public_networks: Iterable[str] = ()) -> None:
         """Bind the ``listen`` addresses and start the I/O thread.
 
         ``keypair`` is the node's identity (a new Ed25519 key when None; keep one across
@@ -81,6 +85,11 @@ class Node:
         ``TypeError`` when ``listen`` is one address, not a list, and ``ImportError``
         naming the extra to install (``[tls]``, ``[ws]``) when ``security`` names TLS
         or ``listen`` a ``/ws`` address without its package.
+
+        ``enable_autonat_server`` serves AutoNAT v1 (off by default: it makes us dial
+        back whoever asks, within ``Limits.max_autonat_dialbacks*``).
+        ``public_networks`` (CIDR strings) count as public IPs although they are in a
+        special-use range (:class:`~.ipscope.IpScope`; for tests in private networks).
         """
         if isinstance(listen, (str, Multiaddr)):
             raise TypeError(f"listen takes a list of multiaddrs, not a "
@@ -127,6 +136,9 @@ class Node:
         self._transports = Transports(tcp.TcpTransport())
         self._transports.register(WebSocketTransport())
         self._builtins = BuiltinProtocols(self, enable_perf=enable_perf)
+        #: Which IPs count as public (AutoNAT's choice of what to ask and to dial).
+        self.ip_scope = IpScope(public_networks)
+        self._autonat = AutoNAT(self, self.ip_scope, serve=enable_autonat_server)
         listeners: list[_Listener] = []
         try:
             for addr in listen:
@@ -339,6 +351,22 @@ class Node:
         return self._builtins.perf(peer, upload_bytes, download_bytes, timeout=timeout,
                                    progress=progress)
 
+    def probe_reachability(self, servers: Sequence[PeerLike] | None = None,
+                           timeout: float | None = 30.0, confirmations: int = 3
+                           ) -> Reachability:
+        """Ask AutoNAT servers (default: connected peers that serve AutoNAT) to dial
+        us back; return the verdict, which :meth:`reachability` then reports.
+
+        ``public`` once ``confirmations`` servers reached us, ``private`` once as many
+        could not and none could, else ``unknown``. Never raises for a server's fault
+        (each answer is in ``observations``); ``ValueError`` for ``confirmations < 1``.
+        """
+        return self._autonat.probe(servers, timeout, confirmations)
+
+    def reachability(self) -> Reachability:
+        """The last AutoNAT verdict (status ``unknown`` before any probe)."""
+        return self._autonat.reachability()
+
     @property
     def reactor(self) -> Reactor:
         """The node's I/O thread (for the package's layers: schedule work on it)."""
@@ -543,11 +571,25 @@ class Node:
             return target
         return self._transports.parse(target)
 
-    def _dial_target(self, target: tcp.TcpTarget, deadline: float) -> Connection:
-        """Dial (or join an in-flight dial) and wait for the connection until ``deadline``."""
+    def dial_new_connection(self, addr: "str | Multiaddr", timeout: float | None
+                            ) -> Connection:
+        """Open a new connection to ``addr`` (which must end in ``/p2p/<id>``) even when
+        one to that peer is open: AutoNAT's dial-back must prove a fresh dial works.
+        The caller closes it (on the reactor). Raises as :meth:`dial` does."""
+        target = self._dial_target_of(addr)
+        if isinstance(target, PeerId) or target.peer_id is None:
+            raise ValueError(f"{addr} must be a multiaddr ending in /p2p/<peer id>")
+        return self._dial_target(target, deadline_after(check_timeout(timeout),
+                                                        cap=MAX_UNBOUNDED_WAIT),
+                                 reuse=False)
+
+    def _dial_target(self, target: tcp.TcpTarget, deadline: float,
+                     reuse: bool = True) -> Connection:
+        """Dial (or join an in-flight dial) and wait for the connection until ``deadline``;
+        ``reuse=False`` always makes a new connection."""
         self._check_open()
         peer = target.peer_id
-        if peer is not None:
+        if peer is not None and reuse:
             conn = self.usable_connection(peer)
             if conn is not None:
                 return conn
