@@ -8,6 +8,9 @@ import pytest
 
 from netlab import NetLab, lab_or_skip
 
+# The first test's setup may apt-get install nftables (docs/NAT-TESTS.md).
+pytestmark = pytest.mark.timeout(180)
+
 
 @pytest.fixture(scope="module")
 def lab():
