@@ -86,8 +86,8 @@ class Node:
         naming the extra to install (``[tls]``, ``[ws]``) when ``security`` names TLS
         or ``listen`` a ``/ws`` address without its package.
 
-        ``enable_autonat_server`` serves AutoNAT v1 (off by default: it makes us dial
-        back whoever asks, within ``Limits.max_autonat_dialbacks*``).
+        ``enable_autonat_server`` serves AutoNAT v1 and v2 (off by default: it makes us
+        dial back whoever asks, within ``Limits.max_autonat_dialbacks*``).
         ``public_networks`` (CIDR strings) count as public IPs although they are in a
         special-use range (:class:`~.ipscope.IpScope`; for tests in private networks).
         """
@@ -352,16 +352,18 @@ class Node:
                                    progress=progress)
 
     def probe_reachability(self, servers: Sequence[PeerLike] | None = None,
-                           timeout: float | None = 30.0, confirmations: int = 3
-                           ) -> Reachability:
-        """Ask AutoNAT servers (default: connected peers that serve AutoNAT) to dial
-        us back; return the verdict, which :meth:`reachability` then reports.
+                           timeout: float | None = 30.0, confirmations: int = 3,
+                           version: int = 1) -> Reachability:
+        """Ask AutoNAT servers (default: connected peers that serve that ``version``,
+        1 or 2) to dial us back; return the verdict, which :meth:`reachability` then
+        reports.
 
         ``public`` once ``confirmations`` servers reached us, ``private`` once as many
         could not and none could, else ``unknown``. Never raises for a server's fault
-        (each answer is in ``observations``); ``ValueError`` for ``confirmations < 1``.
+        (each answer is in ``observations``); ``ValueError`` for ``confirmations < 1``
+        or another ``version``.
         """
-        return self._autonat.probe(servers, timeout, confirmations)
+        return self._autonat.probe(servers, timeout, confirmations, version)
 
     def reachability(self) -> Reachability:
         """The last AutoNAT verdict (status ``unknown`` before any probe)."""

@@ -367,11 +367,11 @@ class RemoteNode:
         return self.call("dial", timeout=timeout + 15, addr=addr, timeout_s=timeout)
 
     def probe(self, servers: list[str] | None = None, timeout: float = 20,
-              confirmations: int = 3) -> dict:
+              confirmations: int = 3, version: int = 1) -> dict:
         """``probe_reachability`` as a dict (status, reachable_addrs, observations,
         asked)."""
         return self.call("probe", timeout=timeout + 15, servers=servers,
-                         timeout_s=timeout, confirmations=confirmations)
+                         timeout_s=timeout, confirmations=confirmations, version=version)
 
 
 def lab_or_skip(**kwargs: Any) -> NetLab:

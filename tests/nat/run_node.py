@@ -53,7 +53,7 @@ def cmd_dial(state: State, args: dict) -> dict:
 def cmd_probe(state: State, args: dict) -> dict:
     result = state.node(args).probe_reachability(
         args.get("servers"), timeout=args.get("timeout_s", 20),
-        confirmations=args.get("confirmations", 3))
+        confirmations=args.get("confirmations", 3), version=args.get("version", 1))
     return {"status": result.status,
             "reachable_addrs": [str(a) for a in result.reachable_addrs],
             "asked": [str(a) for a in result.asked],

@@ -1,5 +1,5 @@
-"""AutoNAT across real NATs (network namespaces, tests/nat/netlab.py): a public node is
-found reachable, a node behind either kind of NAT is found private."""
+"""AutoNAT v1 and v2 across real NATs (network namespaces, tests/nat/netlab.py): a
+public node is found reachable, a node behind either kind of NAT is found private."""
 
 from __future__ import annotations
 
@@ -27,26 +27,28 @@ def servers(lab):
                             public_networks=[NetLab.PUBLIC_NETWORK]) for _ in range(3)]
 
 
-def _probe_from(lab, host, servers) -> dict:
+def _probe_from(lab, host, servers, version) -> dict:
     node = lab.spawn(host).start_node(listen=[f"/ip4/{host.ip}/tcp/0"],
                                       public_networks=[NetLab.PUBLIC_NETWORK])
     for server in servers:
         node.dial(server.p2p_addr())
-    result = node.probe(timeout=20)
+    result = node.probe(timeout=20, version=version)
     result["node"] = node
     return result
 
 
-def test_a_public_node_is_found_reachable(lab, servers):
-    result = _probe_from(lab, lab.public[0], servers)
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_public_node_is_found_reachable(lab, servers, version):
+    result = _probe_from(lab, lab.public[0], servers, version)
     assert result["status"] == "public", result
     assert result["reachable_addrs"] == [result["node"].addrs[0]]
     assert [o["outcome"] for o in result["observations"]] == ["reachable"] * 3
 
 
+@pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize("index", [0, 1], ids=["eim-nat", "symmetric-nat"])
-def test_a_node_behind_a_nat_is_found_private(lab, servers, index):
-    result = _probe_from(lab, lab.private[index], servers)
+def test_a_node_behind_a_nat_is_found_private(lab, servers, index, version):
+    result = _probe_from(lab, lab.private[index], servers, version)
     assert result["status"] == "private", result
     assert [o["outcome"] for o in result["observations"]] == ["unreachable"] * 3
     # It asked about the router's address (seen through identify) with its own port.

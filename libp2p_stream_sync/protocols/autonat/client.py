@@ -19,7 +19,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol, Sequence
 
 from multiaddr import Multiaddr
 
@@ -116,13 +116,23 @@ def candidate_addrs(listen: Iterable[Multiaddr], observed_ips: Iterable[str],
     return unique[:MAX_CANDIDATES]
 
 
+#: ``ask(server, addrs, deadline) -> Observation``: one request of one version.
+Asker = Callable[["PeerLike", Sequence[Multiaddr], float], Observation]
+
+
 class AutoNATClient:
-    """Probes our reachability through AutoNAT servers; keeps the last verdict."""
+    """Probes our reachability through AutoNAT servers; keeps the last verdict.
+    Version 1 is built in; :meth:`add_version` adds another (v2)."""
 
     def __init__(self, host: ClientHost, scope: IpScope) -> None:
         self._host = host
         self.scope = scope
         self._last = Reachability()  # replaced whole: readers need no lock
+        self._versions: dict[int, tuple[str, Asker]] = {1: (PROTOCOL, self.ask)}
+
+    def add_version(self, version: int, protocol: str, ask: Asker) -> None:
+        """Probe with ``version`` by asking servers of ``protocol`` with ``ask``."""
+        self._versions[version] = (protocol, ask)
 
     def reachability(self) -> Reachability:
         """The verdict of the last :meth:`probe` (``unknown`` before the first)."""
@@ -138,29 +148,38 @@ class AutoNATClient:
                 observed.append(ip)
         return candidate_addrs(self._host.listen_addrs, observed, self.scope)
 
-    def servers(self) -> list[PeerId]:
-        """Connected peers that said (identify) they serve AutoNAT."""
+    def servers(self, protocol: str = PROTOCOL) -> list[PeerId]:
+        """Connected peers that said (identify) they serve ``protocol``."""
         found = []
         for peer in self._host.connected_peers():
             info = self._host.identify_info(peer)
-            if info is not None and PROTOCOL in info.protocols:
+            if info is not None and protocol in info.protocols:
                 found.append(peer)
         return found
 
     def probe(self, servers: "Sequence[PeerLike] | None" = None,
               timeout: float | None = 30.0,
-              confirmations: int = DEFAULT_CONFIRMATIONS) -> Reachability:
-        """Ask ``servers`` (default: :meth:`servers`, at most :data:`MAX_PARALLEL`)
-        to dial us back, all at once; return and keep the verdict.
+              confirmations: int = DEFAULT_CONFIRMATIONS, version: int = 1
+              ) -> Reachability:
+        """Ask ``servers`` (default: :meth:`servers` of that ``version``, at most
+        :data:`MAX_PARALLEL`) to dial us back, all at once; return and keep the
+        verdict. ``version`` 1 (``/libp2p/autonat/1.0.0``) or 2 (AutoNAT v2: each
+        server tests one address and proves it with our nonce).
 
         ``timeout`` bounds the whole probe (``None``: it still ends after
         ``timeouts.MAX_UNBOUNDED_WAIT``). Servers that do not answer in time
-        count as ``failed``. ``ValueError`` for ``confirmations`` below 1.
+        count as ``failed``. ``ValueError`` for ``confirmations`` below 1 or an unknown
+        ``version``.
         """
         if confirmations < 1:
             raise ValueError("confirmations must be at least 1")
+        if version not in self._versions:
+            raise ValueError(f"unknown AutoNAT version {version!r} "
+                             f"({' or '.join(map(str, sorted(self._versions)))})")
+        protocol, ask = self._versions[version]
         deadline = deadline_after(check_timeout(timeout), cap=MAX_UNBOUNDED_WAIT)
-        chosen = list(servers) if servers is not None else self.servers()[:MAX_PARALLEL]
+        chosen = list(servers) if servers is not None \
+            else self.servers(protocol)[:MAX_PARALLEL]
         asked = self.candidates()
         if not chosen or not asked:
             detail = "no AutoNAT server" if not chosen else "no public address to ask about"
@@ -170,7 +189,7 @@ class AutoNATClient:
             return result
         with ThreadPoolExecutor(min(MAX_PARALLEL, len(chosen)),
                                 thread_name_prefix="libp2p-autonat") as pool:
-            observations = list(pool.map(lambda s: self.ask(s, asked, deadline), chosen))
+            observations = list(pool.map(lambda s: ask(s, asked, deadline), chosen))
         reached = tuple(dict.fromkeys(o.addr for o in observations
                                       if o.outcome == REACHABLE and o.addr is not None))
         result = Reachability(verdict(observations, confirmations), reached,

@@ -129,10 +129,11 @@ def decode_response(body: bytes) -> DialResponse:
     return DialResponse(status, response.get("statusText", ""), response.get("addr"))
 
 
-def frame_header(buffer: bytes | bytearray) -> tuple[int, int] | None:
+def frame_header(buffer: bytes | bytearray, max_size: int = MAX_MESSAGE_SIZE
+                 ) -> tuple[int, int] | None:
     """``(prefix length, body length)`` of the message ``buffer`` starts with, or None
     while its length prefix is incomplete; :class:`AutoNATMessageError` when the
-    announced length exceeds :data:`MAX_MESSAGE_SIZE` (nothing need be buffered
+    announced length exceeds ``max_size`` (at most 16 KiB; nothing need be buffered
     beyond it)."""
     try:  # 2 bytes reach 16 KiB: a longer prefix announces too much anyway
         decoded = decode_uvarint(buffer, 0, max_bytes=3)
@@ -141,6 +142,6 @@ def frame_header(buffer: bytes | bytearray) -> tuple[int, int] | None:
     if decoded is None:
         return None
     size, start = decoded
-    if size > MAX_MESSAGE_SIZE:
+    if size > max_size:
         raise AutoNATMessageError(f"AutoNAT message of {size} bytes is too large")
     return start, size

@@ -94,13 +94,15 @@ class RateLimiter:
 class AutoNATServer:
     """Serves ``/libp2p/autonat/1.0.0`` for one node (see the module docstring)."""
 
-    def __init__(self, host: ServerHost, scope: IpScope) -> None:
+    def __init__(self, host: ServerHost, scope: IpScope,
+                 rate: RateLimiter | None = None) -> None:
         self._host = host
         self.scope = scope
         limits = host.limits
         self.dial_timeout: float = limits.autonat_dial_timeout
-        self.rate = RateLimiter(limits.max_autonat_dialbacks_per_peer,
-                                limits.max_autonat_dialbacks, RATE_WINDOW)
+        #: The dial-back budget (shared with the v2 server when given).
+        self.rate = rate or RateLimiter(limits.max_autonat_dialbacks_per_peer,
+                                        limits.max_autonat_dialbacks, RATE_WINDOW)
 
     def on_stream(self, conn: "Connection", stream: "Stream") -> None:
         """Reactor: hand the request to the handler pool (reset when it is full)."""
@@ -139,7 +141,7 @@ class AutoNATServer:
             return Status.E_BAD_REQUEST, str(exc), None
         if claimed is not None and claimed != peer:
             return Status.E_BAD_REQUEST, "peer id does not match the connection", None
-        observed = _observed_ip(conn)
+        observed = observed_ip(conn)
         if observed is None:
             return Status.E_DIAL_REFUSED, "no observed IP (relayed connection?)", None
         if not self.scope.is_public(observed):
@@ -173,7 +175,7 @@ class AutoNATServer:
         return None
 
 
-def _observed_ip(conn: "Connection") -> "ipaddress.IPv4Address | ipaddress.IPv6Address | None":
+def observed_ip(conn: "Connection") -> "ipaddress.IPv4Address | ipaddress.IPv6Address | None":
     """The IP the peer on ``conn`` comes from; None over a relayed connection."""
     try:
         observed = conn.transport.remote_multiaddr(conn.sock, conn.remote_addr)

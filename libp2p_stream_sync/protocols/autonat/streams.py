@@ -5,22 +5,23 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from .messages import AutoNATMessageError, frame_header
+from .messages import MAX_MESSAGE_SIZE, AutoNATMessageError, frame_header
 
 if TYPE_CHECKING:
     from ...stream import Stream
 
 
-def read_message(stream: "Stream", deadline: float) -> bytes:
-    """Read one message body before ``deadline`` (``time.monotonic()``), never a byte
-    past it.
+def read_message(stream: "Stream", deadline: float,
+                 max_size: int = MAX_MESSAGE_SIZE) -> bytes:
+    """Read one message body of at most ``max_size`` bytes before ``deadline``
+    (``time.monotonic()``), never a byte past it.
 
     Raises ``TimeoutError``, :class:`AutoNATMessageError` (oversized, malformed, or
     the stream ended first) or the stream's ``OSError``.
     """
     buffer = bytearray()
     while True:
-        header = frame_header(buffer)
+        header = frame_header(buffer, max_size)
         if header is not None and len(buffer) >= sum(header):
             return bytes(buffer[header[0]:])
         want = 1 if header is None else sum(header) - len(buffer)
