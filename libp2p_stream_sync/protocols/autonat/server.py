@@ -164,7 +164,7 @@ class AutoNATServer:
                 break
             try:
                 conn = self._host.dial_new_connection(f"{target}/p2p/{peer}", remaining)
-            except ValueError as exc:  # a transport we do not have
+            except (ValueError, ImportError) as exc:  # a transport we do not have
                 log.debug("AutoNAT: not dialing %s: %s", target, exc)
                 continue
             except OSError as exc:
