@@ -6,6 +6,7 @@ import subprocess
 
 import pytest
 
+import netlab
 from netlab import NetLab, lab_or_skip
 
 # The first test's setup may apt-get install nftables (docs/NAT-TESTS.md).
@@ -69,3 +70,9 @@ def test_a_failed_block_leaves_no_namespace_behind():
 def test_unknown_nat_kinds_are_refused():
     with pytest.raises(ValueError):
         NetLab(nats=("full-cone",))
+
+
+def test_without_root_the_lab_skips_saying_why(monkeypatch):
+    monkeypatch.setattr(netlab.os, "geteuid", lambda: 1000)
+    with pytest.raises(pytest.skip.Exception, match="need root"):
+        lab_or_skip()
