@@ -115,13 +115,14 @@ class Dialer:
                 else "timeout" if isinstance(last, TimeoutError) else "dial")
         raise OpenStreamError(f"cannot connect to {peer_id}: {last}", kind) from last
 
-    def dial_target(self, target: tcp.TcpTarget, deadline: float) -> Connection:
-        """Dial ``target`` (reusing an open connection to its peer) and wait for the
-        connection until ``deadline``; raises ``DialError``, ``PeerMismatchError``,
-        ``TimeoutError``."""
+    def dial_target(self, target: tcp.TcpTarget, deadline: float,
+                    reuse: bool = True) -> Connection:
+        """Dial ``target`` (reusing an open connection to its peer unless ``reuse`` is
+        False) and wait for the connection until ``deadline``; raises ``DialError``,
+        ``PeerMismatchError``, ``TimeoutError``."""
         self._check_open()
         peer = target.peer_id
-        if peer is not None:
+        if peer is not None and reuse:
             conn = self._table.usable(peer)
             if conn is not None:
                 return conn

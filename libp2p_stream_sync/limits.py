@@ -80,6 +80,13 @@ class Limits:
     #: gave, and apart from them as many learned through identify (learned entries of
     #: peers we are not connected to are evicted first; configured ones never by them).
     max_address_book_peers: int = 10_000
+    #: AutoNAT server (``Node(enable_autonat_server=True)``): requests of one peer
+    #: that we dial back per minute; more are answered ``E_DIAL_REFUSED`` ...
+    max_autonat_dialbacks_per_peer: int = 3
+    #: ... and of all peers together (go-libp2p's defaults: 3 and 30).
+    max_autonat_dialbacks: int = 30
+    #: Seconds one AutoNAT dial-back (all of a request's addresses) may take.
+    autonat_dial_timeout: float = 15.0
 
     def __post_init__(self) -> None:
         for name in _COUNTS:
@@ -120,11 +127,12 @@ _COUNTS = ("max_inbound_connections", "max_outbound_connections",
            "max_peer_buffer", "max_node_buffer", "max_inbound_streams_per_peer",
            "max_inbound_streams",
            "max_negotiation_buffer", "max_connections_per_peer",
-           "max_handler_jobs", "max_handler_jobs_per_peer", "max_address_book_peers")
+           "max_handler_jobs", "max_handler_jobs_per_peer", "max_address_book_peers",
+           "max_autonat_dialbacks_per_peer", "max_autonat_dialbacks")
 #: Counts that must be at least 1.
 _POSITIVE_COUNTS = ("max_connections_per_peer", "max_handler_jobs",
                     "max_inbound_streams_per_peer", "max_inbound_streams",
                     "max_handler_jobs_per_peer", "max_address_book_peers")
 _TIMEOUTS = ("handshake_timeout", "stream_close_timeout", "keepalive_timeout",
-             "negotiation_timeout")
+             "negotiation_timeout", "autonat_dial_timeout")
 _OPTIONAL_TIMEOUTS = ("idle_connection_timeout", "keepalive_interval")

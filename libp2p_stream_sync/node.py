@@ -19,10 +19,12 @@ from .engines.tls import TlsUnavailable, tls_available
 from .engines.upgrade import NOISE, TLS, SecurityProtocol
 from .errors import DialError, OpenStreamError, PeerMismatchError
 from .identity import Keypair, PeerId
+from .ipscope import IpScope
 from .limits import Limits
 from .listeners import Listeners
 from .node_owner import NodeOwner
 from .protocols import BuiltinProtocols, IdentifyInfo, PerfResult
+from .protocols.autonat import AutoNAT, Reachability
 from .protocols.perf import Progress
 from .reactor import Reactor
 from .registry import ProtocolRegistry
@@ -60,7 +62,9 @@ class Node:
                  security: Sequence[str] | None = None,
                  limits: Limits | None = None,
                  max_handler_threads: int = 64,
-                 enable_perf: bool = False) -> None:
+                 enable_perf: bool = False,
+                 enable_autonat_server: bool = False,
+                 public_networks: Iterable[str] = ()) -> None:
         """Bind the ``listen`` addresses and start the I/O thread.
 
         ``keypair`` is the node's identity (a new Ed25519 key when None; keep one across
@@ -74,6 +78,11 @@ class Node:
         ``TypeError`` when ``listen`` is one address, not a list, and ``ImportError``
         naming the extra to install (``[tls]``, ``[ws]``) when ``security`` names TLS
         or ``listen`` a ``/ws`` address without its package.
+
+        ``enable_autonat_server`` serves AutoNAT v1 and v2 (off by default: it makes us
+        dial back whoever asks, within ``Limits.max_autonat_dialbacks*``).
+        ``public_networks`` (CIDR strings) count as public IPs although they are in a
+        special-use range (:class:`~.ipscope.IpScope`; for tests in private networks).
         """
         if isinstance(listen, (str, Multiaddr)):
             raise TypeError(f"listen takes a list of multiaddrs, not a "
@@ -115,6 +124,9 @@ class Node:
         self._dialer = Dialer(self._owner, self._table, self._transports, self._addresses,
                               lambda: self._closed)
         self._builtins = BuiltinProtocols(self, enable_perf=enable_perf)
+        #: Which IPs count as public (AutoNAT's choice of what to ask and to dial).
+        self.ip_scope = IpScope(public_networks)
+        self._autonat = AutoNAT(self, self.ip_scope, serve=enable_autonat_server)
         try:
             self._listeners = Listeners(self._owner, self._table, self._transports, listen)
         except BaseException:
@@ -315,6 +327,24 @@ class Node:
         return self._builtins.perf(peer, upload_bytes, download_bytes, timeout=timeout,
                                    progress=progress)
 
+    def probe_reachability(self, servers: Sequence[PeerLike] | None = None,
+                           timeout: float | None = 30.0, confirmations: int = 3,
+                           version: int = 1) -> Reachability:
+        """Ask AutoNAT servers (default: connected peers that serve that ``version``,
+        1 or 2) to dial us back; return the verdict, which :meth:`reachability` then
+        reports.
+
+        ``public`` once ``confirmations`` servers reached us, ``private`` once as many
+        could not and none could, else ``unknown``. Never raises for a server's fault
+        (each answer is in ``observations``); ``ValueError`` for ``confirmations < 1``
+        or another ``version``.
+        """
+        return self._autonat.probe(servers, timeout, confirmations, version)
+
+    def reachability(self) -> Reachability:
+        """The last AutoNAT verdict (status ``unknown`` before any probe)."""
+        return self._autonat.reachability()
+
     @property
     def reactor(self) -> Reactor:
         """The node's I/O thread (for the package's layers: schedule work on it)."""
@@ -405,6 +435,18 @@ class Node:
         Concurrent callers share one dial per peer.
         """
         return self._dialer.connection_for(peer_id, deadline)
+
+    def dial_new_connection(self, addr: "str | Multiaddr", timeout: float | None
+                            ) -> Connection:
+        """Open a new connection to ``addr`` (which must end in ``/p2p/<id>``) even when
+        one to that peer is open: AutoNAT's dial-back must prove a fresh dial works.
+        The caller closes it (on the reactor). Raises as :meth:`dial` does."""
+        target = self._dialer.target_of(addr)
+        if isinstance(target, PeerId) or target.peer_id is None:
+            raise ValueError(f"{addr} must be a multiaddr ending in /p2p/<peer id>")
+        return self._dialer.dial_target(target, deadline_after(check_timeout(timeout),
+                                                               cap=MAX_UNBOUNDED_WAIT),
+                                        reuse=False)
 
     def open_on(self, conn: Connection, protocol: StreamProtocol, deadline: float,
                 lazy: bool = False) -> Stream:

@@ -26,7 +26,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "libp2p_stream_sync"
 #: Module (dotted, relative to the package) or package prefix -> layer. The longest
 #: matching prefix decides.
 LAYERS: dict[str, int] = {
-    "_version": 0, "errors": 0, "timeouts": 0, "futures": 0, "limits": 0,
+    "_version": 0, "errors": 0, "timeouts": 0, "futures": 0, "limits": 0, "ipscope": 0,
     "logthrottle": 0, "budget": 0,
     "codec": 1,
     "identity": 2,

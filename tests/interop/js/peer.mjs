@@ -3,7 +3,8 @@
 //
 // Command-line contract (same as ../py/peer.py):
 //
-//   listen --muxer yamux|mplex [--perf] [--timeout S]
+//   listen --muxer yamux|mplex [--perf] [--autonat] [--timeout S]
+//       (--autonat: also serve @libp2p/autonat's /libp2p/autonat/1.0.0.)
 //       Listen on /ip4/127.0.0.1/tcp/0 (the chosen security + muxer), print
 //       exactly one line "LISTEN <multiaddr>/p2p/<peerid>" and serve
 //       /echo/1.0.0, /ipfs/ping/1.0.0, identify and /perf/1.0.0 until stdin
@@ -52,6 +53,7 @@ const { yamux } = await import('@chainsafe/libp2p-yamux')
 const { mplex } = await import('@libp2p/mplex')
 const { identify } = await import('@libp2p/identify')
 const { ping } = await import('@libp2p/ping')
+const { autoNAT } = await import('@libp2p/autonat')
 const { multiaddr } = await import('@multiformats/multiaddr')
 const { peerIdFromString } = await import('@libp2p/peer-id')
 const crypto = await import('node:crypto')
@@ -94,7 +96,7 @@ function finish (code, line) {
 // --------------------------------- args ----------------------------------
 
 const USAGE = `usage (every command also takes --transport tcp|ws|quic --security noise|tls):
-  peer.mjs listen --muxer yamux|mplex [--perf] [--timeout S]
+  peer.mjs listen --muxer yamux|mplex [--perf] [--autonat] [--timeout S]
   peer.mjs echo <multiaddr> --muxer M --bytes N --streams K [--lockstep] [--chunk C] [--timeout S]
   peer.mjs ping <multiaddr> --muxer M [--timeout S]
   peer.mjs id   <multiaddr> --muxer M [--timeout S]
@@ -110,13 +112,14 @@ function parseArgs (argv) {
   const cmd = argv[0]
   const commands = ['listen', 'echo', 'ping', 'id', 'perf', 'open']
   if (!commands.includes(cmd)) usage(`unknown command ${cmd}`)
-  const flags = { lockstep: false, perf: false }
+  const flags = { lockstep: false, perf: false, autonat: false }
   const positional = []
   const valued = new Set(['--muxer', '--bytes', '--streams', '--chunk', '--upload', '--download', '--protocol', '--timeout', '--transport', '--security'])
   for (let i = 1; i < argv.length; i++) {
     const a = argv[i]
     if (a === '--lockstep') flags.lockstep = true
     else if (a === '--perf') flags.perf = true
+    else if (a === '--autonat') flags.autonat = true
     else if (valued.has(a)) {
       if (i + 1 >= argv.length) usage(`${a} needs a value`)
       flags[a.slice(2)] = argv[++i]
@@ -144,6 +147,7 @@ function parseArgs (argv) {
   args.timeout = t
   if (cmd === 'listen') {
     if (positional.length !== 0) usage('listen takes no positional arguments')
+    args.autonat = flags.autonat
     return args
   }
   if (positional.length !== 1) usage(`${cmd} needs exactly one multiaddr`)
@@ -176,7 +180,8 @@ async function makeNode (args, listen) {
     streamMuxers: [args.muxer === 'yamux' ? yamux() : mplex()],
     services: {
       identify: identify(),
-      ping: ping()
+      ping: ping(),
+      ...(args.autonat ? { autonat: autoNAT() } : {})
     },
     connectionManager: {
       // Loopback only; never rate-limit the test's own connections.

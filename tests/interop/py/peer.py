@@ -4,7 +4,8 @@
 Runs in its own virtual environment (see tests/interop/peers.py), never in the
 project's environment.  Command-line contract (same as ../js/peer.mjs):
 
-  listen --muxer yamux|mplex [--perf] [--timeout S]
+  listen --muxer yamux|mplex [--perf] [--autonat] [--timeout S]
+      (--autonat: also serve py-libp2p's /libp2p/autonat/1.0.0.)
       Listen on /ip4/127.0.0.1/tcp/0 (the chosen security + muxer), print
       exactly one line "LISTEN <multiaddr>/p2p/<peerid>" and serve
       /echo/1.0.0, /ipfs/ping/1.0.0, identify and /perf/1.0.0 until stdin
@@ -15,6 +16,8 @@ project's environment.  Command-line contract (same as ../js/peer.mjs):
   id   <ma> --muxer M
   perf <ma> --muxer M --upload N --download M
   open <ma> --muxer M --protocol P
+  autonat <ma> --muxer M   (asks the listener to dial us back; prints
+      "OK autonat status=<ResponseStatus> addr=<multiaddr or ->")
 
 Every command also takes --transport tcp|ws|quic (default tcp; listen then
 uses /ip4/127.0.0.1/tcp/0/ws or /ip4/127.0.0.1/udp/0/quic-v1) and
@@ -87,8 +90,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     common(sp, 0.0)
     sp.add_argument("--perf", action="store_true",
                     help="serve /perf/1.0.0 (always served; accepted for compatibility)")
+    sp.add_argument("--autonat", action="store_true",
+                    help="also serve /libp2p/autonat/1.0.0 (py-libp2p's AutoNATService)")
 
-    for name in ("echo", "ping", "id", "perf", "open"):
+    for name in ("echo", "ping", "id", "perf", "open", "autonat"):
         sp = sub.add_parser(name)
         sp.add_argument("multiaddr")
         common(sp, 60.0)
@@ -238,6 +243,9 @@ async def run_listen(args: argparse.Namespace) -> int:
     host = make_host(args)
     async with host.run(listen_addrs=[listen_multiaddr(args)]):
         host.set_stream_handler(ECHO_PROTOCOL, echo_handler)
+        if args.autonat:
+            from libp2p.host.autonat.autonat import AutoNATService
+            AutoNATService(host, serve=True)
         perf = PerfService(host)
         await perf.start()
         pattern = LISTEN_PATTERNS[args.transport]
@@ -434,8 +442,20 @@ async def cmd_open(host, peer_id, args) -> str:
     return "OK open"
 
 
+async def cmd_autonat(host, peer_id, args) -> str:
+    """Ask the listener to dial us back (py-libp2p's AutoNAT v1 client)."""
+    import multiaddr
+    from libp2p.host.autonat.autonat import AutoNATService
+    from libp2p.host.autonat.pb.autonat_pb2 import Message
+
+    service = AutoNATService(host, serve=False)
+    status, addr = await service.query_server(peer_id)
+    reached = str(multiaddr.Multiaddr(addr)) if addr else "-"
+    return f"OK autonat status={Message.ResponseStatus.Name(status)} addr={reached}"
+
+
 COMMANDS = {"echo": cmd_echo, "ping": cmd_ping, "id": cmd_id, "perf": cmd_perf,
-            "open": cmd_open}
+            "open": cmd_open, "autonat": cmd_autonat}
 
 
 async def run_client(args: argparse.Namespace) -> int:
