@@ -12,21 +12,17 @@ Everything here runs on the reactor thread, except the methods marked
 
 from __future__ import annotations
 
-import collections
 import errno
 import logging
-import select
 import selectors
 import socket
-from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Callable
 
-from .engines import muxer_events as mev
+from .channel_io import RECV_BUFFER, ChannelIO
 from .engines.upgrade import Upgrade
 from .errors import DialError, ProtocolError
-from .futures import fail
 from .muxed import MuxedSession
-from .stream import Stream
+from .session_connection import SessionConnection
 
 if TYPE_CHECKING:
     from .identity import PeerId
@@ -37,11 +33,6 @@ log = logging.getLogger(__name__)
 YAMUX = "/yamux/1.0.0"
 MPLEX = "/mplex/6.7.0"
 
-#: Reads once the connection is secure go straight into the Noise receive buffer,
-#: sized between these bounds: it doubles while reads fill it, halves while they
-#: use little of it, and is dropped when drained, so idle connections hold none.
-_RECV_BUFFER = 256 * 1024
-_MIN_RECV_BUFFER = 8 * 1024
 #: Stop taking data from streams while this much ciphertext waits for the socket.
 _WIRE_HIGH_WATER = 1024 * 1024
 #: Stop reading the socket while this much output waits for it: what a peer that
@@ -52,7 +43,6 @@ _WIRE_HIGH_WATER = 1024 * 1024
 _OUTPUT_PAUSE_AT = 2 * _WIRE_HIGH_WATER
 #: Muxer answers (pongs, resets) to one read that end the connection's turn.
 _ANSWERS_PER_TURN = 64 * 1024
-_MAX_SENDMSG_BUFFERS = 64
 
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
@@ -63,10 +53,10 @@ _MUXING = (_OPEN, _CLOSING)
 _LINGER = 2.0
 
 
-class Connection:
+class Connection(SessionConnection):
     """A connection to one peer over a byte channel: channel I/O, the upgrade, the
-    close; its streams are its :attr:`session`'s. Created by the node on the reactor
-    thread."""
+    close, and the link below its :attr:`session` (which has its streams; the calls on
+    them are :class:`SessionConnection`'s). Created by the node on the reactor thread."""
 
     def __init__(self, owner: "ConnectionOwner", sock: "ByteChannel", *, initiator: bool,
                  remote_addr: tuple, transport: Any, expected_peer: "PeerId | None" = None,
@@ -76,9 +66,7 @@ class Connection:
         #: The byte channel (interfaces.ByteChannel): a TCP socket, or a channel of
         #: another byte-stream transport (e.g. WebSocket) wrapping one.
         self.sock = sock
-        #: The channel may hold output of its own (framing, pongs): it has
-        #: ``wants_write`` and ``flush()``. A plain socket holds none.
-        self._channel_output = not isinstance(sock, socket.socket)
+        self._io = ChannelIO(sock, owner.reactor)
         self.initiator = initiator
         self.remote_addr = remote_addr
         #: The transport that made the channel (``remote_multiaddr`` names the peer).
@@ -95,13 +83,7 @@ class Connection:
         self._on_ready: Callable | None = on_ready
         self._reactor = owner.reactor
         self._state = _CONNECTING if initiator else _UPGRADING
-        self._recv_size = _MIN_RECV_BUFFER
-        self._max_recv_size = _RECV_BUFFER
-        self._wire: collections.deque[Any] = collections.deque()
-        self._wire_len = 0
-        self._wire_sent_total = 0  # bytes written to the socket since the start
         self._want_write = False
-        self._interest = 0
         self._linger_timer: Any = None
         self._write_shut = False
         self._security_closed = False  # the secure transport's goodbye is queued
@@ -114,26 +96,6 @@ class Connection:
     def __repr__(self) -> str:
         return f"<Connection {self.remote_peer_id or '?'} {self.remote_addr}>"
 
-    # -- health ------------------------------------------------------------------------
-    @property
-    def goaway_received(self) -> bool:
-        """The remote sent GoAway: it takes no new streams."""
-        return self.session is not None and self.session.goaway_received
-
-    def usable_for_new_streams(self) -> bool:
-        """*Thread-safe* (reads flags the reactor sets; never the engine):
-        open, no GoAway received, the muxer session not over."""
-        session = self.session
-        return (self._state == _OPEN and session is not None
-                and session.usable_for_new_streams())
-
-    def stream_counts(self) -> dict[str, int]:
-        """Approximate (read from any thread): ``streams`` open, ``negotiating``."""
-        session = self.session
-        if session is None:
-            return {"streams": 0, "negotiating": 0}
-        return session.stream_counts()
-
     def buffer_usage(self) -> dict[str, int]:
         """Reactor thread only: bytes this connection holds because of its peer.
 
@@ -141,14 +103,9 @@ class Connection:
         multistream messages; ``unread``: data its streams hold that the application
         has not read; ``deferred``: input received but not handled yet.
         """
-        usage = {"output": self._wire_len, "negotiations": 0, "unread": 0, "deferred": 0}
-        session = self.session
-        if session is not None:
-            session.pressure.recount()
-            usage["negotiations"] = session.negotiations.held
-            usage["unread"] = session.pressure.unread_total
-            usage["deferred"] = sum(len(e.data) for e in session.backlog
-                                    if type(e) is mev.DataReceived)
+        usage = {"output": self._io.queued, "negotiations": 0, "unread": 0, "deferred": 0}
+        if self.session is not None:
+            usage.update(self.session.buffer_usage())
         return usage
 
     def buffered_bytes(self) -> int:
@@ -190,33 +147,31 @@ class Connection:
 
     # -- socket events ---------------------------------------------------------------------
     def on_readable(self) -> None:
+        """The reactor: the channel has input (a few reads, then other connections)."""
         if self.session is not None:
             self.session.new_turn()
+        io = self._io
         for _ in range(4):
             transport = self._transport
             # Once secure, receive straight into the Noise engine's buffer: frames
             # split across reads are then never copied.
-            size = self._recv_size
-            buffer = transport.get_buffer(size) if transport else self._reactor.scratch
+            size = io.recv_size
             try:
-                n = self.sock.recv_into(buffer, size)
+                n = io.recv(transport)
             except (BlockingIOError, InterruptedError):
-                if self._channel_output and self.sock.wants_write:
+                if io.channel_output and self.sock.wants_write:
                     self._reactor.mark_dirty(self)  # e.g. a WebSocket pong to send
                 return
             except OSError as exc:
                 self.abort(exc)
                 return
-            finally:
-                if transport:
-                    buffer.release()
             if n == 0:
                 self._remote_closed()
                 return
             try:
                 if transport:
                     plain = transport.buffer_updated(n)
-                    self._adapt_recv_size(n, transport)
+                    io.adapt(n, transport)
                     if plain:
                         self._secure_received(plain)
                     self._reactor.mark_dirty(self)
@@ -251,19 +206,11 @@ class Connection:
             log.exception("%r: internal error while handling input", self)
             self.abort(ConnectionAbortedError(f"internal error: {exc!r}"), cause=exc)
 
-    def _adapt_recv_size(self, n: int, transport: Any) -> None:
-        size = self._recv_size
-        if n >= size:
-            self._recv_size = min(size * 2, self._max_recv_size)
-        else:
-            if n < size >> 3 and size > _MIN_RECV_BUFFER:
-                self._recv_size = size >> 1
-            transport.trim(self._recv_size)  # drained: keep no big idle buffer
-
     def on_writable(self) -> None:
+        """The reactor: the channel takes output (or a connect finished)."""
         if self._state == _CONNECTING:
             self._connected()
-        if self._channel_output:
+        if self._io.channel_output:
             try:
                 self.sock.flush()
             except (BlockingIOError, InterruptedError):
@@ -324,7 +271,8 @@ class Connection:
         session = self.session = MuxedSession(self, self.owner, self._muxer, self,
                                               self.remote_peer_id)
         if session.tcp_flow_control:  # see MuxedSession: one read must fit a stream
-            self._max_recv_size = min(_RECV_BUFFER, self.owner.limits.max_stream_buffer // 4)
+            self._io.max_recv_size = min(RECV_BUFFER,
+                                         self.owner.limits.max_stream_buffer // 4)
         self._state = _OPEN
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
@@ -337,16 +285,16 @@ class Connection:
     # -- output (interfaces.SessionLink) ---------------------------------------------------
     def _queue_plain(self, data: Any) -> None:
         if data:
-            self._wire.append(data)
-            self._wire_len += len(data)
-            if self._wire_len > _OUTPUT_PAUSE_AT and not self.output_paused:
+            io = self._io
+            io.append(data)
+            if io.queued > _OUTPUT_PAUSE_AT and not self.output_paused:
                 self.output_paused = True  # the peer does not read: neither do we
                 self.interest_changed()
             self._reactor.mark_dirty(self)
 
     def has_output_room(self) -> bool:
         """Below the mark up to which streams' data is taken into the wire queue."""
-        return self._wire_len < _WIRE_HIGH_WATER
+        return self._io.queued < _WIRE_HIGH_WATER
 
     def take_muxer_output(self) -> int:
         """Encrypt the muxer's frames into the wire queue; return the socket position
@@ -354,11 +302,11 @@ class Connection:
         out = self._muxer.data_to_send()
         if out:
             self._queue_plain(self._transport.encrypt(out))
-        return self._wire_sent_total + self._wire_len
+        return self._io.sent + self._io.queued
 
     def peer_hung_up(self) -> bool:
         """Whether the peer closed (or reset) the channel, without reading from it."""
-        return _hung_up(self.sock)
+        return self._io.hung_up()
 
     def session_ended(self, error: OSError, cause: BaseException | None) -> None:
         """The muxer session is over: send its last frames if the socket takes them,
@@ -381,42 +329,27 @@ class Connection:
             self.abort(ConnectionAbortedError(f"internal error: {exc!r}"), cause=exc)
 
     def _send_wire(self) -> None:
-        wire = self._wire
-        sock = self.sock
-        while wire:
-            buffers = list(wire) if len(wire) <= _MAX_SENDMSG_BUFFERS else \
-                [wire[i] for i in range(_MAX_SENDMSG_BUFFERS)]
-            try:
-                sent = sock.sendmsg(buffers)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:
-                self.abort(exc)
-                return
-            self._wire_len -= sent
-            self._wire_sent_total += sent
-            while sent:
-                head = wire[0]
-                if len(head) <= sent:
-                    sent -= len(head)
-                    wire.popleft()
-                else:
-                    wire[0] = memoryview(head)[sent:]
-                    sent = 0
+        io = self._io
+        try:
+            io.send()
+        except OSError as exc:
+            self.abort(exc)
+            return
         session = self.session
         if session is not None and session.sent_watch:
-            session.output.wake_sent_watchers(self._wire_sent_total)
-        if self.output_paused and self._wire_len <= _WIRE_HIGH_WATER:
+            session.output.wake_sent_watchers(io.sent)
+        if self.output_paused and io.queued <= _WIRE_HIGH_WATER:
             self.output_paused = False
             self.interest_changed()
             if session is not None:
                 session.output_resumed()
-        want_write = bool(wire) or self._state == _CONNECTING or (
-            self._channel_output and self.sock.wants_write)
+        want_write = bool(io.queue) or self._state == _CONNECTING or (
+            io.channel_output and self.sock.wants_write)
         if want_write != self._want_write:
             self._want_write = want_write
             self.interest_changed()
-        if not wire and session is not None and session.to_flush and self._state in _MUXING:
+        if not io.queue and session is not None and session.to_flush \
+                and self._state in _MUXING:
             self._reactor.mark_dirty(self)
 
     def interest_changed(self) -> None:
@@ -428,15 +361,7 @@ class Connection:
             interest |= _WRITE
         if self._state != _CONNECTING and self._reading_allowed():
             interest |= _READ
-        if interest == self._interest:
-            return
-        if not interest:
-            self._reactor.unregister(self.sock)
-        elif not self._interest:
-            self._reactor.register(self.sock, interest, self)
-        else:
-            self._reactor.modify(self.sock, interest, self)
-        self._interest = interest
+        self._io.register(interest, self)
 
     def _reading_allowed(self) -> bool:
         """False while the peer has made us hold enough: its output, its unread data,
@@ -470,7 +395,7 @@ class Connection:
     def _finish_closing(self) -> None:
         """Once everything queued is on the wire, send FIN; the remote's FIN ends it."""
         session = self.session
-        if (self._wire or session.to_flush or session.window_blocked  # type: ignore
+        if (self._io.queue or session.to_flush or session.window_blocked  # type: ignore
                 or self._write_shut):
             return
         if not self._security_closed and (self._queue_security_goodbye()
@@ -492,7 +417,7 @@ class Connection:
             return False
         self._queue_plain(data)
         self._send_wire()
-        return bool(self._wire)
+        return bool(self._io.queue)
 
     def abort(self, error: OSError, cause: BaseException | None = None) -> None:
         """Close at once; every stream and waiter gets ``error``."""
@@ -506,101 +431,15 @@ class Connection:
         for timer in (self._deadline_timer, self._linger_timer):
             if timer is not None:
                 timer.cancel()
-        self._reactor.unregister(self.sock)
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        self._io.close()
         if self.session is not None:
             self.session.abort(error)
-        self._wire.clear()
         on_ready, self._on_ready = self._on_ready, None
         if on_ready is not None:
             on_ready(self, error)
         self.owner.connection_closed(self, was_open)
 
-    # -- the session's streams (delegations for the node, streams and protocols) -----------
     @property
     def bytes_sent(self) -> int:
         """*Thread-safe.* Bytes written to the socket so far."""
-        return self._wire_sent_total
-
-    def open_stream(self, protocol: str, future: Future, lazy: bool = False) -> None:
-        """*Thread-safe.* Open a stream and negotiate ``protocol``; resolve ``future``.
-
-        ``lazy``: resolve at once; the negotiation finishes in the background and a
-        refusal fails the stream's next read or write with ``UnsupportedProtocol``.
-        """
-        self._reactor.call_soon(self._open_stream, protocol, future, lazy)
-
-    def _open_stream(self, protocol: str, future: Future, lazy: bool) -> None:
-        if self.session is not None:
-            self.session.open(protocol, future, lazy)
-        elif not future.cancelled():
-            fail(future, self._not_open())
-
-    def _not_open(self) -> OSError:
-        return ConnectionResetError(f"connection to {self.remote_peer_id} "
-                                    f"is closing: {self.closed_reason}")
-
-    def abandon_open(self, future: Future) -> None:
-        """*Thread-safe.* The opener timed out: reset its stream if still negotiating."""
-        if self.session is not None:
-            self._reactor.call_soon(self.session.negotiations.abandon, future)
-
-    def collect(self, protocol: str, limit: int, timeout: float,
-                callback: Callable[[bytes | None, BaseException | None], None]) -> None:
-        """Reactor thread only: read a whole response without an application thread.
-
-        Opens a stream for ``protocol``, half-closes it at once and gathers what the
-        remote sends until it closes; then calls ``callback(data, None)``, or
-        ``callback(None, error)`` on failure, more than ``limit`` bytes, or
-        ``timeout``. For request-less exchanges such as identify.
-        """
-        if self.session is not None:
-            self.session.collectors.collect(protocol, limit, timeout, callback)
-        else:
-            callback(None, self._not_open())
-
-    def watch_stream(self, stream: Stream, on_event: Callable[[], None]) -> None:
-        """Reactor thread only: call ``on_event()`` on the reactor whenever ``stream``
-        receives data, its end or a reset, so a responder can serve it without a thread
-        (it reads with timeout 0). Stops when the stream is forgotten."""
-        if self.session is not None:
-            self.session.watch_stream(stream, on_event)
-
-    def unsent_bytes(self, stream: Stream) -> int:
-        """Bytes written to ``stream`` that the muxer has not taken yet."""
-        return stream.unsent_bytes
-
-    def schedule_stream_flush(self, stream: Stream) -> None:
-        """*Thread-safe.* The stream has data or a FIN to send."""
-        self.session.calls.schedule_stream_flush(stream)  # type: ignore[union-attr]
-
-    def report_consumed(self, stream: Stream, n: int, on_reactor: bool = False) -> None:
-        """*Thread-safe.* The application consumed ``n`` bytes of the stream."""
-        self.session.calls.report_consumed(stream, n, on_reactor)  # type: ignore[union-attr]
-
-    def notify_when_sent(self, stream: Stream, mark: int) -> None:
-        """*Thread-safe.* Call ``stream.wire_sent`` once ``bytes_sent`` reaches ``mark``
-        (the stream fails instead if the connection closes first)."""
-        self.session.calls.notify_when_sent(stream, mark)  # type: ignore[union-attr]
-
-    def reset_stream(self, stream: Stream) -> None:
-        """*Thread-safe.* Reset the stream on the wire."""
-        self.session.calls.reset_stream(stream)  # type: ignore[union-attr]
-
-    def stream_closed(self, stream: Stream, dropped: int) -> None:
-        """*Thread-safe.* The application closed a stream the remote has not finished."""
-        self.session.calls.stream_closed(stream, dropped)  # type: ignore[union-attr]
-
-
-#: poll() flag for "the peer closed its side", seen even with unread data before it.
-_POLL_HUNG_UP = getattr(select, "POLLRDHUP", 0) | select.POLLHUP | select.POLLERR
-
-
-def _hung_up(sock: socket.socket) -> bool:
-    """Whether the peer closed (or reset) the connection, without reading from it."""
-    poller = select.poll()
-    poller.register(sock, _POLL_HUNG_UP)
-    return bool(poller.poll(0))
+        return self._io.sent

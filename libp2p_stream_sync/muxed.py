@@ -129,6 +129,15 @@ class MuxedSession:
         """Approximate (read from any thread): ``streams`` open, ``negotiating``."""
         return {"streams": len(self.streams), "negotiating": len(self._negotiating)}
 
+    def buffer_usage(self) -> dict[str, int]:
+        """Reactor thread only: ``negotiations`` (partial multistream messages),
+        ``unread`` (stream data the application has not read), ``deferred`` (input
+        not handled yet), in bytes (see ``Connection.buffer_usage``)."""
+        self.pressure.recount()
+        deferred = sum(len(e.data) for e in self.backlog if type(e) is mev.DataReceived)
+        return {"negotiations": self.negotiations.held, "unread": self.pressure.unread_total,
+                "deferred": deferred}
+
     def request_flush(self) -> None:
         """Have the link flushed at the end of this reactor turn."""
         self.reactor.mark_dirty(self.link)
