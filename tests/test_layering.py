@@ -10,7 +10,10 @@ helpers); ``from x import _name`` is never allowed across modules.
 LAYERS changes made by the untangle step: ``read_pressure`` (a connection's read
 back-pressure policy, split out of ``connection``) sits in the connection's layer; the
 new ``interfaces``, ``registry``, ``engines.upgrade`` and ``transport`` modules use the
-entries that were reserved for them.
+entries that were reserved for them. Splitting ``connection`` (#13) added, in the same
+layer, ``muxed`` (the muxer-facing ``MuxedSession``) and its helpers ``stream_table``,
+``negotiation``, ``muxed_output``, ``collect``, ``stream_calls``, plus ``channel_io``
+and ``session_connection``.
 """
 
 from __future__ import annotations
