@@ -9,6 +9,7 @@ thread only; used by :class:`~.muxed.MuxedSession`.
 from __future__ import annotations
 
 import logging
+import weakref
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -54,7 +55,7 @@ class Collectors:
     """The collectors of one session, by stream id."""
 
     def __init__(self, session: "MuxedSession") -> None:
-        self._session = session
+        self._session = weakref.proxy(session)  # the session owns us: no cycle
         #: Stream id -> the collector reading it.
         self.table: dict[int, Collector] = {}
 

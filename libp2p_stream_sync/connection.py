@@ -75,7 +75,7 @@ class Connection(SessionConnection):
         #: The agreed security protocol (``/noise``, ``/tls/1.0.0``) once secure.
         self.security_protocol: str | None = None
         self.muxer_protocol: str | None = None
-        #: The muxed streams, once a muxer is agreed (None before).
+        #: The muxed streams, once a muxer is agreed (None before, and after an abort).
         self.session: MuxedSession | None = None
         #: The peer does not read: neither do we (output over _OUTPUT_PAUSE_AT).
         self.output_paused = False
@@ -432,8 +432,9 @@ class Connection(SessionConnection):
             if timer is not None:
                 timer.cancel()
         self._io.close()
-        if self.session is not None:
-            self.session.abort(error)
+        session, self.session = self.session, None  # it refers to us: no cycle left
+        if session is not None:
+            session.abort(error)
         on_ready, self._on_ready = self._on_ready, None
         if on_ready is not None:
             on_ready(self, error)

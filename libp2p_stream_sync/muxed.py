@@ -379,3 +379,4 @@ class MuxedSession:
         self.collectors.close(error)
         self.table.fail_all(error, self.link.bytes_sent)
         self.output.close(error)
+        self.calls = None  # type: ignore[assignment]  # its streams hold it: no cycle

@@ -9,6 +9,7 @@ ran out of send window until the muxer grants more, and wakes the streams waitin
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING
 
 from .engines import muxer_events as mev
@@ -26,7 +27,7 @@ class StreamOutput:
     blocked on send window, and the sent-marks streams wait for."""
 
     def __init__(self, session: "MuxedSession") -> None:
-        self._session = session
+        self._session = weakref.proxy(session)  # the session owns us: no cycle
         #: Streams with data or a FIN for the muxer, in the order they asked.
         self.to_flush: dict[int, Stream] = {}
         #: Streams with data but no send window; back in :attr:`to_flush` on an update.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import logging
 import time
+import weakref
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
@@ -71,7 +72,7 @@ class Negotiations:
     ones' deadlines, the turn's answer budget)."""
 
     def __init__(self, session: "MuxedSession") -> None:
-        self._session = session
+        self._session = weakref.proxy(session)  # the session owns us: no cycle
         self._limits = session.owner.limits
         #: Stream id -> its negotiation (the session reads it on every data event).
         self.table: dict[int, Negotiation] = {}

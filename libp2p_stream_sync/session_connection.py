@@ -4,7 +4,7 @@
 :class:`~.muxed.MuxedSession` routes (the byte-channel ``Connection``; a QUIC
 connection next): it serves those calls from its :attr:`session`, so that callers
 need not know where the streams live. The subclass sets ``session`` once the muxer is
-agreed, and ``closed_reason`` when it closes.
+agreed, and ``closed_reason`` when it closes; it drops ``session`` when it aborts.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 class SessionConnection:
     """The stream-facing calls of a connection, delegated to its session."""
 
-    #: The muxed streams, once a muxer is agreed (None before).
+    #: The muxed streams, once a muxer is agreed (None before, and after an abort).
     session: "MuxedSession | None"
     #: Why the connection closed, once it has.
     closed_reason: str | None
@@ -96,24 +96,42 @@ class SessionConnection:
         """Bytes written to ``stream`` that the muxer has not taken yet."""
         return stream.unsent_bytes
 
-    # What streams call (they call them on ``session.calls`` directly).
+    # What streams call. They call it on ``session.calls`` directly; after an abort the
+    # connection has dropped its session (no reference cycle keeps it alive) and the
+    # streams are failed already: what is left to do is what the session would do.
     def schedule_stream_flush(self, stream: "Stream") -> None:
         """*Thread-safe.* The stream has data or a FIN to send."""
-        self.session.calls.schedule_stream_flush(stream)  # type: ignore[union-attr]
+        session = self.session
+        if session is not None:
+            session.calls.schedule_stream_flush(stream)
+        else:
+            self._reactor.call_soon(stream.flush_pass_done)
 
     def report_consumed(self, stream: "Stream", n: int, on_reactor: bool = False) -> None:
         """*Thread-safe.* The application consumed ``n`` bytes of the stream."""
-        self.session.calls.report_consumed(stream, n, on_reactor)  # type: ignore[union-attr]
+        session = self.session
+        if session is not None:
+            session.calls.report_consumed(stream, n, on_reactor)
 
     def notify_when_sent(self, stream: "Stream", mark: int) -> None:
         """*Thread-safe.* Call ``stream.wire_sent`` once ``bytes_sent`` reaches ``mark``
         (the stream fails instead if the connection closes first)."""
-        self.session.calls.notify_when_sent(stream, mark)  # type: ignore[union-attr]
+        session = self.session
+        if session is not None:
+            session.calls.notify_when_sent(stream, mark)
+        else:
+            self._reactor.call_soon(stream.fail_writes, self._not_open(), True)
 
     def reset_stream(self, stream: "Stream") -> None:
         """*Thread-safe.* Reset the stream on the wire."""
-        self.session.calls.reset_stream(stream)  # type: ignore[union-attr]
+        session = self.session
+        if session is not None:
+            session.calls.reset_stream(stream)
+        else:
+            self._reactor.call_soon(stream.fail, ConnectionResetError("stream reset locally"))
 
     def stream_closed(self, stream: "Stream", dropped: int) -> None:
         """*Thread-safe.* The application closed a stream the remote has not finished."""
-        self.session.calls.stream_closed(stream, dropped)  # type: ignore[union-attr]
+        session = self.session
+        if session is not None:
+            session.calls.stream_closed(stream, dropped)

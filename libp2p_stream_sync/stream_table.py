@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from typing import TYPE_CHECKING, Any, Callable
 
 from .muxed_output import copy_error
@@ -43,7 +44,7 @@ class StreamTable:
     """One session's streams: records, inbound counts, watchers, idle detection."""
 
     def __init__(self, session: "MuxedSession") -> None:
-        self._session = session
+        self._session = weakref.proxy(session)  # the session owns us: no cycle
         self._owner = session.owner
         #: Stream id -> record, for streams the application has.
         self.records: dict[int, StreamRecord] = {}
