@@ -149,7 +149,7 @@ class Connection(SessionConnection):
     def on_readable(self) -> None:
         """The reactor: the channel has input (a few reads, then other connections)."""
         if self.session is not None:
-            self.session.new_turn()
+            self.session.negotiations.new_turn()
         io = self._io
         for _ in range(4):
             transport = self._transport
@@ -240,7 +240,8 @@ class Connection(SessionConnection):
 
     def _secure_received(self, plain: Any) -> None:
         if self._state in _MUXING:
-            self.session.receive(plain)  # type: ignore[union-attr]
+            self.session.muxer_input(  # type: ignore[union-attr]
+                self._muxer.receive_data(plain))
         elif self._state == _UPGRADING:
             upgrade = self._upgrade
             assert upgrade is not None
@@ -321,6 +322,9 @@ class Connection(SessionConnection):
         try:
             if self._state in _MUXING:
                 self.session.pull()  # type: ignore[union-attr]
+                out = self._muxer.data_to_send()
+                if out:
+                    self._queue_plain(self._transport.encrypt(out))
             self._send_wire()
             if self._state == _CLOSING:
                 self._finish_closing()
@@ -330,11 +334,12 @@ class Connection(SessionConnection):
 
     def _send_wire(self) -> None:
         io = self._io
-        try:
-            io.send()
-        except OSError as exc:
-            self.abort(exc)
-            return
+        if io.queue:
+            try:
+                io.send()
+            except OSError as exc:
+                self.abort(exc)
+                return
         session = self.session
         if session is not None and session.sent_watch:
             session.output.wake_sent_watchers(io.sent)

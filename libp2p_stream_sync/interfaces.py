@@ -133,7 +133,8 @@ class SessionLink(Protocol):
 
     All of it on the reactor thread, except :attr:`bytes_sent`. The session also
     hands the link to ``Reactor.mark_dirty``: the reactor then calls ``flush()``,
-    which calls the session's ``pull()`` while the session is open.
+    which calls the session's ``pull()`` while the session is open and then sends
+    what the muxer has queued.
     """
 
     #: The peer does not read what we send: answer nothing more for now.

@@ -194,10 +194,6 @@ class MuxedSession:
             return self.negotiations.resume(event.stream_id)
         return True
 
-    def new_turn(self) -> None:
-        """A new reactor turn for the link's input: a fresh answer budget."""
-        self.negotiations.new_turn()
-
     def output_resumed(self) -> None:
         """The link's output drained below its pause mark: go on with the backlog."""
         if self.backlog:
@@ -328,13 +324,12 @@ class MuxedSession:
     # -- output and timers ----------------------------------------------------------------
     def pull(self) -> None:
         """The link is flushing: start deferred opens, move stream output into the
-        muxer and the muxer's output to the link; re-arm the muxer's timer."""
+        muxer (the link then takes the muxer's output); re-arm the muxer's timer."""
         negotiations = self.negotiations
         if negotiations.deferred:
             negotiations.start_deferred()
         if self.to_flush:
             self.output.pull()
-        self.link.take_muxer_output()
         when = self.muxer.get_timer()
         if when == self._timer_when:
             return
