@@ -19,7 +19,7 @@ from .stream_buffers import (CONSUMED_REPORT_STEP, SEND_BUFFER_HIGH_WATER, Recei
 from .timeouts import check_timeout
 
 if TYPE_CHECKING:
-    from .connection import Connection
+    from .stream_calls import StreamCalls
     from .identity import PeerId
 
 __all__ = ["CONSUMED_REPORT_STEP", "SEND_BUFFER_HIGH_WATER", "Stream", "buffered_file",
@@ -48,7 +48,7 @@ class Stream:
     __slots__ = ("peer_id", "protocol", "stream_id", "_conn", "_state", "_rx", "_tx",
                  "_timeout", "__weakref__")
 
-    def __init__(self, conn: "Connection", stream_id: int, peer_id: "PeerId",
+    def __init__(self, conn: "StreamCalls", stream_id: int, peer_id: "PeerId",
                  protocol: str) -> None:
         """Made by the node; applications get streams from ``open_stream`` and ``accept``."""
         self.peer_id = peer_id
