@@ -99,6 +99,40 @@ def check_max(row: Row, value: float, target: float, text: str, unit: str = "") 
     return row
 
 
+def per_op(runs: list[dict], key: str, count: str | float, scale: float = 1.0) -> list[float]:
+    """``run[key] / run[count] * scale`` for every run (count: a field name or a number)."""
+    out = []
+    for x in runs:
+        n = x[count] if isinstance(count, str) else count
+        out.append(x[key] / n * scale if n else float("nan"))
+    return out
+
+
+def switches(runs: list[dict], count: str | float, prefix: str = "") -> str:
+    """Context switches per operation of one process: ``V vol + I invol``."""
+    vol = median(per_op(runs, prefix + "nvcsw", count))
+    invol = median(per_op(runs, prefix + "nivcsw", count))
+    return f"{vol:.2f} vol + {invol:.2f} invol"
+
+
+def cost_rows(what: str, op: str, runs: list[dict], count: str | float,
+              target_us: float | None,
+              sides: tuple[str, str] = ("client process", "server process"),
+              apply_target: tuple[bool, bool] = (True, True)) -> list[Row]:
+    """Issue #17 rows: CPU µs per ``op`` of each side, with its context switches."""
+    rows = []
+    for side, prefix, apply in ((sides[0], "", apply_target[0]),
+                                (sides[1], "server_", apply_target[1])):
+        cpu = per_op(runs, prefix + "cpu", count, 1e6)
+        row = Row("17", f"{what}: CPU per {op}, {side}", median(cpu), "µs",
+                  runs=cpu, ref=f"context switches per {op}: "
+                                f"{switches(runs, count, prefix)}")
+        if target_us is not None and apply:
+            check_max(row, row.value, target_us, f"≤ {target_us:,.0f} µs")
+        rows.append(row)
+    return rows
+
+
 #: The stacks measured beside TCP + Noise (transport+security, over yamux).
 STACKS = ("tcp+tls", "ws+noise", "ws+tls")
 
@@ -348,6 +382,17 @@ class Suite:
                     base = median([x["opens"] / x["seconds"] for x in res[("standard", t)]])
                     row.ratio = f"{ratio(row.value, base):.2f}× standard"
                 self.rows.append(row)
+        for t, target in ((1, 3000), (8, 5000)):
+            runs = res[("standard", t)]
+            what = (f"stream open (open + negotiate + 1-byte echo + close), {t} opener "
+                    f"thread{'s' if t > 1 else ''}, yamux")
+            row = Row("17", f"{what}: opens per second", median([x["opens"] / x["seconds"]
+                                                               for x in runs]), "/s",
+                      runs=[x["opens"] / x["seconds"] for x in runs],
+                      ref=f"median open latency {median([x['median_us'] for x in runs]):,.0f}"
+                          f" µs")
+            self.rows.append(check_min(row, target, "/s"))
+            self.rows.extend(cost_rows(what, "open", runs, "opens", 200))
 
     # -- 5: round trip ---------------------------------------------------------------------------
     def bench_rtt(self) -> None:
@@ -377,6 +422,17 @@ class Suite:
         self.rows.append(Row("5", "16-byte round trip on an open echo stream, yamux, p99",
                              po, "µs", fmt=",.1f", ref=f"raw TCP p99 {pr:,.1f} µs",
                              ratio=f"{ratio(po, pr):.1f}×"))
+        what = "16-byte round trip on an open echo stream, yamux"
+        row = Row("17", f"{what}: median", mo, "µs", fmt=",.1f",
+                  ref=f"raw TCP median {mr:,.1f} µs", ratio=f"{q:.1f}× raw TCP")
+        self.rows.append(check_max(row, mo, 150, "≤ 150 µs"))
+        both = [(x["cpu"] + x["server_cpu"]) / n * 1e6 for x in ro]
+        row = Row("17", f"{what}: CPU per round trip, client + server process", median(both),
+                  "µs", runs=both, ref=f"raw TCP {cpu_r:,.0f} µs (context switches per "
+                                       f"round trip: client {switches(rr, n)}, server "
+                                       f"{switches(rr, n, 'server_')})")
+        self.rows.append(check_max(row, row.value, 250, "≤ 250 µs (both)"))
+        self.rows.extend(cost_rows(what, "round trip", ro, n, None))
 
     # -- 6: handshakes ---------------------------------------------------------------------------
     def bench_handshakes(self) -> None:
@@ -396,6 +452,7 @@ class Suite:
             c.proc.expect("READY", 60)
             c._ready = True
         rates, lat, srv_cpu, cli_cpu = [], [], [], []
+        per_run: list[dict] = []  # issue #17 figures, in Client.run's keys
         for r in range(self.runs):
             srv.send("stats")
             s0 = fields(srv.expect("STATS", 10))
@@ -414,6 +471,10 @@ class Suite:
             lat.append(median([float(o["median_ms"]) for o in outs]))
             srv_cpu.append((float(s1["cpu"]) - float(s0["cpu"])) / max(1, accepted) * 1e6)
             cli_cpu.append(sum(float(o["cpu"]) for o in outs) / max(1, accepted) * 1e6)
+            per_run.append({"accepted": accepted, **{
+                k: sum(float(o[k]) for o in outs) for k in ("cpu", "nvcsw", "nivcsw")}, **{
+                f"server_{k}": float(s1[k]) - float(s0[k]) for k in ("cpu", "nvcsw", "nivcsw")
+            }})
             self.log(f"{security} handshakes round {r + 1}: {rates[-1]:,.0f}/s accepted "
                      f"(elapsed {elapsed:.1f}s)")
         srv.send("stats")
@@ -429,6 +490,14 @@ class Suite:
                       f"{median(cli_cpu):,.0f} µs/conn; handshake median "
                       f"{median(lat):.1f} ms; server RSS after {rss_after / MiB:,.0f} MiB")
         self.rows.append(check_min(row, 800, "/s") if security == "noise" else row)
+        what = f"handshake (TCP + {name} + yamux), accepted by one node"
+        row = Row("17", f"{what}: connections per second", median(rates), "/s", runs=rates,
+                  ref=f"handshake median {median(lat):.1f} ms (dialer side)")
+        self.rows.append(check_min(row, 1000, "/s") if security == "noise" else row)
+        self.rows.extend(cost_rows(what, "connection", per_run, "accepted", 600,
+                                   sides=(f"{nproc} lean dialer processes together",
+                                          "server process"),
+                                   apply_target=(False, security == "noise")))
 
     # -- 7: scale --------------------------------------------------------------------------------
     def bench_scale(self) -> None:
