@@ -170,28 +170,42 @@ class Client:
     """A READY/go/RUN client of bench/roles.py (or of a foreign peer's bench command);
     measures the server's CPU and context switches around each run."""
 
-    def __init__(self, proc: Proc, server: "Proc | None" = None,
+    def __init__(self, proc: Proc, server: "Proc | int | None" = None,
                  ready_timeout: float = 60.0) -> None:
+        """``server``: our role (a Proc), or the pid of a foreign server process."""
         self.proc = proc
         self.server = server
         self.ready_timeout = ready_timeout
         self._ready = False
 
+    def wait_ready(self) -> None:
+        """Wait for the client's READY (dialed, warmed up) before timing anything else."""
+        if not self._ready:
+            self.proc.expect("READY", self.ready_timeout)
+            self._ready = True
+
     def run(self, timeout: float) -> dict[str, float]:
         """One measured run: the client's ``RUN`` fields plus ``server_cpu``,
         ``server_nvcsw`` and ``server_nivcsw`` (0 without a server)."""
-        if not self._ready:
-            self.proc.expect("READY", self.ready_timeout)
-        s0 = self.server.usage() if self.server else (0.0, 0, 0)
+        self.wait_ready()
+        s0 = self.server_usage()
         self.proc.send("go")
         line = self.proc.expect("RUN", timeout)
-        s1 = self.server.usage() if self.server else (0.0, 0, 0)
+        s1 = self.server_usage()
         self._ready = False
         result = {k: float(v) for k, v in fields(line).items()}
         result["server_cpu"] = s1[0] - s0[0]
         result["server_nvcsw"] = float(s1[1] - s0[1])
         result["server_nivcsw"] = float(s1[2] - s0[2])
         return result
+
+    def server_usage(self) -> tuple[float, int, int]:
+        """The server's (CPU seconds, voluntary, involuntary switches); zeros if none."""
+        if isinstance(self.server, Proc):
+            return self.server.usage()
+        if self.server:
+            return proc_usage(self.server)
+        return 0.0, 0, 0
 
     def close(self) -> None:
         try:

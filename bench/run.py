@@ -23,6 +23,10 @@ Benchmarks (names for --only / --skip):
               1-byte echo + close), 1 and 8 threads
   rtt         16-byte round trip on an open echo stream vs raw TCP (two processes)
   handshakes  TCP + Noise + muxer handshakes per second accepted by one node
+  interop_ops stream opens (1 and 8 concurrent openers) and 16-byte round trips with
+              js-libp2p and py-libp2p clients and servers (js<->js, py<->py, ours->js,
+              js->ours, ...) beside ours<->ours, TCP + Noise + yamux, with the CPU per
+              operation of both processes
   scale       1,000 idle connections and 10,000 idle streams: RSS per connection /
               stream in the server process, time to establish them
 """
@@ -46,7 +50,7 @@ from _harness import (BENCH, ROOT, BenchError, Client, Proc, fields, median,  # 
                       spread)
 
 MiB = 1 << 20
-ALL = ("throughput", "interop", "opens", "rtt", "handshakes", "scale")
+ALL = ("throughput", "interop", "opens", "rtt", "handshakes", "interop_ops", "scale")
 
 
 # -- result rows --------------------------------------------------------------------------
@@ -135,6 +139,24 @@ def cost_rows(what: str, op: str, runs: list[dict], count: str | float,
 
 #: The stacks measured beside TCP + Noise (transport+security, over yamux).
 STACKS = ("tcp+tls", "ws+noise", "ws+tls")
+
+
+def op_figure(op: str, r: dict) -> float:
+    """interop_ops figure of one run: opens per second, or the round-trip median (µs)."""
+    return r["median_us"] if op == "rtt" else r["opens"] / r["seconds"]
+
+
+def foreign_env(kind: str) -> dict[str, str]:
+    """Environment for a js / py peer process (as tests/interop/peers.py runs them)."""
+    env = dict(os.environ)
+    if kind == "py":  # keep the project's environment out of the py-libp2p venv
+        for var in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE"):
+            env.pop(var, None)
+        env["PYTHONUNBUFFERED"] = "1"
+        env["PYTHONNOUSERSITE"] = "1"
+    else:
+        env.pop("NODE_OPTIONS", None)
+    return env
 
 
 def mbps(r: dict) -> float:
@@ -338,6 +360,107 @@ class Suite:
             "dial, no process start); py-libp2p's `PerfService.measure_performance` times "
             "its own stream open as well. None includes process start.")
 
+    # -- 17: stream opens and round trips against js-libp2p and py-libp2p ----------------------
+    def bench_interop_ops(self) -> None:
+        sys.path.insert(0, str(ROOT / "tests" / "interop"))
+        import peers  # type: ignore
+
+        seconds = 1.0 if self.quick else 2.0
+        count = 500 if self.quick else 2000
+        runs = 1 if self.quick else min(self.runs, 3)
+        ops = {"open1": ("--threads", 1), "open8": ("--threads", 8), "rtt": ()}
+        srv, ma = self.server("node-server", "--muxer", "yamux", "--echo-mode", "serve_echo",
+                              "--echo-threads", 64)
+
+        def ours(op: str, addr: str, server: "Proc | int") -> Client:
+            if op == "rtt":
+                return self.client("node-rtt", "--addr", addr, "--count", count, server=server)
+            return self.client("node-opens", "--addr", addr, *ops[op], "--seconds", seconds,
+                               server=server)
+
+        def theirs(kind: str, op: str, addr: str, server: "Proc | int") -> Client:
+            if op == "rtt":
+                extra = ["rtt", addr, "--count", str(count)]
+            else:
+                extra = ["opens", addr, "--concurrency", op[4:], "--seconds", str(seconds)]
+            proc = Proc(peers.peer_argv(kind) + extra + ["--muxer", "yamux"],
+                        f"{kind}-{op}", env=foreign_env(kind))
+            self.procs.append(proc)
+            return Client(proc, server, ready_timeout=90)
+
+        base = {op: ours(op, ma, srv) for op in ops}
+        for kind in ("js", "py"):
+            try:
+                lp = peers.PeerProcess(kind, "yamux").start()
+            except Exception as exc:  # noqa: BLE001
+                self.notes.append(f"interop_ops: {kind} peer unavailable: {exc}")
+                continue
+            try:
+                pairs = {"ours⇄ours": base,
+                         f"{kind}⇄{kind}": {op: theirs(kind, op, lp.multiaddr, lp.proc.pid)
+                                            for op in ops},
+                         f"ours→{kind}": {op: ours(op, lp.multiaddr, lp.proc.pid)
+                                          for op in ops},
+                         f"{kind}→ours": {op: theirs(kind, op, ma, srv) for op in ops}}
+                for clients in pairs.values():  # no warm-up may overlap a measured run
+                    for c in clients.values():
+                        c.wait_ready()
+                res: dict[tuple[str, str], list[dict]] = {
+                    (p, op): [] for p in pairs for op in ops}
+                for r in range(runs):
+                    for op in ops:
+                        for pair, clients in pairs.items():
+                            res[(pair, op)].append(clients[op].run(seconds + count / 100 + 60))
+                    self.log(f"interop_ops {kind} round {r + 1}/{runs}: " + ", ".join(
+                        f"{p} {op} {op_figure(op, v[-1]):,.0f}" for (p, op), v in res.items()))
+                for pair, clients in pairs.items():
+                    if pair != "ours⇄ours":
+                        for c in clients.values():
+                            c.close()
+            finally:
+                lp.stop()
+            self._interop_ops_rows(kind, res, seconds, count)
+        for c in base.values():
+            c.close()
+        self.cleanup()
+
+    def _interop_ops_rows(self, kind: str, res: dict, seconds: float, count: int) -> None:
+        """Rows for one foreign kind: each op, each pair, ratio to kind⇄kind."""
+        names = {"open1": "stream opens (open + negotiate + 1-byte echo + close), "
+                          "1 opener, TCP + Noise + yamux",
+                 "open8": "stream opens (open + negotiate + 1-byte echo + close), "
+                          "8 concurrent openers, TCP + Noise + yamux",
+                 "rtt": f"16-byte round trip on an open echo stream, median of {count}, "
+                        "TCP + Noise + yamux"}
+        for op, name in names.items():
+            theirs = res[(f"{kind}⇄{kind}", op)]
+            base = median([op_figure(op, x) for x in theirs])
+            for pair in ("ours⇄ours", f"{kind}⇄{kind}", f"ours→{kind}", f"{kind}→ours"):
+                runs = res[(pair, op)]
+                n = "opens" if op != "rtt" else float(count)
+                cli = median(per_op(runs, "cpu", n, 1e6))
+                srv = median(per_op(runs, "server_cpu", n, 1e6))
+                value = median([op_figure(op, x) for x in runs])
+                errs = sum(x.get("errors", 0) for x in runs)
+                row = Row("17", f"{name}: {pair} (client→server)", value,
+                          "µs" if op == "rtt" else "/s",
+                          fmt=",.1f" if op == "rtt" else ",.0f",
+                          runs=[op_figure(op, x) for x in runs],
+                          ref=f"CPU per {'round trip' if op == 'rtt' else 'open'}: client "
+                              f"{cli:,.0f} µs, server {srv:,.0f} µs; switches client "
+                              f"{switches(runs, n)}, server {switches(runs, n, 'server_')}"
+                              + (f"; {errs:.0f} errors" if errs else ""))
+                if pair != f"{kind}⇄{kind}":
+                    q = ratio(value, base)
+                    row.ratio = f"{q:.2f}× {kind}⇄{kind}"
+                if pair == "ours⇄ours":
+                    ahead = q < 1 if op == "rtt" else q > 1
+                    row.target = f"ahead of {kind}⇄{kind}"
+                    if q == q:
+                        row.met = ahead
+                        row.shortfall = f"{q:.2f}× {kind}⇄{kind}"
+                self.rows.append(row)
+
     # -- 4: stream opens -------------------------------------------------------------------------
     def bench_opens(self) -> None:
         seconds = 1.0 if self.quick else 2.0
@@ -350,6 +473,8 @@ class Suite:
                 extra = ("--lazy",) if mode == "lazy" else ()
                 clients[(mode, t)] = self.client("node-opens", "--addr", ma, "--threads", t,
                                                  "--seconds", seconds, *extra, server=srv)
+        for c in clients.values():
+            c.wait_ready()
         res: dict[tuple[str, int], list[dict]] = {k: [] for k in clients}
         for r in range(self.runs):
             for k, c in clients.items():
@@ -401,6 +526,8 @@ class Suite:
         tsrv, port = self.server("tcp-server", "--mode", "echo", expect="PORT")
         ours = self.client("node-rtt", "--addr", ma, "--count", count, server=srv)
         raw = self.client("tcp-rtt", "--port", port, "--count", count, server=tsrv)
+        ours.wait_ready()
+        raw.wait_ready()
         ro, rr = [], []
         for r in range(self.runs):
             ro.append(ours.run(120))
@@ -449,8 +576,7 @@ class Suite:
                                "--seconds", seconds, "--security", security)
                    for _ in range(nproc)]
         for c in clients:
-            c.proc.expect("READY", 60)
-            c._ready = True
+            c.wait_ready()
         rates, lat, srv_cpu, cli_cpu = [], [], [], []
         per_run: list[dict] = []  # issue #17 figures, in Client.run's keys
         for r in range(self.runs):
