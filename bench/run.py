@@ -511,9 +511,8 @@ class Suite:
             runs = res[("standard", t)]
             what = (f"stream open (open + negotiate + 1-byte echo + close), {t} opener "
                     f"thread{'s' if t > 1 else ''}, yamux")
-            row = Row("17", f"{what}: opens per second", median([x["opens"] / x["seconds"]
-                                                               for x in runs]), "/s",
-                      runs=[x["opens"] / x["seconds"] for x in runs],
+            rates = [x["opens"] / x["seconds"] for x in runs]
+            row = Row("17", f"{what}: opens per second", median(rates), "/s", runs=rates,
                       ref=f"median open latency {median([x['median_us'] for x in runs]):,.0f}"
                           f" µs")
             self.rows.append(check_min(row, target, "/s"))
