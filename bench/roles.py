@@ -338,6 +338,7 @@ def role_node_server(args: argparse.Namespace) -> None:
     limits = Limits(max_inbound_connections=8192,
                     max_streams_per_connection=args.max_streams,
                     max_inbound_streams_per_protocol_per_peer=args.max_streams,
+                    max_inbound_streams_per_peer=args.max_streams,
                     idle_connection_timeout=None)
     listen = "/ip4/127.0.0.1/tcp/0" + ("/ws" if args.transport == "ws" else "")
     node = Node(listen=[listen], muxers=[args.muxer], limits=limits,
