@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""libp2p_stream_sync benchmark suite (issue #6): one command, one Markdown table.
+"""libp2p_stream_sync benchmark suite (issues #6, #17): one command, one Markdown table.
 
     python3 bench/run.py                 # everything, a few minutes
     python3 bench/run.py --quick         # smoke version, about a minute
