@@ -52,6 +52,13 @@ class ConnectionTable:
                 return list(self._by_peer.get(peer, ()))
             return [conn for conns in self._by_peer.values() for conn in conns]
 
+    def counts(self, inbound_streams: int) -> dict[str, int]:
+        """``Node.counts``: the table's sizes, read without stopping the reactor, and
+        the given number of (peer, protocol) pairs with inbound streams open."""
+        return {"connections": len(self.snapshot()), "pending": len(self.pending),
+                "inbound": self.inbound_count, "outbound": self.outbound_count,
+                "inbound_streams": inbound_streams}
+
     def peers(self) -> list[PeerId]:
         """The peers with at least one open connection."""
         with self._lock:

@@ -14,7 +14,7 @@ from .engines.upgrade import PEER_MISMATCH_ERRORS
 from .errors import DialError, OpenStreamError, PeerMismatchError, UnsupportedProtocol
 from .futures import complete, fail, result, wait
 from .identity import PeerId
-from .timeouts import time_left
+from .timeouts import MAX_UNBOUNDED_WAIT, check_timeout, deadline_after, time_left
 from .transport import tcp
 
 if TYPE_CHECKING:
@@ -59,6 +59,18 @@ class Dialer:
         if isinstance(target, PeerId):
             return target
         return self._transports.parse(target)
+
+    def book_entry(self, peer_id: PeerId, addr: Any) -> Any:
+        """``addr`` as the address book stores it for ``peer_id`` (without its
+        ``/p2p/`` part); ValueError if it is malformed, unsupported or names another
+        peer."""
+        ma = tcp.to_multiaddr(addr)
+        target = self._transports.parse(ma)
+        if target.peer_id is not None:
+            if target.peer_id != peer_id:
+                raise ValueError(f"address {ma} names peer {target.peer_id}, not {peer_id}")
+            ma = ma.decapsulate_code(421) if hasattr(ma, "decapsulate_code") else ma
+        return ma
 
     def connection_for(self, peer_id: PeerId, deadline: float) -> Connection:
         """A healthy connection to ``peer_id``, dialing its known addresses if needed;
@@ -114,6 +126,15 @@ class Dialer:
         kind = ("wrong-peer" if isinstance(last, PeerMismatchError)
                 else "timeout" if isinstance(last, TimeoutError) else "dial")
         raise OpenStreamError(f"cannot connect to {peer_id}: {last}", kind) from last
+
+    def dial_new_connection(self, addr: Any, timeout: float | None) -> Connection:
+        """A new connection to ``addr`` (a multiaddr ending in ``/p2p/<id>``), even when
+        one to that peer is open (``Node.dial_new_connection``)."""
+        target = self.target_of(addr)
+        if isinstance(target, PeerId) or target.peer_id is None:
+            raise ValueError(f"{addr} must be a multiaddr ending in /p2p/<peer id>")
+        deadline = deadline_after(check_timeout(timeout), cap=MAX_UNBOUNDED_WAIT)
+        return self.dial_target(target, deadline, reuse=False)
 
     def dial_target(self, target: tcp.TcpTarget, deadline: float,
                     reuse: bool = True) -> Connection:

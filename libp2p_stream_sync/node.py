@@ -165,27 +165,17 @@ class Node:
         ``/p2p/`` part names another peer.
         """
         peer_id = _as_peer_id(peer_id)
-        self._addresses.add(peer_id, self._book_entry(peer_id, addr), learned=False)
+        self._addresses.add(peer_id, self._dialer.book_entry(peer_id, addr), learned=False)
 
     def learn_address(self, peer_id: PeerId, addr: "str | Multiaddr") -> None:
         """Remember an address that ``peer_id`` advertised (identify calls this);
         learned addresses never evict configured ones. An address whose transport
         needs a package we lack (``/ws`` without wsproto) is not kept."""
         try:
-            entry = self._book_entry(peer_id, addr)
+            entry = self._dialer.book_entry(peer_id, addr)
         except ImportError:
             return
         self._addresses.add(peer_id, entry, learned=True)
-
-    def _book_entry(self, peer_id: PeerId, addr: "str | Multiaddr") -> Multiaddr:
-        """``addr`` as stored in the address book; ValueError if it is not for us."""
-        ma = tcp.to_multiaddr(addr)
-        target = self._transports.parse(ma)
-        if target.peer_id is not None:
-            if target.peer_id != peer_id:
-                raise ValueError(f"address {ma} names peer {target.peer_id}, not {peer_id}")
-            ma = ma.decapsulate_code(421) if hasattr(ma, "decapsulate_code") else ma
-        return ma
 
     def addresses_of(self, peer_id: "PeerId | str") -> list[Multiaddr]:
         """The addresses we would dial for ``peer_id``: configured first, then learned."""
@@ -204,10 +194,7 @@ class Node:
         ``inbound``/``outbound`` (what ``Limits.max_inbound_connections`` and
         ``max_outbound_connections`` count), ``inbound_streams`` ((peer, protocol)
         pairs with inbound streams open)."""
-        table = self._table
-        return {"connections": len(table.snapshot()), "pending": len(table.pending),
-                "inbound": table.inbound_count, "outbound": table.outbound_count,
-                "inbound_streams": len(self._registry.inbound_counts())}
+        return self._table.counts(len(self._registry.inbound_counts()))
 
     def connected_peers(self) -> list[PeerId]:
         """The peers we have at least one open connection with, right now."""
@@ -420,7 +407,7 @@ class Node:
                              f"in /p2p/<peer id>, a PeerId or a peer id string "
                              f"(Node.dial accepts an address alone)")
         # The address the caller named is dialed first (if a dial is needed).
-        self._addresses.add(target.peer_id, self._book_entry(target.peer_id, peer),
+        self._addresses.add(target.peer_id, self._dialer.book_entry(target.peer_id, peer),
                             learned=False, first=True)
         return target.peer_id
 
@@ -441,12 +428,7 @@ class Node:
         """Open a new connection to ``addr`` (which must end in ``/p2p/<id>``) even when
         one to that peer is open: AutoNAT's dial-back must prove a fresh dial works.
         The caller closes it (on the reactor). Raises as :meth:`dial` does."""
-        target = self._dialer.target_of(addr)
-        if isinstance(target, PeerId) or target.peer_id is None:
-            raise ValueError(f"{addr} must be a multiaddr ending in /p2p/<peer id>")
-        return self._dialer.dial_target(target, deadline_after(check_timeout(timeout),
-                                                               cap=MAX_UNBOUNDED_WAIT),
-                                        reuse=False)
+        return self._dialer.dial_new_connection(addr, timeout)
 
     def open_on(self, conn: Connection, protocol: StreamProtocol, deadline: float,
                 lazy: bool = False) -> Stream:
