@@ -30,6 +30,28 @@ def proc_cpu(pid: int) -> float:
     return (int(rest[11]) + int(rest[12])) / CLK_TCK
 
 
+def proc_usage(pid: int) -> tuple[float, int, int]:
+    """(CPU seconds, voluntary, involuntary context switches) of another process.
+
+    CPU comes from /proc/<pid>/stat (all threads, finished ones included); the switches
+    are summed over /proc/<pid>/task/*/status, so threads that ended are missing (the
+    peers measured this way keep their threads).
+    """
+    cpu = proc_cpu(pid)
+    vol = invol = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        vol += int(line.split()[1])
+                    elif line.startswith("nonvoluntary_ctxt_switches:"):
+                        invol += int(line.split()[1])
+        except FileNotFoundError:  # the thread just ended
+            pass
+    return cpu, vol, invol
+
+
 def proc_rss(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -51,8 +73,10 @@ class Proc:
     """A child process spoken to by lines on stdin/stdout; stderr goes to a temp file."""
 
     def __init__(self, argv: list[str], name: str, env: dict | None = None,
-                 cwd: Path | None = None) -> None:
+                 cwd: Path | None = None, answers_usage: bool = False) -> None:
         self.name = name
+        #: True for roles that answer ``usage`` on stdin with their own getrusage.
+        self.answers_usage = answers_usage
         self.argv = argv
         self._err = tempfile.TemporaryFile(mode="w+b")
         self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -66,7 +90,8 @@ class Proc:
     def role(cls, role: str, *args: object, name: str | None = None) -> "Proc":
         env = dict(os.environ)
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-        return cls([sys.executable, str(ROLES), role, *map(str, args)], name or role, env)
+        return cls([sys.executable, str(ROLES), role, *map(str, args)], name or role, env,
+                   answers_usage=role == "node-server")
 
     def _reader(self) -> None:
         assert self.p.stdout is not None
@@ -106,6 +131,14 @@ class Proc:
     def cpu(self) -> float:
         return proc_cpu(self.pid)
 
+    def usage(self) -> tuple[float, int, int]:
+        """(CPU seconds, voluntary, involuntary context switches) so far."""
+        if self.answers_usage:
+            self.send("usage")
+            f = fields(self.expect("USAGE", 10))
+            return float(f["cpu"]), int(f["nvcsw"]), int(f["nivcsw"])
+        return proc_usage(self.pid)
+
     def rss(self) -> int:
         return proc_rss(self.pid)
 
@@ -134,26 +167,45 @@ class Proc:
 
 
 class Client:
-    """A READY/go/RUN client of bench/roles.py; measures the server's CPU around runs."""
+    """A READY/go/RUN client of bench/roles.py (or of a foreign peer's bench command);
+    measures the server's CPU and context switches around each run."""
 
     def __init__(self, proc: Proc, server: "Proc | int | None" = None,
                  ready_timeout: float = 60.0) -> None:
+        """``server``: our role (a Proc), or the pid of a foreign server process."""
         self.proc = proc
-        self.server_pid = server.pid if isinstance(server, Proc) else server
+        self.server = server
         self.ready_timeout = ready_timeout
         self._ready = False
 
-    def run(self, timeout: float) -> dict[str, float]:
+    def wait_ready(self) -> None:
+        """Wait for the client's READY (dialed, warmed up) before timing anything else."""
         if not self._ready:
             self.proc.expect("READY", self.ready_timeout)
-        s0 = proc_cpu(self.server_pid) if self.server_pid else 0.0
+            self._ready = True
+
+    def run(self, timeout: float) -> dict[str, float]:
+        """One measured run: the client's ``RUN`` fields plus ``server_cpu``,
+        ``server_nvcsw`` and ``server_nivcsw`` (0 without a server)."""
+        self.wait_ready()
+        s0 = self.server_usage()
         self.proc.send("go")
         line = self.proc.expect("RUN", timeout)
-        s1 = proc_cpu(self.server_pid) if self.server_pid else 0.0
+        s1 = self.server_usage()
         self._ready = False
         result = {k: float(v) for k, v in fields(line).items()}
-        result["server_cpu"] = s1 - s0
+        result["server_cpu"] = s1[0] - s0[0]
+        result["server_nvcsw"] = float(s1[1] - s0[1])
+        result["server_nivcsw"] = float(s1[2] - s0[2])
         return result
+
+    def server_usage(self) -> tuple[float, int, int]:
+        """The server's (CPU seconds, voluntary, involuntary switches); zeros if none."""
+        if isinstance(self.server, Proc):
+            return self.server.usage()
+        if self.server:
+            return proc_usage(self.server)
+        return 0.0, 0, 0
 
     def close(self) -> None:
         try:

@@ -45,6 +45,19 @@ def cpu_self() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+def usage_self() -> tuple[float, int, int]:
+    """(CPU seconds, voluntary, involuntary context switches) of this process, all
+    threads including finished ones (getrusage RUSAGE_SELF)."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime, ru.ru_nvcsw, ru.ru_nivcsw
+
+
+def usage_since(u0: tuple[float, int, int]) -> str:
+    """``cpu=.. nvcsw=.. nivcsw=..`` fields: this process's usage since ``u0``."""
+    cpu, vol, invol = usage_self()
+    return f"cpu={cpu - u0[0]:.4f} nvcsw={vol - u0[1]} nivcsw={invol - u0[2]}"
+
+
 def rss_bytes() -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -181,7 +194,7 @@ def role_tcp_rtt(args: argparse.Namespace) -> None:
     view = memoryview(buf)
     while wait_for_go():
         samples = []
-        c0 = cpu_self()
+        u0 = usage_self()
         for _ in range(args.count):
             t0 = time.perf_counter()
             sock.sendall(msg)
@@ -194,7 +207,7 @@ def role_tcp_rtt(args: argparse.Namespace) -> None:
             samples.append(time.perf_counter() - t0)
         out(f"RUN median_us={statistics.median(samples) * 1e6:.2f} "
             f"p99_us={percentile(samples, 0.99) * 1e6:.2f} count={len(samples)} "
-            f"cpu={cpu_self() - c0:.4f}")
+            f"{usage_since(u0)}")
     sock.close()
 
 
@@ -316,6 +329,7 @@ def role_node_server(args: argparse.Namespace) -> None:
     """A Node serving perf, echo (serve_echo) and an idle-stream protocol.
 
     stdin commands: ``stats`` -> ``STATS rss=.. conns=.. ready=.. held=.. cpu=..``,
+    ``usage`` -> ``USAGE cpu=.. nvcsw=.. nivcsw=..`` (getrusage of the process),
     ``gc`` -> ``GC``, ``drop`` -> resets the held idle streams, EOF -> exit.
     """
     raise_nofile()
@@ -324,6 +338,7 @@ def role_node_server(args: argparse.Namespace) -> None:
     limits = Limits(max_inbound_connections=8192,
                     max_streams_per_connection=args.max_streams,
                     max_inbound_streams_per_protocol_per_peer=args.max_streams,
+                    max_inbound_streams_per_peer=args.max_streams,
                     idle_connection_timeout=None)
     listen = "/ip4/127.0.0.1/tcp/0" + ("/ws" if args.transport == "ws" else "")
     node = Node(listen=[listen], muxers=[args.muxer], limits=limits,
@@ -356,10 +371,14 @@ def role_node_server(args: argparse.Namespace) -> None:
             if not line or cmd == "quit":
                 break
             if cmd == "stats":
-                conns = sum(len(v) for v in node._connections.values())
+                conns = len(node.connections())
+                cpu, vol, invol = usage_self()
                 out(f"STATS rss={rss_bytes()} conns={conns} ready={ready[0]} "
-                    f"held={len(held)} cpu={cpu_self():.4f} "
+                    f"held={len(held)} cpu={cpu:.4f} nvcsw={vol} nivcsw={invol} "
                     f"threads={threading.active_count()}")
+            elif cmd == "usage":
+                cpu, vol, invol = usage_self()
+                out(f"USAGE cpu={cpu:.6f} nvcsw={vol} nivcsw={invol}")
             elif cmd == "gc":
                 gc.collect()
                 out("GC")
@@ -421,33 +440,38 @@ def role_node_opens(args: argparse.Namespace) -> None:
         s.close()
     while wait_for_go():
         stop_at = time.perf_counter() + args.seconds
-        counts = [0] * args.threads
+        lat: list[list[float]] = [[] for _ in range(args.threads)]
         errors = [0]
 
         def worker(i: int) -> None:
             ctl = control.clone()
-            while time.perf_counter() < stop_at:
+            mine = lat[i]
+            clock = time.perf_counter
+            while clock() < stop_at:
                 try:
+                    t_open = clock()
                     s = ctl.open_stream(peer, ECHO_PROTOCOL, timeout=10, lazy=args.lazy)
                     s.settimeout(10)
                     s.write(b"x")
                     s.read_exactly(1)
                     s.close()
-                    counts[i] += 1
+                    mine.append(clock() - t_open)
                 except Exception:
                     errors[0] += 1
                     if errors[0] > 1000:
                         return
 
-        c0, t0 = cpu_self(), time.perf_counter()
+        u0, t0 = usage_self(), time.perf_counter()
         threads = [threading.Thread(target=worker, args=(i,)) for i in range(args.threads)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(args.seconds + 30)
         seconds = time.perf_counter() - t0
-        out(f"RUN opens={sum(counts)} seconds={seconds:.6f} cpu={cpu_self() - c0:.4f} "
-            f"errors={errors[0]}")
+        allv = [x for v in lat for x in v]
+        med = statistics.median(allv) * 1e6 if allv else float("nan")
+        out(f"RUN opens={len(allv)} seconds={seconds:.6f} {usage_since(u0)} "
+            f"median_us={med:.1f} errors={errors[0]}")
     os._exit(0)
 
 
@@ -464,7 +488,7 @@ def role_node_rtt(args: argparse.Namespace) -> None:
         stream.read_exactly(args.size)
     while wait_for_go():
         samples = []
-        c0 = cpu_self()
+        u0 = usage_self()
         for _ in range(args.count):
             t0 = time.perf_counter()
             stream.write(msg)
@@ -477,7 +501,7 @@ def role_node_rtt(args: argparse.Namespace) -> None:
             samples.append(time.perf_counter() - t0)
         out(f"RUN median_us={statistics.median(samples) * 1e6:.2f} "
             f"p99_us={percentile(samples, 0.99) * 1e6:.2f} count={len(samples)} "
-            f"cpu={cpu_self() - c0:.4f}")
+            f"{usage_since(u0)}")
     os._exit(0)
 
 
@@ -561,7 +585,7 @@ def role_lean_dial(args: argparse.Namespace) -> None:
                     errors[0] += 1
                     time.sleep(0.001)
 
-        c0, t0 = cpu_self(), time.perf_counter()
+        u0, t0 = usage_self(), time.perf_counter()
         threads = [threading.Thread(target=worker, args=(i,)) for i in range(args.threads)]
         for t in threads:
             t.start()
@@ -571,7 +595,7 @@ def role_lean_dial(args: argparse.Namespace) -> None:
         allv = [x for v in lat for x in v]
         med = statistics.median(allv) * 1e3 if allv else float("nan")
         out(f"RUN handshakes={len(allv)} seconds={seconds:.6f} median_ms={med:.3f} "
-            f"cpu={cpu_self() - c0:.4f} errors={errors[0]}")
+            f"{usage_since(u0)} errors={errors[0]}")
     os._exit(0)
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""libp2p_stream_sync benchmark suite (issue #6): one command, one Markdown table.
+"""libp2p_stream_sync benchmark suite (issues #6, #17): one command, one Markdown table.
 
     python3 bench/run.py                 # everything, a few minutes
     python3 bench/run.py --quick         # smoke version, about a minute
@@ -23,6 +23,10 @@ Benchmarks (names for --only / --skip):
               1-byte echo + close), 1 and 8 threads
   rtt         16-byte round trip on an open echo stream vs raw TCP (two processes)
   handshakes  TCP + Noise + muxer handshakes per second accepted by one node
+  interop_ops stream opens (1 and 8 concurrent openers) and 16-byte round trips with
+              js-libp2p and py-libp2p clients and servers (js<->js, py<->py, ours->js,
+              js->ours, ...) beside ours<->ours, TCP + Noise + yamux, with the CPU per
+              operation of both processes
   scale       1,000 idle connections and 10,000 idle streams: RSS per connection /
               stream in the server process, time to establish them
 """
@@ -46,7 +50,7 @@ from _harness import (BENCH, ROOT, BenchError, Client, Proc, fields, median,  # 
                       spread)
 
 MiB = 1 << 20
-ALL = ("throughput", "interop", "opens", "rtt", "handshakes", "scale")
+ALL = ("throughput", "interop", "opens", "rtt", "handshakes", "interop_ops", "scale")
 
 
 # -- result rows --------------------------------------------------------------------------
@@ -99,8 +103,60 @@ def check_max(row: Row, value: float, target: float, text: str, unit: str = "") 
     return row
 
 
+def per_op(runs: list[dict], key: str, count: str | float, scale: float = 1.0) -> list[float]:
+    """``run[key] / run[count] * scale`` for every run (count: a field name or a number)."""
+    out = []
+    for x in runs:
+        n = x[count] if isinstance(count, str) else count
+        out.append(x[key] / n * scale if n else float("nan"))
+    return out
+
+
+def switches(runs: list[dict], count: str | float, prefix: str = "") -> str:
+    """Context switches per operation of one process: ``V vol + I invol``."""
+    vol = median(per_op(runs, prefix + "nvcsw", count))
+    invol = median(per_op(runs, prefix + "nivcsw", count))
+    return f"{vol:.2f} vol + {invol:.2f} invol"
+
+
+def cost_rows(what: str, op: str, runs: list[dict], count: str | float,
+              target_us: float | None,
+              sides: tuple[str, str] = ("client process", "server process"),
+              apply_target: tuple[bool, bool] = (True, True)) -> list[Row]:
+    """Issue #17 rows: CPU µs per ``op`` of each side, with its context switches."""
+    rows = []
+    for side, prefix, apply in ((sides[0], "", apply_target[0]),
+                                (sides[1], "server_", apply_target[1])):
+        cpu = per_op(runs, prefix + "cpu", count, 1e6)
+        row = Row("17", f"{what}: CPU per {op}, {side}", median(cpu), "µs",
+                  runs=cpu, ref=f"context switches per {op}: "
+                                f"{switches(runs, count, prefix)}")
+        if target_us is not None and apply:
+            check_max(row, row.value, target_us, f"≤ {target_us:,.0f} µs")
+        rows.append(row)
+    return rows
+
+
 #: The stacks measured beside TCP + Noise (transport+security, over yamux).
 STACKS = ("tcp+tls", "ws+noise", "ws+tls")
+
+
+def op_figure(op: str, r: dict) -> float:
+    """interop_ops figure of one run: opens per second, or the round-trip median (µs)."""
+    return r["median_us"] if op == "rtt" else r["opens"] / r["seconds"]
+
+
+def foreign_env(kind: str) -> dict[str, str]:
+    """Environment for a js / py peer process (as tests/interop/peers.py runs them)."""
+    env = dict(os.environ)
+    if kind == "py":  # keep the project's environment out of the py-libp2p venv
+        for var in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE"):
+            env.pop(var, None)
+        env["PYTHONUNBUFFERED"] = "1"
+        env["PYTHONNOUSERSITE"] = "1"
+    else:
+        env.pop("NODE_OPTIONS", None)
+    return env
 
 
 def mbps(r: dict) -> float:
@@ -304,6 +360,107 @@ class Suite:
             "dial, no process start); py-libp2p's `PerfService.measure_performance` times "
             "its own stream open as well. None includes process start.")
 
+    # -- 17: stream opens and round trips against js-libp2p and py-libp2p ----------------------
+    def bench_interop_ops(self) -> None:
+        sys.path.insert(0, str(ROOT / "tests" / "interop"))
+        import peers  # type: ignore
+
+        seconds = 1.0 if self.quick else 2.0
+        count = 500 if self.quick else 2000
+        runs = 1 if self.quick else min(self.runs, 3)
+        ops = {"open1": ("--threads", 1), "open8": ("--threads", 8), "rtt": ()}
+        srv, ma = self.server("node-server", "--muxer", "yamux", "--echo-mode", "serve_echo",
+                              "--echo-threads", 64)
+
+        def ours(op: str, addr: str, server: "Proc | int") -> Client:
+            if op == "rtt":
+                return self.client("node-rtt", "--addr", addr, "--count", count, server=server)
+            return self.client("node-opens", "--addr", addr, *ops[op], "--seconds", seconds,
+                               server=server)
+
+        def theirs(kind: str, op: str, addr: str, server: "Proc | int") -> Client:
+            if op == "rtt":
+                extra = ["rtt", addr, "--count", str(count)]
+            else:
+                extra = ["opens", addr, "--concurrency", op[4:], "--seconds", str(seconds)]
+            proc = Proc(peers.peer_argv(kind) + extra + ["--muxer", "yamux"],
+                        f"{kind}-{op}", env=foreign_env(kind))
+            self.procs.append(proc)
+            return Client(proc, server, ready_timeout=90)
+
+        base = {op: ours(op, ma, srv) for op in ops}
+        for kind in ("js", "py"):
+            try:
+                lp = peers.PeerProcess(kind, "yamux").start()
+            except Exception as exc:  # noqa: BLE001
+                self.notes.append(f"interop_ops: {kind} peer unavailable: {exc}")
+                continue
+            try:
+                pairs = {"ours⇄ours": base,
+                         f"{kind}⇄{kind}": {op: theirs(kind, op, lp.multiaddr, lp.proc.pid)
+                                            for op in ops},
+                         f"ours→{kind}": {op: ours(op, lp.multiaddr, lp.proc.pid)
+                                          for op in ops},
+                         f"{kind}→ours": {op: theirs(kind, op, ma, srv) for op in ops}}
+                for clients in pairs.values():  # no warm-up may overlap a measured run
+                    for c in clients.values():
+                        c.wait_ready()
+                res: dict[tuple[str, str], list[dict]] = {
+                    (p, op): [] for p in pairs for op in ops}
+                for r in range(runs):
+                    for op in ops:
+                        for pair, clients in pairs.items():
+                            res[(pair, op)].append(clients[op].run(seconds + count / 100 + 60))
+                    self.log(f"interop_ops {kind} round {r + 1}/{runs}: " + ", ".join(
+                        f"{p} {op} {op_figure(op, v[-1]):,.0f}" for (p, op), v in res.items()))
+                for pair, clients in pairs.items():
+                    if pair != "ours⇄ours":
+                        for c in clients.values():
+                            c.close()
+            finally:
+                lp.stop()
+            self._interop_ops_rows(kind, res, seconds, count)
+        for c in base.values():
+            c.close()
+        self.cleanup()
+
+    def _interop_ops_rows(self, kind: str, res: dict, seconds: float, count: int) -> None:
+        """Rows for one foreign kind: each op, each pair, ratio to kind⇄kind."""
+        names = {"open1": "stream opens (open + negotiate + 1-byte echo + close), "
+                          "1 opener, TCP + Noise + yamux",
+                 "open8": "stream opens (open + negotiate + 1-byte echo + close), "
+                          "8 concurrent openers, TCP + Noise + yamux",
+                 "rtt": f"16-byte round trip on an open echo stream, median of {count}, "
+                        "TCP + Noise + yamux"}
+        for op, name in names.items():
+            theirs = res[(f"{kind}⇄{kind}", op)]
+            base = median([op_figure(op, x) for x in theirs])
+            for pair in ("ours⇄ours", f"{kind}⇄{kind}", f"ours→{kind}", f"{kind}→ours"):
+                runs = res[(pair, op)]
+                n = "opens" if op != "rtt" else float(count)
+                cli = median(per_op(runs, "cpu", n, 1e6))
+                srv = median(per_op(runs, "server_cpu", n, 1e6))
+                value = median([op_figure(op, x) for x in runs])
+                errs = sum(x.get("errors", 0) for x in runs)
+                row = Row("17", f"{name}: {pair} (client→server)", value,
+                          "µs" if op == "rtt" else "/s",
+                          fmt=",.1f" if op == "rtt" else ",.0f",
+                          runs=[op_figure(op, x) for x in runs],
+                          ref=f"CPU per {'round trip' if op == 'rtt' else 'open'}: client "
+                              f"{cli:,.0f} µs, server {srv:,.0f} µs; switches client "
+                              f"{switches(runs, n)}, server {switches(runs, n, 'server_')}"
+                              + (f"; {errs:.0f} errors" if errs else ""))
+                if pair != f"{kind}⇄{kind}":
+                    q = ratio(value, base)
+                    row.ratio = f"{q:.2f}× {kind}⇄{kind}"
+                if pair == "ours⇄ours":
+                    ahead = q < 1 if op == "rtt" else q > 1
+                    row.target = f"ahead of {kind}⇄{kind}"
+                    if q == q:
+                        row.met = ahead
+                        row.shortfall = f"{q:.2f}× {kind}⇄{kind}"
+                self.rows.append(row)
+
     # -- 4: stream opens -------------------------------------------------------------------------
     def bench_opens(self) -> None:
         seconds = 1.0 if self.quick else 2.0
@@ -316,6 +473,8 @@ class Suite:
                 extra = ("--lazy",) if mode == "lazy" else ()
                 clients[(mode, t)] = self.client("node-opens", "--addr", ma, "--threads", t,
                                                  "--seconds", seconds, *extra, server=srv)
+        for c in clients.values():
+            c.wait_ready()
         res: dict[tuple[str, int], list[dict]] = {k: [] for k in clients}
         for r in range(self.runs):
             for k, c in clients.items():
@@ -348,6 +507,16 @@ class Suite:
                     base = median([x["opens"] / x["seconds"] for x in res[("standard", t)]])
                     row.ratio = f"{ratio(row.value, base):.2f}× standard"
                 self.rows.append(row)
+        for t, target in ((1, 3000), (8, 5000)):
+            runs = res[("standard", t)]
+            what = (f"stream open (open + negotiate + 1-byte echo + close), {t} opener "
+                    f"thread{'s' if t > 1 else ''}, yamux")
+            rates = [x["opens"] / x["seconds"] for x in runs]
+            row = Row("17", f"{what}: opens per second", median(rates), "/s", runs=rates,
+                      ref=f"median open latency {median([x['median_us'] for x in runs]):,.0f}"
+                          f" µs")
+            self.rows.append(check_min(row, target, "/s"))
+            self.rows.extend(cost_rows(what, "open", runs, "opens", 200))
 
     # -- 5: round trip ---------------------------------------------------------------------------
     def bench_rtt(self) -> None:
@@ -356,6 +525,8 @@ class Suite:
         tsrv, port = self.server("tcp-server", "--mode", "echo", expect="PORT")
         ours = self.client("node-rtt", "--addr", ma, "--count", count, server=srv)
         raw = self.client("tcp-rtt", "--port", port, "--count", count, server=tsrv)
+        ours.wait_ready()
+        raw.wait_ready()
         ro, rr = [], []
         for r in range(self.runs):
             ro.append(ours.run(120))
@@ -377,6 +548,17 @@ class Suite:
         self.rows.append(Row("5", "16-byte round trip on an open echo stream, yamux, p99",
                              po, "µs", fmt=",.1f", ref=f"raw TCP p99 {pr:,.1f} µs",
                              ratio=f"{ratio(po, pr):.1f}×"))
+        what = "16-byte round trip on an open echo stream, yamux"
+        row = Row("17", f"{what}: median", mo, "µs", fmt=",.1f",
+                  ref=f"raw TCP median {mr:,.1f} µs", ratio=f"{q:.1f}× raw TCP")
+        self.rows.append(check_max(row, mo, 150, "≤ 150 µs"))
+        both = [(x["cpu"] + x["server_cpu"]) / n * 1e6 for x in ro]
+        row = Row("17", f"{what}: CPU per round trip, client + server process", median(both),
+                  "µs", runs=both, ref=f"raw TCP {cpu_r:,.0f} µs (context switches per "
+                                       f"round trip: client {switches(rr, n)}, server "
+                                       f"{switches(rr, n, 'server_')})")
+        self.rows.append(check_max(row, row.value, 250, "≤ 250 µs (both)"))
+        self.rows.extend(cost_rows(what, "round trip", ro, n, None))
 
     # -- 6: handshakes ---------------------------------------------------------------------------
     def bench_handshakes(self) -> None:
@@ -393,9 +575,9 @@ class Suite:
                                "--seconds", seconds, "--security", security)
                    for _ in range(nproc)]
         for c in clients:
-            c.proc.expect("READY", 60)
-            c._ready = True
+            c.wait_ready()
         rates, lat, srv_cpu, cli_cpu = [], [], [], []
+        per_run: list[dict] = []  # issue #17 figures, in Client.run's keys
         for r in range(self.runs):
             srv.send("stats")
             s0 = fields(srv.expect("STATS", 10))
@@ -414,6 +596,10 @@ class Suite:
             lat.append(median([float(o["median_ms"]) for o in outs]))
             srv_cpu.append((float(s1["cpu"]) - float(s0["cpu"])) / max(1, accepted) * 1e6)
             cli_cpu.append(sum(float(o["cpu"]) for o in outs) / max(1, accepted) * 1e6)
+            per_run.append({"accepted": accepted, **{
+                k: sum(float(o[k]) for o in outs) for k in ("cpu", "nvcsw", "nivcsw")}, **{
+                f"server_{k}": float(s1[k]) - float(s0[k]) for k in ("cpu", "nvcsw", "nivcsw")
+            }})
             self.log(f"{security} handshakes round {r + 1}: {rates[-1]:,.0f}/s accepted "
                      f"(elapsed {elapsed:.1f}s)")
         srv.send("stats")
@@ -429,6 +615,14 @@ class Suite:
                       f"{median(cli_cpu):,.0f} µs/conn; handshake median "
                       f"{median(lat):.1f} ms; server RSS after {rss_after / MiB:,.0f} MiB")
         self.rows.append(check_min(row, 800, "/s") if security == "noise" else row)
+        what = f"handshake (TCP + {name} + yamux), accepted by one node"
+        row = Row("17", f"{what}: connections per second", median(rates), "/s", runs=rates,
+                  ref=f"handshake median {median(lat):.1f} ms (dialer side)")
+        self.rows.append(check_min(row, 1000, "/s") if security == "noise" else row)
+        self.rows.extend(cost_rows(what, "connection", per_run, "accepted", 600,
+                                   sides=(f"{nproc} lean dialer processes together",
+                                          "server process"),
+                                   apply_target=(False, security == "noise")))
 
     # -- 7: scale --------------------------------------------------------------------------------
     def bench_scale(self) -> None:

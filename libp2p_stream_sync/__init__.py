@@ -16,6 +16,7 @@ from .errors import (AlreadyRegistered, DialError, IncompleteReadError,
                      UnsupportedProtocol)
 from .identity import Keypair, PeerId, PublicKey
 from .node import Node
+from .protocols.autonat import Observation, Reachability
 from .protocols.echo import serve_echo
 from .protocols.identify import IdentifyInfo
 from .protocols.perf import PerfResult
@@ -25,8 +26,8 @@ from .transport.circuit import RelayRefused
 
 __all__ = [
     "AlreadyRegistered", "Control", "DialError", "IdentifyInfo", "IncomingStreams",
-    "IncompleteReadError", "Keypair", "Limits", "Node", "OpenStreamError", "PeerId",
-    "PeerMismatchError", "PerfResult", "ProtocolError", "PublicKey", "RelayLimits",
-    "RelayRefused", "Stream",
+    "IncompleteReadError", "Keypair", "Limits", "Node", "Observation", "OpenStreamError",
+    "PeerId", "PeerMismatchError", "PerfResult", "ProtocolError", "PublicKey",
+    "Reachability", "RelayLimits", "RelayRefused", "Stream",
     "StreamProtocol", "UnsupportedProtocol", "__version__", "serve_echo",
 ]

@@ -4,6 +4,8 @@
   QUIC connection's own streams later). The engines implement it without importing it.
 * :class:`ConnectionOwner`: what a connection may call *up* (the node implements it and
   hands it to every connection); the connection imports nothing above itself.
+* :class:`SessionLink`: what a ``muxed.MuxedSession`` (one muxer session's streams)
+  calls on the connection below it, which moves the muxer's input and output.
 * :class:`ByteChannel`: the socket-like object a byte-stream transport hands to the
   upgrade (a TCP socket today; a WebSocket channel next).
 
@@ -122,6 +124,50 @@ class ConnectionOwner(Protocol):
 
     def connection_closed(self, conn: Any, was_open: bool) -> None:
         """The connection is closed (``was_open``: it had finished its upgrade)."""
+
+
+class SessionLink(Protocol):
+    """What a :class:`~libp2p_stream_sync.muxed.MuxedSession` calls on the side below
+    it: the connection that carries the muxer's input and output (a byte-channel
+    ``Connection``; a QUIC connection whose muxer's I/O is datagrams).
+
+    All of it on the reactor thread, except :attr:`bytes_sent`. The session also
+    hands the link to ``Reactor.mark_dirty``: the reactor then calls ``flush()``,
+    which calls the session's ``pull()`` while the session is open and then sends
+    what the muxer has queued.
+    """
+
+    #: The peer does not read what we send: answer nothing more for now.
+    output_paused: bool
+
+    @property
+    def bytes_sent(self) -> int:
+        """*Thread-safe.* Bytes sent so far (what the streams' sent-marks count)."""
+
+    def has_output_room(self) -> bool:
+        """Whether the session may hand the muxer more stream data now."""
+
+    def take_muxer_output(self) -> int:
+        """Move what the muxer has queued toward the network; return the position
+        (in :attr:`bytes_sent` terms) at which that output will have been sent."""
+
+    def interest_changed(self) -> None:
+        """Whether to read input may have changed (backlog, unread data)."""
+
+    def peer_hung_up(self) -> bool:
+        """Whether the peer has gone, seen without reading its input."""
+
+    def input_failed(self, exc: Exception) -> None:
+        """(In an ``except`` block.) Handling the peer's input raised: close."""
+
+    def session_ended(self, error: OSError, cause: BaseException | None) -> None:
+        """The muxer session is over: send its last output if possible, then close."""
+
+    def close(self) -> None:
+        """Close gracefully (the session has been idle too long)."""
+
+    def flush(self) -> None:
+        """Send what is queued (the reactor calls it at the end of a turn)."""
 
 
 class ByteChannel(Protocol):

@@ -85,6 +85,13 @@ class Limits:
     max_stop_handshakes: int = 64
     #: ... and from one relay; more stop streams are reset.
     max_stop_handshakes_per_relay: int = 16
+    #: AutoNAT server (``Node(enable_autonat_server=True)``): requests of one peer
+    #: that we dial back per minute; more are answered ``E_DIAL_REFUSED`` ...
+    max_autonat_dialbacks_per_peer: int = 3
+    #: ... and of all peers together (go-libp2p's defaults: 3 and 30).
+    max_autonat_dialbacks: int = 30
+    #: Seconds one AutoNAT dial-back (all of a request's addresses) may take.
+    autonat_dial_timeout: float = 15.0
 
     def __post_init__(self) -> None:
         for name in _COUNTS:
@@ -126,13 +133,14 @@ _COUNTS = ("max_inbound_connections", "max_outbound_connections",
            "max_inbound_streams",
            "max_negotiation_buffer", "max_connections_per_peer",
            "max_handler_jobs", "max_handler_jobs_per_peer", "max_address_book_peers",
-           "max_stop_handshakes", "max_stop_handshakes_per_relay")
+           "max_stop_handshakes", "max_stop_handshakes_per_relay",
+           "max_autonat_dialbacks_per_peer", "max_autonat_dialbacks")
 #: Counts that must be at least 1.
 _POSITIVE_COUNTS = ("max_connections_per_peer", "max_handler_jobs",
                     "max_inbound_streams_per_peer", "max_inbound_streams",
                     "max_handler_jobs_per_peer", "max_address_book_peers")
 _TIMEOUTS = ("handshake_timeout", "stream_close_timeout", "keepalive_timeout",
-             "negotiation_timeout")
+             "negotiation_timeout", "autonat_dial_timeout")
 _OPTIONAL_TIMEOUTS = ("idle_connection_timeout", "keepalive_interval")
 
 

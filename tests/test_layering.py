@@ -10,7 +10,10 @@ helpers); ``from x import _name`` is never allowed across modules.
 LAYERS changes made by the untangle step: ``read_pressure`` (a connection's read
 back-pressure policy, split out of ``connection``) sits in the connection's layer; the
 new ``interfaces``, ``registry``, ``engines.upgrade`` and ``transport`` modules use the
-entries that were reserved for them.
+entries that were reserved for them. Splitting ``connection`` (#13) added, in the same
+layer, ``muxed`` (the muxer-facing ``MuxedSession``) and its helpers ``stream_table``,
+``negotiation``, ``muxed_output``, ``collect``, ``stream_calls``, plus ``channel_io``
+and ``session_connection``.
 """
 
 from __future__ import annotations
@@ -26,14 +29,17 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "libp2p_stream_sync"
 #: Module (dotted, relative to the package) or package prefix -> layer. The longest
 #: matching prefix decides.
 LAYERS: dict[str, int] = {
-    "_version": 0, "errors": 0, "timeouts": 0, "futures": 0, "limits": 0,
+    "_version": 0, "errors": 0, "timeouts": 0, "futures": 0, "limits": 0, "ipscope": 0,
     "logthrottle": 0, "budget": 0,
     "codec": 1,
     "identity": 2,
     "engines": 3,
     "reactor": 4, "interfaces": 4,
     "transport": 5, "stream": 5, "connection": 5, "muxed": 5, "upgrade": 5,
-    "addressbook": 5, "registry": 5, "read_pressure": 5,
+    "muxed_output": 5, "negotiation": 5, "collect": 5, "stream_calls": 5,
+    "stream_table": 5, "channel_io": 5, "session_connection": 5,
+    "addressbook": 5, "registry": 5, "read_pressure": 5, "stream_buffers": 5,
+    "conntable": 5, "node_owner": 5, "workers": 5, "dialer": 5, "listeners": 5,
     "control": 6,
     "protocols": 7,
     "node": 8,

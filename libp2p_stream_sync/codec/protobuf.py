@@ -22,14 +22,15 @@ from .varint import decode_uvarint, encode_uvarint
 
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 _KIND_WIRE_TYPE = {"uint": _VARINT, "bool": _VARINT, "bytes": _LEN, "string": _LEN,
-                   "message": _LEN}
+                   "message": _LEN, "fixed64": _I64}
 #: Protobuf varints may take 10 bytes (a full uint64) and need not be minimal.
 _PB_VARINT_MAX = 10
 
 
 @dataclass(frozen=True)
 class Field:
-    """One field of a message: number, name, kind (uint, bool, bytes, string, message)."""
+    """One field of a message: number, name, kind (uint, bool, bytes, string, message,
+    fixed64)."""
 
     number: int
     name: str
@@ -65,6 +66,10 @@ def _encode_value(f: Field, value: Any) -> bytes:
         return encode_uvarint(value)
     if f.kind == "bool":
         return b"\x01" if value else b"\x00"
+    if f.kind == "fixed64":
+        if not isinstance(value, int) or not 0 <= value < 1 << 64:
+            raise ValueError(f"field {f.name}: expected an unsigned 64-bit int")
+        return value.to_bytes(8, "little")
     if f.kind == "string":
         raw = value.encode("utf-8")
     elif f.kind == "message":
@@ -154,7 +159,7 @@ def decode(schema: Schema, data: bytes | bytearray | memoryview, *,
             continue
         if wire_type != _KIND_WIRE_TYPE[f.kind]:
             raise DecodeError(f"{schema.name}.{f.name}: wrong wire type {wire_type}")
-        if f.kind == "uint":
+        if f.kind in ("uint", "fixed64"):
             value: Any = raw
         elif f.kind == "bool":
             value = bool(raw)

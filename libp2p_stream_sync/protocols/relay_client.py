@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
 
 from multiaddr import Multiaddr
 
@@ -31,10 +31,12 @@ from ..identity.envelope import InvalidEnvelope, open_voucher
 from ..logthrottle import LogThrottle
 from ..timeouts import check_timeout, deadline_after, step_timeout
 from ..transport.circuit import CircuitTransport, RelayRefused, new_pump
+from ..transport.tcp import to_multiaddr
 from .relay_io import ReadOneMessage, send, send_and_close
 
 if TYPE_CHECKING:
     from ..connection import Connection
+    from ..limits import Limits
     from ..stream import Stream
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,7 @@ class ClientHost(Protocol):
     """What the relay client needs of its node (public ``Node`` methods)."""
 
     peer_id: PeerId
+    limits: "Limits"
     on_protocols_changed: list[Callable[[], None]]
 
     @property
@@ -93,7 +96,10 @@ class ClientHost(Protocol):
     def serve_on_reactor(self, protocol: str,
                          handler: Callable[["Connection", "Stream"], None]) -> None: ...
 
-    def accept_channel(self, transport: Any, channel: Any, remote_addr: tuple) -> None: ...
+
+#: ``accept(transport, channel, remote_addr)``, reactor: upgrade an inbound relayed
+#: channel as a listener's accepted socket is (``Listeners.accepted``).
+AcceptChannel = Callable[[Any, Any, tuple], None]
 
 
 @dataclass
@@ -114,18 +120,19 @@ class RelayClient:
     """Our reservations on relays and their refreshing (module docstring)."""
 
     def __init__(self, host: ClientHost, transport: CircuitTransport,
-                 max_stop_handshakes: int = 64, max_stop_handshakes_per_relay: int = 16
-                 ) -> None:
-        """Serves the stop protocol on ``host`` for circuits of ``transport``, at most
-        ``max_stop_handshakes`` under way (``..._per_relay`` per relay)."""
+                 accept: AcceptChannel) -> None:
+        """Serves the stop protocol on ``host`` for circuits of ``transport`` (at most
+        ``Limits.max_stop_handshakes`` under way, ``..._per_relay`` per relay); the
+        relayed connections go to ``accept``."""
         self._host = host
         self._lock = threading.Lock()
         self._held: dict[PeerId, _Held] = {}
         #: Called (on a worker or the reactor thread) with the relay's id when a
         #: reservation ended without a successful refresh.
         self.on_reservation_lost: list[Callable[[PeerId], None]] = []
-        self.stop_handler = StopHandler(host, transport, self, max_stop_handshakes,
-                                        max_stop_handshakes_per_relay)
+        self.stop_handler = StopHandler(host, transport, self, accept,
+                                        host.limits.max_stop_handshakes,
+                                        host.limits.max_stop_handshakes_per_relay)
 
     # -- public API ------------------------------------------------------------------------
     def reserve(self, relay: PeerLike, timeout: float | None = 10.0, *,
@@ -177,6 +184,26 @@ class RelayClient:
     def circuit_addrs(self) -> list[Multiaddr]:
         """Our addresses through the relays we hold slots on."""
         return [addr for r in self.reservations() for addr in r.circuit_addrs]
+
+    @staticmethod
+    def checked_relays(relays: Iterable[Any], parse: Callable[[Any], Any]
+                       ) -> list[Multiaddr]:
+        """``Node(relays=...)``, checked: dialable multiaddrs (``parse`` is the
+        dialer's ``target_of``) that name their peer, else ValueError."""
+        checked = []
+        for relay in relays:
+            ma = to_multiaddr(relay)
+            target = parse(ma)
+            if isinstance(target, PeerId) or target.peer_id is None:
+                raise ValueError(f"relay address {ma} names no peer: "
+                                 f"end it in /p2p/<relay id>")
+            checked.append(ma)
+        return checked
+
+    def keep_trying_all(self, relays: Iterable[PeerLike]) -> None:
+        """:meth:`keep_trying` each of ``relays``."""
+        for relay in relays:
+            self.keep_trying(relay)
 
     def keep_trying(self, relay: PeerLike, retry_after: float = 30.0) -> None:
         """Reserve on ``relay`` in the background and keep the slot; on failure try
@@ -395,11 +422,13 @@ class StopHandler:
     ``max_pending`` handshakes at once, ``max_pending_per_relay`` per relay
     (``Limits.max_stop_handshakes``, ``max_stop_handshakes_per_relay``)."""
 
-    def __init__(self, host: ClientHost, transport: CircuitTransport,
-                 client: RelayClient, max_pending: int, max_pending_per_relay: int) -> None:
-        """Registers the stop protocol on ``host``."""
+    def __init__(self, host: ClientHost, transport: CircuitTransport, client: RelayClient,
+                 accept: AcceptChannel, max_pending: int, max_pending_per_relay: int
+                 ) -> None:
+        """Serves the stop protocol on ``host`` (from the first :meth:`serve`)."""
         self._host = host
         self._transport = transport
+        self._accept = accept
         self._client = client
         self._pending = BoundedCounts(max_pending, max_pending_per_relay)
         self._refusals = LogThrottle()
@@ -463,4 +492,4 @@ class StopHandler:
         channel.limit = request.limit
         pump.attach(stream, conn, rest)
         log.debug("relay %s: accepting a relayed connection from %s", relay, src)
-        self._host.accept_channel(self._transport, channel, (str(relay), str(src)))
+        self._accept(self._transport, channel, (str(relay), str(src)))

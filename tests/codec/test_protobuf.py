@@ -101,3 +101,14 @@ def test_arbitrary_bytes_only_raise_decode_error(data):
         decode(MSG, data)
     except DecodeError:
         pass
+
+
+def test_fixed64_fields_round_trip_little_endian():
+    schema = Schema("DialBack", [Field(1, "nonce", "fixed64")])
+    raw = encode(schema, {"nonce": 0x0102030405060708})
+    assert raw == b"\x09" + bytes.fromhex("0807060504030201")
+    assert decode(schema, raw) == {"nonce": 0x0102030405060708}
+    with pytest.raises(ValueError):
+        encode(schema, {"nonce": 1 << 64})
+    with pytest.raises(DecodeError):
+        decode(schema, b"\x08\x01")  # a varint where fixed64 belongs

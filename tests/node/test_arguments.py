@@ -245,7 +245,7 @@ def test_reactor_survives_a_timer_at_infinity(make_node):
 
 # -- a failed call leaves nothing running --------------------------------------------------
 def test_open_stream_interrupted_after_hand_off_resets_the_stream(make_node, monkeypatch):
-    import libp2p_stream_sync.node as node_module
+    import libp2p_stream_sync.dialer as dialer_module
 
     server = make_node()
     incoming = server.new_control().accept(ECHO)
@@ -256,7 +256,7 @@ def test_open_stream_interrupted_after_hand_off_resets_the_stream(make_node, mon
         future.result(5)  # the stream is open on both sides...
         raise KeyboardInterrupt  # ... when Ctrl-C reaches the caller
 
-    monkeypatch.setattr(node_module, "wait", interrupted_wait)
+    monkeypatch.setattr(dialer_module, "wait", interrupted_wait)
     with pytest.raises(KeyboardInterrupt):
         client.new_control().open_stream(server.peer_id, ECHO, timeout=5)
     _, remote = incoming.get(timeout=5)

@@ -94,9 +94,9 @@ def test_a_closed_stream_the_remote_never_finishes_is_reset(make_node):
     stream.close()  # the server never closes its side
     conn = client.connections(server.peer_id)[0]
     deadline = time.monotonic() + 3
-    while conn._streams and time.monotonic() < deadline:
+    while conn.session.streams and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert not conn._streams
+    assert not conn.session.streams
     time.sleep(0.2)
     with pytest.raises(ConnectionResetError):  # the server saw the reset
         accepted.write(b"late")

@@ -256,7 +256,7 @@ def test_a_read_blocked_when_the_local_node_closes_says_closed_locally(pair):
 def test_read_after_close_raises_ebadf(pair):
     _, _, stream, accepted = pair()
     accepted.write(b"unread")
-    assert wait_until(lambda: stream._recv_len == 6)
+    assert wait_until(lambda: stream.unread_bytes == 6)
     stream.close()
     with pytest.raises(OSError) as info:
         stream.read()

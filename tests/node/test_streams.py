@@ -221,7 +221,7 @@ def test_open_times_out_when_remote_never_answers_negotiation(make_node):
     server = make_node()
     client = make_node(listen=[])
     conn = connect(client, server)
-    conn._on_inbound_stream = lambda sid: None  # the server ignores new streams
+    conn.session.on_inbound_stream = lambda sid: None  # the server ignores new streams
     start = time.monotonic()
     with pytest.raises(OpenStreamError) as info:
         client.new_control().open_stream(server.peer_id, "/echo/1.0.0", timeout=0.5)
@@ -390,7 +390,7 @@ def test_opens_beyond_the_yamux_ack_backlog_wait_for_acks(make_node):
     server_conn = connect(client, server)
     client.wait_identified(server.peer_id)  # its identify stream must not count below
     ignored = []
-    server_conn._on_inbound_stream = ignored.append  # never ACKs: the backlog fills
+    server_conn.session.on_inbound_stream = ignored.append  # never ACKs: the backlog fills
     control = client.new_control()
     errors = []
 
@@ -406,7 +406,7 @@ def test_opens_beyond_the_yamux_ack_backlog_wait_for_acks(make_node):
         probe: Future = Future()
         client.reactor.call_soon(
             lambda: probe.set_result((conn._muxer.outbound_unacked,
-                                      len(conn._deferred_opens))))
+                                      len(conn.session.negotiations.deferred))))
         return probe.result(5)
 
     threads = [threading.Thread(target=opener) for _ in range(300)]

@@ -58,7 +58,7 @@ class Budget:
         assert wait_until(lambda: node_threads() <= self.threads + 4, 5), \
             f"threads grew from {self.threads} to {node_threads()}: " \
             f"{[t.name for t in threading.enumerate()]}"
-        assert handler_threads() <= sum(n._max_handler_threads for n in (g.server, g.good))
+        assert handler_threads() <= sum(n._workers.max_threads for n in (g.server, g.good))
         assert wait_until(lambda: fd_count() <= self.fds + 4, 5), \
             f"fds grew from {self.fds} to {fd_count()}"
         assert rss_bytes() - self.rss < rss_slack, \

@@ -119,7 +119,8 @@ def test_10000_streams_without_leaks(make_node):
         assert node_tables(node)["connections"] == 1
     conn = server.connections(client.peer_id)[0]
     assert conn._muxer.stream_count <= 1, conn._muxer.stream_count
-    assert not conn._to_flush and not conn._window_blocked and not conn._streams
+    assert not conn.session.to_flush and not conn.session.window_blocked \
+        and not conn.session.streams
     assert wait_until(lambda: fd_count() <= fds + 2, 5)
     assert wait_until(lambda: _threads() <= threads + 2, 5)
     assert echo.served >= STREAMS

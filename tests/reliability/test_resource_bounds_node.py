@@ -93,9 +93,9 @@ def test_one_peer_gets_only_its_share_of_handler_jobs(make_node):
     assert held
     result = good.perf(server.peer_id, 10_000, 10_000, timeout=HONEST_DEADLINE)
     assert result.download_bytes == 10_000
-    assert server._jobs_per_peer.get(attacker.peer_id) == Limits().max_handler_jobs_per_peer
+    assert server._workers.jobs_of(attacker.peer_id) == Limits().max_handler_jobs_per_peer
     attacker.close()
-    assert wait_until(lambda: server._jobs == 0, 3)  # the attacker's jobs ended with it
+    assert wait_until(lambda: server._workers.jobs == 0, 3)  # the attacker's jobs ended with it
     assert good.perf(server.peer_id, 1000, 1000, timeout=HONEST_DEADLINE)
     echo.close()
 

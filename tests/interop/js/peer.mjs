@@ -3,7 +3,8 @@
 //
 // Command-line contract (same as ../py/peer.py):
 //
-//   listen --muxer yamux|mplex [--perf] [--timeout S]
+//   listen --muxer yamux|mplex [--perf] [--autonat] [--timeout S]
+//       (--autonat: also serve @libp2p/autonat's /libp2p/autonat/1.0.0.)
 //       Listen on /ip4/127.0.0.1/tcp/0 (the chosen security + muxer), print
 //       exactly one line "LISTEN <multiaddr>/p2p/<peerid>" and serve
 //       /echo/1.0.0, /ipfs/ping/1.0.0, identify and /perf/1.0.0 until stdin
@@ -14,6 +15,16 @@
 //   id   <ma> --muxer M
 //   perf <ma> --muxer M --upload N --download M
 //   open <ma> --muxer M --protocol P
+//   opens <ma> --muxer M [--concurrency K] [--seconds S]     (bench/run.py)
+//   rtt   <ma> --muxer M [--count N] [--size B]              (bench/run.py)
+//
+// opens and rtt speak bench/run.py's line protocol instead of printing one
+// result line: after dialing and a warm-up they print "READY" and wait for a
+// line on stdin; "go" runs one measurement and prints "RUN key=value ..."
+// (then READY again), "quit" or EOF ends. opens: K concurrent loops of open
+// /echo/1.0.0 + write 1 byte + read it back + close for S seconds; rtt: N
+// round trips of B bytes on one open echo stream. Both report their own
+// process's CPU and context switches (process.resourceUsage()) for the run.
 //
 // Circuit relay v2 (@libp2p/circuit-relay-v2): `listen --relay` also serves
 // the hop protocol (a relay with js's default limits); `listen --via <relay
@@ -60,6 +71,7 @@ const { mplex } = await import('@libp2p/mplex')
 const { identify } = await import('@libp2p/identify')
 const { ping } = await import('@libp2p/ping')
 const { circuitRelayServer, circuitRelayTransport } = await import('@libp2p/circuit-relay-v2')
+const { autoNAT } = await import('@libp2p/autonat')
 const { multiaddr } = await import('@multiformats/multiaddr')
 const { peerIdFromString } = await import('@libp2p/peer-id')
 const crypto = await import('node:crypto')
@@ -102,12 +114,14 @@ function finish (code, line) {
 // --------------------------------- args ----------------------------------
 
 const USAGE = `usage (every command also takes --transport tcp|ws|quic --security noise|tls):
-  peer.mjs listen --muxer yamux|mplex [--perf] [--timeout S]
+  peer.mjs listen --muxer yamux|mplex [--perf] [--autonat] [--timeout S]
   peer.mjs echo <multiaddr> --muxer M --bytes N --streams K [--lockstep] [--chunk C] [--timeout S]
   peer.mjs ping <multiaddr> --muxer M [--timeout S]
   peer.mjs id   <multiaddr> --muxer M [--timeout S]
   peer.mjs perf <multiaddr> --muxer M --upload N --download M [--timeout S]
   peer.mjs open <multiaddr> --muxer M --protocol P [--timeout S]
+  peer.mjs opens <multiaddr> --muxer M [--concurrency K] [--seconds S]
+  peer.mjs rtt <multiaddr> --muxer M [--count N] [--size B]
   listen also takes --relay (serve circuit relay v2) or --via <relay multiaddr>`
 
 function usage (msg) {
@@ -117,16 +131,17 @@ function usage (msg) {
 
 function parseArgs (argv) {
   const cmd = argv[0]
-  const commands = ['listen', 'echo', 'ping', 'id', 'perf', 'open']
+  const commands = ['listen', 'echo', 'ping', 'id', 'perf', 'open', 'opens', 'rtt']
   if (!commands.includes(cmd)) usage(`unknown command ${cmd}`)
-  const flags = { lockstep: false, perf: false, relay: false }
+  const flags = { lockstep: false, perf: false, relay: false, autonat: false }
   const positional = []
-  const valued = new Set(['--muxer', '--bytes', '--streams', '--chunk', '--upload', '--download', '--protocol', '--timeout', '--transport', '--security', '--via'])
+  const valued = new Set(['--muxer', '--bytes', '--streams', '--chunk', '--upload', '--download', '--protocol', '--timeout', '--transport', '--security', '--via', '--concurrency', '--seconds', '--count', '--size'])
   for (let i = 1; i < argv.length; i++) {
     const a = argv[i]
     if (a === '--lockstep') flags.lockstep = true
     else if (a === '--perf') flags.perf = true
     else if (a === '--relay') flags.relay = true
+    else if (a === '--autonat') flags.autonat = true
     else if (valued.has(a)) {
       if (i + 1 >= argv.length) usage(`${a} needs a value`)
       flags[a.slice(2)] = argv[++i]
@@ -149,13 +164,14 @@ function parseArgs (argv) {
   if (!(args.transport in TRANSPORTS)) usage('--transport must be tcp, ws or quic')
   args.security = flags.security ?? 'noise'
   if (!(args.security in SECURITY)) usage('--security must be noise or tls')
-  const t = Number(flags.timeout ?? (cmd === 'listen' ? 0 : 60))
+  const t = Number(flags.timeout ?? (['listen', 'opens', 'rtt'].includes(cmd) ? 0 : 60))
   if (!Number.isFinite(t) || t < 0) usage('--timeout must be a number of seconds')
   args.timeout = t
   if (cmd === 'listen') {
     if (positional.length !== 0) usage('listen takes no positional arguments')
     args.relay = flags.relay
     args.via = flags.via
+    args.autonat = flags.autonat
     return args
   }
   if (positional.length !== 1) usage(`${cmd} needs exactly one multiaddr`)
@@ -171,6 +187,13 @@ function parseArgs (argv) {
   } else if (cmd === 'open') {
     if (flags.protocol == null) usage('--protocol is required for open')
     args.protocol = flags.protocol
+  } else if (cmd === 'opens') {
+    args.concurrency = Math.max(1, int('concurrency', 1))
+    args.seconds = Number(flags.seconds ?? 2)
+    if (!(args.seconds > 0)) usage('--seconds must be a positive number')
+  } else if (cmd === 'rtt') {
+    args.count = Math.max(1, int('count', 2000))
+    args.size = Math.max(1, int('size', 16))
   }
   return args
 }
@@ -185,6 +208,7 @@ async function makeNode (args, listen) {
   const circuit = args.via != null || (args.multiaddr ?? '').includes('/p2p-circuit')
   const services = { identify: identify(), ping: ping() }
   if (args.relay) services.relay = circuitRelayServer()
+  if (args.autonat) services.autonat = autoNAT()
   return createLibp2p({
     addresses: { listen: listenAddrs },
     // Exactly one transport, security and muxer (QUIC uses neither of the
@@ -455,7 +479,174 @@ async function cmdOpen (node, conn, args) {
   return 'OK open'
 }
 
-const COMMANDS = { echo: cmdEcho, ping: cmdPing, id: cmdId, perf: cmdPerf, open: cmdOpen }
+// ------------------------- bench commands (bench/run.py) -------------------
+
+// Lines from stdin, one at a time (null at EOF).
+function stdinLines () {
+  const pending = []
+  const waiters = []
+  let buffered = ''
+  let ended = false
+  const deliver = (line) => {
+    const w = waiters.shift()
+    if (w != null) w(line)
+    else pending.push(line)
+  }
+  process.stdin.setEncoding('utf8')
+  process.stdin.on('data', (d) => {
+    buffered += d
+    let i
+    while ((i = buffered.indexOf('\n')) >= 0) {
+      deliver(buffered.slice(0, i).trim())
+      buffered = buffered.slice(i + 1)
+    }
+  })
+  const end = () => { if (!ended) { ended = true; deliver(null) } }
+  process.stdin.on('end', end)
+  process.stdin.on('close', end)
+  return () => pending.length > 0 ? Promise.resolve(pending.shift()) : new Promise(resolve => waiters.push(resolve))
+}
+
+// "cpu=.. nvcsw=.. nivcsw=.." since the resourceUsage() sample u0.
+function usageSince (u0) {
+  const u = process.resourceUsage()
+  const cpu = (u.userCPUTime + u.systemCPUTime - u0.userCPUTime - u0.systemCPUTime) / 1e6
+  return `cpu=${cpu.toFixed(4)} nvcsw=${u.voluntaryContextSwitches - u0.voluntaryContextSwitches} ` +
+    `nivcsw=${u.involuntaryContextSwitches - u0.involuntaryContextSwitches}`
+}
+
+function median (values) {
+  if (values.length === 0) return NaN
+  const s = [...values].sort((a, b) => a - b)
+  const m = s.length >> 1
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2
+}
+
+function percentile (values, q) {
+  if (values.length === 0) return NaN
+  const s = [...values].sort((a, b) => a - b)
+  return s[Math.min(s.length - 1, Math.max(0, Math.round(q * (s.length - 1))))]
+}
+
+const ONE_BYTE = new Uint8Array([120])
+
+// Open /echo/1.0.0, write one byte, read it back, close.
+async function openEchoOnce (conn) {
+  const stream = await newStream(conn, ECHO_PROTOCOL)
+  try {
+    let got = 0
+    await Promise.all([
+      stream.sink([ONE_BYTE]),
+      (async () => { for await (const c of stream.source) got += c.byteLength })()
+    ])
+    if (got !== 1) throw new Error(`open: echoed ${got} bytes instead of 1`)
+  } catch (e) {
+    stream.abort(e)
+    throw e
+  }
+  await stream.close().catch(() => {})
+}
+
+// A stream kept open for lockstep round trips: roundTrip(msg) resolves when
+// msg.length bytes have come back.
+function lockstepStream (stream) {
+  let wakeWriter = null
+  const outbox = []
+  let received = 0
+  let want = 0
+  let wakeReader = null
+  let failed = null
+  const sink = stream.sink((async function * () {
+    while (true) {
+      while (outbox.length === 0) await new Promise(resolve => { wakeWriter = resolve })
+      const m = outbox.shift()
+      if (m == null) return
+      yield m
+    }
+  })()).catch(e => { failed = e; if (wakeReader != null) wakeReader() })
+  const reader = (async () => {
+    try {
+      for await (const c of stream.source) {
+        received += c.byteLength
+        if (received >= want && wakeReader != null) { const w = wakeReader; wakeReader = null; w() }
+      }
+    } catch (e) { failed = e }
+    failed = failed ?? new Error('echo stream ended')
+    if (wakeReader != null) wakeReader()
+  })()
+  const push = (m) => { outbox.push(m); if (wakeWriter != null) { const w = wakeWriter; wakeWriter = null; w() } }
+  return {
+    async roundTrip (msg) {
+      want += msg.length
+      const done = new Promise(resolve => { wakeReader = resolve })
+      push(msg)
+      if (received < want) await done
+      else wakeReader = null
+      if (received < want) throw failed ?? new Error('echo stream ended')
+    },
+    async close () { push(null); await sink; await stream.close().catch(() => {}); await reader }
+  }
+}
+
+async function benchLoop (nextLine, runOnce) {
+  while (true) {
+    out('READY')
+    const line = await nextLine()
+    if (line !== 'go') return
+    out(await runOnce())
+  }
+}
+
+async function cmdOpens (node, conn, args) {
+  const nextLine = stdinLines()
+  for (let i = 0; i < 50; i++) await openEchoOnce(conn) // warm-up
+  await benchLoop(nextLine, async () => {
+    const lat = []
+    let errors = 0
+    const u0 = process.resourceUsage()
+    const t0 = performance.now()
+    const stopAt = t0 + args.seconds * 1000
+    const loop = async () => {
+      while (performance.now() < stopAt) {
+        const t = performance.now()
+        try {
+          await openEchoOnce(conn)
+          lat.push(performance.now() - t)
+        } catch (e) {
+          if (++errors === 1) err(`opens: ${oneLine(e)}`)
+          if (errors > 1000) return
+        }
+      }
+    }
+    await Promise.all(Array.from({ length: args.concurrency }, loop))
+    const secs = (performance.now() - t0) / 1000
+    return `RUN opens=${lat.length} seconds=${secs.toFixed(6)} ${usageSince(u0)} ` +
+      `median_us=${(median(lat) * 1000).toFixed(1)} errors=${errors}`
+  })
+  return 'OK opens'
+}
+
+async function cmdRtt (node, conn, args) {
+  const nextLine = stdinLines()
+  const lock = lockstepStream(await newStream(conn, ECHO_PROTOCOL))
+  const msg = new Uint8Array(args.size).fill(120)
+  for (let i = 0; i < 200; i++) await lock.roundTrip(msg) // warm-up
+  await benchLoop(nextLine, async () => {
+    const samples = []
+    const u0 = process.resourceUsage()
+    for (let i = 0; i < args.count; i++) {
+      const t = performance.now()
+      await lock.roundTrip(msg)
+      samples.push((performance.now() - t) * 1000)
+    }
+    return `RUN median_us=${median(samples).toFixed(2)} p99_us=${percentile(samples, 0.99).toFixed(2)} ` +
+      `count=${samples.length} ${usageSince(u0)}`
+  })
+  await lock.close()
+  return 'OK rtt'
+}
+
+const COMMANDS = { echo: cmdEcho, ping: cmdPing, id: cmdId, perf: cmdPerf, open: cmdOpen, opens: cmdOpens, rtt: cmdRtt }
 
 async function runClient (args) {
   let ma, expected

@@ -4,7 +4,8 @@
 Runs in its own virtual environment (see tests/interop/peers.py), never in the
 project's environment.  Command-line contract (same as ../js/peer.mjs):
 
-  listen --muxer yamux|mplex [--perf] [--timeout S]
+  listen --muxer yamux|mplex [--perf] [--autonat] [--timeout S]
+      (--autonat: also serve py-libp2p's /libp2p/autonat/1.0.0.)
       Listen on /ip4/127.0.0.1/tcp/0 (the chosen security + muxer), print
       exactly one line "LISTEN <multiaddr>/p2p/<peerid>" and serve
       /echo/1.0.0, /ipfs/ping/1.0.0, identify and /perf/1.0.0 until stdin
@@ -15,6 +16,18 @@ project's environment.  Command-line contract (same as ../js/peer.mjs):
   id   <ma> --muxer M
   perf <ma> --muxer M --upload N --download M
   open <ma> --muxer M --protocol P
+  autonat <ma> --muxer M   (asks the listener to dial us back; prints
+      "OK autonat status=<ResponseStatus> addr=<multiaddr or ->")
+  opens <ma> --muxer M [--concurrency K] [--seconds S]     (bench/run.py)
+  rtt   <ma> --muxer M [--count N] [--size B]              (bench/run.py)
+
+opens and rtt speak bench/run.py's line protocol instead of printing one
+result line: after dialing and a warm-up they print "READY" and wait for a
+line on stdin; "go" runs one measurement and prints "RUN key=value ..." (then
+READY again), "quit" or EOF ends. opens: K concurrent tasks looping over open
+/echo/1.0.0 + write 1 byte + read it back + close for S seconds; rtt: N round
+trips of B bytes on one open echo stream. Both report their own process's CPU
+and context switches (getrusage) for the run.
 
 Every command also takes --transport tcp|ws|quic (default tcp; listen then
 uses /ip4/127.0.0.1/tcp/0/ws or /ip4/127.0.0.1/udp/0/quic-v1) and
@@ -96,11 +109,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     sp.add_argument("--relay", action="store_true", help="serve circuit relay v2 (hop)")
     sp.add_argument("--via", default=None,
                     help="reserve a slot on this relay and listen through it")
+    sp.add_argument("--autonat", action="store_true",
+                    help="also serve /libp2p/autonat/1.0.0 (py-libp2p's AutoNATService)")
 
-    for name in ("echo", "ping", "id", "perf", "open"):
+    for name in ("echo", "ping", "id", "perf", "open", "autonat", "opens", "rtt"):
         sp = sub.add_parser(name)
         sp.add_argument("multiaddr")
-        common(sp, 60.0)
+        common(sp, 0.0 if name in ("opens", "rtt") else 60.0)
         if name == "echo":
             sp.add_argument("--bytes", type=int, required=True)
             sp.add_argument("--streams", type=int, default=1)
@@ -114,6 +129,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             sp.add_argument("--download", type=int, required=True)
         elif name == "open":
             sp.add_argument("--protocol", required=True)
+        elif name == "opens":
+            sp.add_argument("--concurrency", type=int, default=1)
+            sp.add_argument("--seconds", type=float, default=2.0)
+        elif name == "rtt":
+            sp.add_argument("--count", type=int, default=2000)
+            sp.add_argument("--size", type=int, default=16)
     return p.parse_args(argv)
 
 
@@ -282,6 +303,9 @@ async def run_listen(args: argparse.Namespace) -> int:
             await stack.enter_async_context(background_trio_service(relay))
             await relay.event_started.wait()
         host.set_stream_handler(ECHO_PROTOCOL, echo_handler)
+        if args.autonat:
+            from libp2p.host.autonat.autonat import AutoNATService
+            AutoNATService(host, serve=True)
         perf = PerfService(host)
         await perf.start()
         pattern = LISTEN_PATTERNS[args.transport]
@@ -490,8 +514,121 @@ async def cmd_open(host, peer_id, args) -> str:
     return "OK open"
 
 
+async def cmd_autonat(host, peer_id, args) -> str:
+    """Ask the listener to dial us back (py-libp2p's AutoNAT v1 client)."""
+    import multiaddr
+    from libp2p.host.autonat.autonat import AutoNATService
+    from libp2p.host.autonat.pb.autonat_pb2 import Message
+
+    service = AutoNATService(host, serve=False)
+    status, addr = await service.query_server(peer_id)
+    reached = str(multiaddr.Multiaddr(addr)) if addr else "-"
+    return f"OK autonat status={Message.ResponseStatus.Name(status)} addr={reached}"
+
+
+# ---------------------- bench commands (bench/run.py) ----------------------
+
+def usage_self() -> tuple[float, int, int]:
+    import resource
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime, ru.ru_nvcsw, ru.ru_nivcsw
+
+
+def usage_since(u0: tuple[float, int, int]) -> str:
+    cpu, vol, invol = usage_self()
+    return f"cpu={cpu - u0[0]:.4f} nvcsw={vol - u0[1]} nivcsw={invol - u0[2]}"
+
+
+async def bench_loop(run_once) -> None:
+    """READY / go / RUN until stdin says anything else or closes."""
+    import trio
+    while True:
+        out("READY")
+        line = await trio.to_thread.run_sync(sys.stdin.readline)
+        if line.strip() != "go":
+            return
+        out(await run_once())
+
+
+async def open_echo_once(host, peer_id) -> None:
+    stream = await new_stream(host, peer_id, ECHO_PROTOCOL)
+    try:
+        await stream.write(b"x")
+        await read_exactly(stream, 1)
+        await stream.close()
+    except BaseException:
+        await stream.reset()
+        raise
+
+
+async def cmd_opens(host, peer_id, args) -> str:
+    import statistics
+    import trio
+
+    for _ in range(50):  # warm-up
+        await open_echo_once(host, peer_id)
+
+    async def run_once() -> str:
+        lat: list[float] = []
+        errors = [0]
+        u0, t0 = usage_self(), time.perf_counter()
+        stop_at = t0 + args.seconds
+
+        async def loop() -> None:
+            while time.perf_counter() < stop_at:
+                t = time.perf_counter()
+                try:
+                    await open_echo_once(host, peer_id)
+                    lat.append(time.perf_counter() - t)
+                except Exception as exc:  # noqa: BLE001
+                    errors[0] += 1
+                    if errors[0] == 1:
+                        err(f"opens: {one_line(exc)}")
+                    if errors[0] > 1000:
+                        return
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(max(1, args.concurrency)):
+                nursery.start_soon(loop)
+        secs = time.perf_counter() - t0
+        med = statistics.median(lat) * 1e6 if lat else float("nan")
+        return (f"RUN opens={len(lat)} seconds={secs:.6f} {usage_since(u0)} "
+                f"median_us={med:.1f} errors={errors[0]}")
+
+    await bench_loop(run_once)
+    return "OK opens"
+
+
+async def cmd_rtt(host, peer_id, args) -> str:
+    import statistics
+
+    stream = await new_stream(host, peer_id, ECHO_PROTOCOL)
+    msg = b"x" * args.size
+    for _ in range(200):  # warm-up
+        await stream.write(msg)
+        await read_exactly(stream, args.size)
+
+    async def run_once() -> str:
+        samples = []
+        u0 = usage_self()
+        for _ in range(args.count):
+            t = time.perf_counter()
+            await stream.write(msg)
+            await read_exactly(stream, args.size)
+            samples.append(time.perf_counter() - t)
+        s = sorted(samples)
+        p99 = s[min(len(s) - 1, round(0.99 * (len(s) - 1)))]
+        return (f"RUN median_us={statistics.median(samples) * 1e6:.2f} "
+                f"p99_us={p99 * 1e6:.2f} count={len(samples)} {usage_since(u0)}")
+
+    await bench_loop(run_once)
+    await stream.close()
+    return "OK rtt"
+
+
 COMMANDS = {"echo": cmd_echo, "ping": cmd_ping, "id": cmd_id, "perf": cmd_perf,
-            "open": cmd_open}
+            "open": cmd_open, "autonat": cmd_autonat, "opens": cmd_opens,
+            "rtt": cmd_rtt}
 
 
 async def run_client(args: argparse.Namespace) -> int:
