@@ -20,7 +20,7 @@ import itertools
 import logging
 import time
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from .collect import Collectors
 from .engines import muxer_events as mev
@@ -28,7 +28,6 @@ from .futures import complete, fail
 from .muxed_output import StreamOutput
 from .negotiation import ContinueNegotiation, Negotiations
 from .read_pressure import PAUSE_READING_AT, ReadPressure
-from .stream import Stream
 from .stream_calls import StreamCalls
 from .stream_table import StreamTable
 
@@ -46,7 +45,7 @@ class MuxedSession:
     """One muxer session's streams over a link (see the module docstring).
 
     ``conn`` is what the owner's callbacks and log lines name (the connection);
-    streams call their thread-safe entry points here.
+    streams call their thread-safe entry points on :attr:`calls` (``StreamCalls``).
     """
 
     def __init__(self, conn: Any, owner: "ConnectionOwner", muxer: "Muxer",
@@ -110,10 +109,6 @@ class MuxedSession:
     def is_open(self) -> bool:
         """Neither closing nor closed."""
         return self._state == _OPEN
-
-    def watch_stream(self, stream: Stream, on_event: Callable[[], None]) -> None:
-        """See ``Connection.watch_stream``."""
-        self.table.watch(stream, on_event)
 
     def usable_for_new_streams(self) -> bool:
         """*Thread-safe* (reads flags the reactor sets; never the engine): not

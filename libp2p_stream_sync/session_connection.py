@@ -36,7 +36,8 @@ class SessionConnection:
     @property
     def goaway_received(self) -> bool:
         """The remote sent GoAway: it takes no new streams."""
-        return self.session is not None and self.session.goaway_received
+        session = self.session  # read once: the reactor may drop it meanwhile
+        return session is not None and session.goaway_received
 
     def usable_for_new_streams(self) -> bool:
         """*Thread-safe* (reads flags the reactor sets; never the engine):
@@ -71,8 +72,9 @@ class SessionConnection:
 
     def abandon_open(self, future: Future) -> None:
         """*Thread-safe.* The opener timed out: reset its stream if still negotiating."""
-        if self.session is not None:
-            self._reactor.call_soon(self.session.negotiations.abandon, future)
+        session = self.session  # read once: the reactor may drop it meanwhile
+        if session is not None:
+            self._reactor.call_soon(session.negotiations.abandon, future)
 
     def collect(self, protocol: str, limit: int, timeout: float,
                 callback: Callable[[bytes | None, BaseException | None], None]) -> None:
@@ -98,43 +100,3 @@ class SessionConnection:
     def unsent_bytes(self, stream: "Stream") -> int:
         """Bytes written to ``stream`` that the muxer has not taken yet."""
         return stream.unsent_bytes
-
-    # What streams call. They call it on ``session.calls`` directly; after an abort the
-    # connection has dropped its session (no reference cycle keeps it alive) and the
-    # streams are failed already: what is left to do is what the session would do.
-    def schedule_stream_flush(self, stream: "Stream") -> None:
-        """*Thread-safe.* The stream has data or a FIN to send."""
-        session = self.session
-        if session is not None:
-            session.calls.schedule_stream_flush(stream)
-        else:
-            self._reactor.call_soon(stream.flush_pass_done)
-
-    def report_consumed(self, stream: "Stream", n: int, on_reactor: bool = False) -> None:
-        """*Thread-safe.* The application consumed ``n`` bytes of the stream."""
-        session = self.session
-        if session is not None:
-            session.calls.report_consumed(stream, n, on_reactor)
-
-    def notify_when_sent(self, stream: "Stream", mark: int) -> None:
-        """*Thread-safe.* Call ``stream.wire_sent`` once ``bytes_sent`` reaches ``mark``
-        (the stream fails instead if the connection closes first)."""
-        session = self.session
-        if session is not None:
-            session.calls.notify_when_sent(stream, mark)
-        else:
-            self._reactor.call_soon(stream.fail_writes, self._not_open(), True)
-
-    def reset_stream(self, stream: "Stream") -> None:
-        """*Thread-safe.* Reset the stream on the wire."""
-        session = self.session
-        if session is not None:
-            session.calls.reset_stream(stream)
-        else:
-            self._reactor.call_soon(stream.fail, ConnectionResetError("stream reset locally"))
-
-    def stream_closed(self, stream: "Stream", dropped: int) -> None:
-        """*Thread-safe.* The application closed a stream the remote has not finished."""
-        session = self.session
-        if session is not None:
-            session.calls.stream_closed(stream, dropped)
