@@ -424,10 +424,11 @@ def _identify_corpus() -> list[bytes]:
 def _fake_addressbook():
     from libp2p_stream_sync.addressbook import AddressBook
     from libp2p_stream_sync.transport import Transports
+    from libp2p_stream_sync.dialer import Dialer
     book = AddressBook(16, lambda peer: False)
-    fake = types.SimpleNamespace(_addresses=book, _transports=Transports(tcp.TcpTransport()))
-    fake._book_entry = lambda peer, addr: Node._book_entry(fake, peer, addr)
-    return fake
+    dialer = types.SimpleNamespace(_transports=Transports(tcp.TcpTransport()))
+    dialer.book_entry = lambda peer, addr: Dialer.book_entry(dialer, peer, addr)
+    return types.SimpleNamespace(_addresses=book, _dialer=dialer)
 
 
 def _run_identify(data: bytes, rng: random.Random) -> None:

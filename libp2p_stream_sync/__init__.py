@@ -20,13 +20,14 @@ from .protocols.autonat import Observation, Reachability
 from .protocols.echo import serve_echo
 from .protocols.identify import IdentifyInfo
 from .protocols.perf import PerfResult
-from .limits import Limits
+from .limits import Limits, RelayLimits
 from .stream import Stream
+from .transport.circuit import RelayRefused
 
 __all__ = [
     "AlreadyRegistered", "Control", "DialError", "IdentifyInfo", "IncomingStreams",
     "IncompleteReadError", "Keypair", "Limits", "Node", "Observation", "OpenStreamError",
     "PeerId", "PeerMismatchError", "PerfResult", "ProtocolError", "PublicKey",
-    "Reachability", "Stream",
+    "Reachability", "RelayLimits", "RelayRefused", "Stream",
     "StreamProtocol", "UnsupportedProtocol", "__version__", "serve_echo",
 ]

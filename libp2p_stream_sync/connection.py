@@ -71,6 +71,8 @@ class Connection(SessionConnection):
         self.remote_addr = remote_addr
         #: The transport that made the channel (``remote_multiaddr`` names the peer).
         self.transport = transport
+        #: True when the connection runs through a circuit relay (``/p2p-circuit``).
+        self.relayed = bool(getattr(transport, "relayed", False))
         self.remote_peer_id: PeerId | None = None
         #: The agreed security protocol (``/noise``, ``/tls/1.0.0``) once secure.
         self.security_protocol: str | None = None

@@ -72,6 +72,46 @@ class Dialer:
             ma = ma.decapsulate_code(421) if hasattr(ma, "decapsulate_code") else ma
         return ma
 
+    def peer_for_open(self, peer: Any) -> PeerId:
+        """``Node.peer_for_open``: the peer ``open_stream`` talks to; a multiaddr's
+        address is remembered (dialed first); ValueError for caller mistakes."""
+        target = self.target_of(peer)
+        if isinstance(target, PeerId):
+            return target
+        if target.peer_id is None:
+            raise ValueError(f"{peer} names no peer: open_stream needs a multiaddr ending "
+                             f"in /p2p/<peer id>, a PeerId or a peer id string "
+                             f"(Node.dial accepts an address alone)")
+        self._addresses.add(target.peer_id, self.book_entry(target.peer_id, peer),
+                            learned=False, first=True)
+        return target.peer_id
+
+    def dial(self, addr: Any, timeout: float | None) -> PeerId:
+        """``Node.dial``: connect to an address or a peer; the proven peer id."""
+        self._check_open()
+        seconds = check_timeout(timeout)
+        target_or_peer = self.target_of(addr)
+        if seconds == 0:
+            raise TimeoutError(f"dialing {addr} timed out at once: the timeout is 0")
+        deadline = deadline_after(seconds, cap=MAX_UNBOUNDED_WAIT)
+        if isinstance(target_or_peer, PeerId):
+            return self._dial_peer(target_or_peer, deadline).remote_peer_id
+        conn = self.dial_target(target_or_peer, deadline)
+        if target_or_peer.peer_id is not None:
+            peer_id = target_or_peer.peer_id
+            self._addresses.add(peer_id, self.book_entry(peer_id, addr), learned=False)
+        return conn.remote_peer_id
+
+    def _dial_peer(self, peer_id: PeerId, deadline: float) -> Connection:
+        """A connection to ``peer_id`` via its known addresses, with dial()'s errors."""
+        try:
+            return self.connection_for(peer_id, deadline)
+        except OpenStreamError as exc:
+            if exc.kind == "timeout":
+                raise TimeoutError(str(exc)) from exc.__cause__
+            error = PeerMismatchError if exc.kind == "wrong-peer" else DialError
+            raise error(str(exc)) from exc.__cause__
+
     def connection_for(self, peer_id: PeerId, deadline: float) -> Connection:
         """A healthy connection to ``peer_id``, dialing its known addresses if needed;
         raises :class:`OpenStreamError`. Concurrent callers share one dial per peer."""

@@ -80,6 +80,11 @@ class Limits:
     #: gave, and apart from them as many learned through identify (learned entries of
     #: peers we are not connected to are evicted first; configured ones never by them).
     max_address_book_peers: int = 10_000
+    #: Circuit relay: stop handshakes under way (relays announcing circuits to us,
+    #: until the relay's request arrives), in all ...
+    max_stop_handshakes: int = 64
+    #: ... and from one relay; more stop streams are reset.
+    max_stop_handshakes_per_relay: int = 16
     #: AutoNAT server (``Node(enable_autonat_server=True)``): requests of one peer
     #: that we dial back per minute; more are answered ``E_DIAL_REFUSED`` ...
     max_autonat_dialbacks_per_peer: int = 3
@@ -128,6 +133,7 @@ _COUNTS = ("max_inbound_connections", "max_outbound_connections",
            "max_inbound_streams",
            "max_negotiation_buffer", "max_connections_per_peer",
            "max_handler_jobs", "max_handler_jobs_per_peer", "max_address_book_peers",
+           "max_stop_handshakes", "max_stop_handshakes_per_relay",
            "max_autonat_dialbacks_per_peer", "max_autonat_dialbacks")
 #: Counts that must be at least 1.
 _POSITIVE_COUNTS = ("max_connections_per_peer", "max_handler_jobs",
@@ -136,3 +142,58 @@ _POSITIVE_COUNTS = ("max_connections_per_peer", "max_handler_jobs",
 _TIMEOUTS = ("handshake_timeout", "stream_close_timeout", "keepalive_timeout",
              "negotiation_timeout", "autonat_dial_timeout")
 _OPTIONAL_TIMEOUTS = ("idle_connection_timeout", "keepalive_interval")
+
+
+@dataclass(frozen=True)
+class RelayLimits:
+    """What a node serving circuit relay v2 (``Node(relay_service=RelayLimits())``)
+    grants and holds. Defaults follow go-libp2p's relay (``DefaultResources``).
+
+    ``circuit_duration`` and ``circuit_data`` are sent to clients as the circuit's
+    ``Limit`` (0: none); beyond them both streams of the circuit are reset.
+    """
+
+    #: Seconds a reservation (or its refresh) lasts.
+    reservation_ttl: float = 3600.0
+    #: Reservations held at once (one per peer; a refresh replaces it).
+    max_reservations: int = 128
+    #: Accepted reservation requests of one peer per ``reservation_ttl`` (refreshes
+    #: included), so a peer cannot make us sign vouchers without end.
+    max_reservations_per_peer: int = 4
+    #: Reservations of peers connected from one IP address.
+    max_reservations_per_ip: int = 8
+    #: Seconds a circuit may last (0: no limit).
+    circuit_duration: float = 120.0
+    #: Bytes a circuit may carry in each direction (0: no limit).
+    circuit_data: int = 128 * 1024
+    #: Circuits open at once ...
+    max_circuits: int = 1024
+    #: ... and of those, circuits from or to one peer.
+    max_circuits_per_peer: int = 16
+    #: Hop streams (requests being read, stop handshakes under way) open at once ...
+    max_pending_hops: int = 256
+    #: ... and of those, streams of one peer.
+    max_pending_hops_per_peer: int = 16
+    #: Seconds a client has to send its hop request, and the target to answer the stop
+    #: handshake.
+    handshake_timeout: float = 10.0
+    #: Relay addresses put in a reservation (our listen addresses, first ones).
+    max_reservation_addrs: int = 16
+
+    def __post_init__(self) -> None:
+        for name in ("max_reservations", "max_reservations_per_peer",
+                     "max_reservations_per_ip", "circuit_data", "max_circuits",
+                     "max_circuits_per_peer", "max_pending_hops",
+                     "max_pending_hops_per_peer", "max_reservation_addrs"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+            if value < 0:
+                raise ValueError(f"{name} must not be negative")
+        for name in ("reservation_ttl", "handshake_timeout"):
+            seconds = check_timeout(getattr(self, name), name)
+            if seconds is None or seconds == 0:
+                raise ValueError(f"{name} must be a positive, finite number of seconds")
+            object.__setattr__(self, name, seconds)
+        duration = check_timeout(self.circuit_duration, "circuit_duration")
+        object.__setattr__(self, "circuit_duration", duration or 0.0)

@@ -17,20 +17,21 @@ from .control import Control, IncomingStreams, PeerLike, StreamProtocol
 from .dialer import Dialer
 from .engines.tls import TlsUnavailable, tls_available
 from .engines.upgrade import NOISE, TLS, SecurityProtocol
-from .errors import DialError, OpenStreamError, PeerMismatchError
 from .identity import Keypair, PeerId
 from .ipscope import IpScope
-from .limits import Limits
+from .limits import Limits, RelayLimits
 from .listeners import Listeners
 from .node_owner import NodeOwner
 from .protocols import BuiltinProtocols, IdentifyInfo, PerfResult
 from .protocols.autonat import AutoNAT, Reachability
 from .protocols.perf import Progress
+from .protocols.relay_client import RelayClient, RelayReservation
+from .protocols.relay_service import HopServer
 from .reactor import Reactor
 from .registry import ProtocolRegistry
 from .stream import Stream
-from .timeouts import MAX_UNBOUNDED_WAIT, check_timeout, deadline_after
 from .transport import Transports, tcp
+from .transport.circuit import CircuitTransport
 from .transport.websocket import WebSocketTransport
 from .workers import WorkerPool
 
@@ -49,7 +50,7 @@ InternalHandler = Callable[["Connection", Stream], None]
 
 class Node:
     """A libp2p node: one background I/O thread, TCP and WebSocket listeners, Noise and
-    TLS, yamux/mplex.
+    TLS, yamux/mplex, circuit relay v2 (client always; relay service on request).
 
     Use as a context manager, or call :meth:`close`. ``listen`` takes multiaddrs such
     as ``"/ip4/127.0.0.1/tcp/0"``; :attr:`listen_addrs` gives the bound addresses.
@@ -64,7 +65,9 @@ class Node:
                  max_handler_threads: int = 64,
                  enable_perf: bool = False,
                  enable_autonat_server: bool = False,
-                 public_networks: Iterable[str] = ()) -> None:
+                 public_networks: Iterable[str] = (),
+                 relay_service: RelayLimits | None = None,
+                 relays: Iterable[str] = ()) -> None:
         """Bind the ``listen`` addresses and start the I/O thread.
 
         ``keypair`` is the node's identity (a new Ed25519 key when None; keep one across
@@ -83,6 +86,9 @@ class Node:
         dial back whoever asks, within ``Limits.max_autonat_dialbacks*``).
         ``public_networks`` (CIDR strings) count as public IPs although they are in a
         special-use range (:class:`~.ipscope.IpScope`; for tests in private networks).
+        ``relay_service``: serve circuit relay v2 (hop) within these bounds (off by
+        default). ``relays``: relay multiaddrs (``.../p2p/<id>``) to hold a slot on
+        (:meth:`add_relay`, kept trying in the background; docs/RELAY.md).
         """
         if isinstance(listen, (str, Multiaddr)):
             raise TypeError(f"listen takes a list of multiaddrs, not a "
@@ -121,13 +127,20 @@ class Node:
         #: Picks a transport by multiaddr (TCP is the fallback, transport/__init__.py).
         self._transports = Transports(tcp.TcpTransport())
         self._transports.register(WebSocketTransport())
+        circuits = CircuitTransport(self)
+        self._transports.register(circuits)
         self._dialer = Dialer(self._owner, self._table, self._transports, self._addresses,
                               lambda: self._closed)
         self._builtins = BuiltinProtocols(self, enable_perf=enable_perf)
+        #: Our relay slots and the stop protocol (circuit relay v2 client).
+        self.relay_client = RelayClient(self, circuits, lambda *a: self._listeners.accepted(*a))
+        #: The hop server when ``relay_service`` was given, else None.
+        self.relay_service = HopServer(self, relay_service) if relay_service else None
         #: Which IPs count as public (AutoNAT's choice of what to ask and to dial).
         self.ip_scope = IpScope(public_networks)
         self._autonat = AutoNAT(self, self.ip_scope, serve=enable_autonat_server)
         try:
+            relays = self.relay_client.checked_relays(relays, self._dialer.target_of)
             self._listeners = Listeners(self._owner, self._table, self._transports, listen)
         except BaseException:
             self._reactor.close_resources()
@@ -136,6 +149,7 @@ class Node:
         ready: Future = Future()
         self._reactor.call_soon(self._listeners.start, ready)
         ready.result(_CLOSE_TIMEOUT)
+        self.relay_client.keep_trying_all(relays)
 
     def __repr__(self) -> str:
         return f"<Node {self.peer_id}>"
@@ -149,8 +163,22 @@ class Node:
     # -- public API ----------------------------------------------------------------------
     @property
     def listen_addrs(self) -> list[Multiaddr]:
-        """The addresses we listen on, with the ports actually bound."""
+        """The addresses we listen on, with the ports actually bound, then our
+        addresses through the relays we hold slots on (``.../p2p-circuit``)."""
+        return self._listeners.multiaddrs + self.relay_client.circuit_addrs()
+
+    def direct_listen_addrs(self) -> list[Multiaddr]:
+        """The addresses of our own listeners (no relayed ones)."""
         return self._listeners.multiaddrs
+
+    def add_relay(self, relay: PeerLike, timeout: float | None = 10.0) -> RelayReservation:
+        """Reserve a slot on a circuit relay and keep it refreshed while the node runs:
+        :meth:`RelayClient.reserve` with ``keep=True`` (its errors, docs/RELAY.md)."""
+        return self.relay_client.reserve(relay, timeout, keep=True)
+
+    def reservations(self) -> list[RelayReservation]:
+        """The relay slots the node holds (:meth:`add_relay`'s, ``relays=``'s)."""
+        return self.relay_client.reservations()
 
     def new_control(self) -> Control:
         """A :class:`Control` for opening and accepting streams on this node."""
@@ -219,28 +247,7 @@ class Node:
         a malformed or unsupported address, :class:`DialError` (a ``ConnectionError``)
         or ``TimeoutError`` on failure.
         """
-        self._check_open()
-        seconds = check_timeout(timeout)
-        target_or_peer = self._dialer.target_of(addr)
-        if seconds == 0:
-            raise TimeoutError(f"dialing {addr} timed out at once: the timeout is 0")
-        deadline = deadline_after(seconds, cap=MAX_UNBOUNDED_WAIT)
-        if isinstance(target_or_peer, PeerId):
-            return self._dial_peer(target_or_peer, deadline).remote_peer_id
-        conn = self._dialer.dial_target(target_or_peer, deadline)
-        if target_or_peer.peer_id is not None:
-            self.add_address(target_or_peer.peer_id, addr)
-        return conn.remote_peer_id
-
-    def _dial_peer(self, peer_id: PeerId, deadline: float) -> Connection:
-        """A connection to ``peer_id`` via its known addresses, with dial()'s errors."""
-        try:
-            return self.connection_for(peer_id, deadline)
-        except OpenStreamError as exc:
-            if exc.kind == "timeout":
-                raise TimeoutError(str(exc)) from exc.__cause__
-            error = PeerMismatchError if exc.kind == "wrong-peer" else DialError
-            raise error(str(exc)) from exc.__cause__
+        return self._dialer.dial(addr, timeout)
 
     def close(self) -> None:
         """Close every connection and listener and stop the I/O thread (joined)."""
@@ -399,17 +406,7 @@ class Node:
         Raises ``ValueError`` for caller mistakes: malformed or unsupported addresses
         and multiaddrs that do not name a peer.
         """
-        target = self._dialer.target_of(peer)
-        if isinstance(target, PeerId):
-            return target
-        if target.peer_id is None:
-            raise ValueError(f"{peer} names no peer: open_stream needs a multiaddr ending "
-                             f"in /p2p/<peer id>, a PeerId or a peer id string "
-                             f"(Node.dial accepts an address alone)")
-        # The address the caller named is dialed first (if a dial is needed).
-        self._addresses.add(target.peer_id, self._dialer.book_entry(target.peer_id, peer),
-                            learned=False, first=True)
-        return target.peer_id
+        return self._dialer.peer_for_open(peer)
 
     def usable_connection(self, peer_id: PeerId) -> Connection | None:
         """An open connection to ``peer_id`` that takes new streams, or None."""

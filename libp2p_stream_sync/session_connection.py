@@ -29,6 +29,9 @@ class SessionConnection:
     closed_reason: str | None
     remote_peer_id: "PeerId | None"
     _reactor: Any
+    #: Set (from any thread) by a protocol that needs the connection while it has no
+    #: stream (a relay reservation): the idle timeout then leaves it open.
+    keep_alive = False
 
     @property
     def goaway_received(self) -> bool:

@@ -196,6 +196,8 @@ class StreamTable:
         if not session.is_open or self.records or session.negotiations.table:
             return  # busy again: re-armed when the last stream goes
         timeout = self._owner.limits.idle_connection_timeout
+        if getattr(session.conn, "keep_alive", False):  # a relay reservation holds it
+            self._idle_since = time.monotonic()
         remaining = self._idle_since + timeout - time.monotonic()
         if remaining > 0:
             self._idle_timer = session.reactor.call_later(remaining, self._idle_check)

@@ -79,8 +79,7 @@ class ClientHost(Protocol):
 
     peer_id: PeerId
 
-    @property
-    def listen_addrs(self) -> list[Multiaddr]: ...
+    def direct_listen_addrs(self) -> list[Multiaddr]: ...
 
     def connected_peers(self) -> list[PeerId]: ...
 
@@ -146,7 +145,7 @@ class AutoNATClient:
             ip = ip_of(info.observed_addr) if info and info.observed_addr else None
             if ip is not None and ip not in observed:
                 observed.append(ip)
-        return candidate_addrs(self._host.listen_addrs, observed, self.scope)
+        return candidate_addrs(self._host.direct_listen_addrs(), observed, self.scope)
 
     def servers(self, protocol: str = PROTOCOL) -> list[PeerId]:
         """Connected peers that said (identify) they serve ``protocol``."""

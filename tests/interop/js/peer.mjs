@@ -26,6 +26,13 @@
 // round trips of B bytes on one open echo stream. Both report their own
 // process's CPU and context switches (process.resourceUsage()) for the run.
 //
+// Circuit relay v2 (@libp2p/circuit-relay-v2): `listen --relay` also serves
+// the hop protocol (a relay with js's default limits); `listen --via <relay
+// ma>` reserves a slot on that relay and prints its relayed address
+// "LISTEN <relay ma>/p2p-circuit/p2p/<peerid>" instead; a client given a
+// /p2p-circuit multiaddr dials through the relay. Streams may run on limited
+// (relayed) connections.
+//
 // Every command also takes --transport tcp|ws|quic (default tcp; listen then
 // uses /ip4/127.0.0.1/tcp/0/ws or /ip4/127.0.0.1/udp/0/quic-v1) and
 // --security noise|tls (default noise; QUIC brings its own TLS 1.3, so
@@ -63,6 +70,7 @@ const { yamux } = await import('@chainsafe/libp2p-yamux')
 const { mplex } = await import('@libp2p/mplex')
 const { identify } = await import('@libp2p/identify')
 const { ping } = await import('@libp2p/ping')
+const { circuitRelayServer, circuitRelayTransport } = await import('@libp2p/circuit-relay-v2')
 const { autoNAT } = await import('@libp2p/autonat')
 const { multiaddr } = await import('@multiformats/multiaddr')
 const { peerIdFromString } = await import('@libp2p/peer-id')
@@ -113,7 +121,8 @@ const USAGE = `usage (every command also takes --transport tcp|ws|quic --securit
   peer.mjs perf <multiaddr> --muxer M --upload N --download M [--timeout S]
   peer.mjs open <multiaddr> --muxer M --protocol P [--timeout S]
   peer.mjs opens <multiaddr> --muxer M [--concurrency K] [--seconds S]
-  peer.mjs rtt <multiaddr> --muxer M [--count N] [--size B]`
+  peer.mjs rtt <multiaddr> --muxer M [--count N] [--size B]
+  listen also takes --relay (serve circuit relay v2) or --via <relay multiaddr>`
 
 function usage (msg) {
   process.stderr.write(`peer.mjs: ${msg}\n${USAGE}\n`)
@@ -124,13 +133,14 @@ function parseArgs (argv) {
   const cmd = argv[0]
   const commands = ['listen', 'echo', 'ping', 'id', 'perf', 'open', 'opens', 'rtt']
   if (!commands.includes(cmd)) usage(`unknown command ${cmd}`)
-  const flags = { lockstep: false, perf: false, autonat: false }
+  const flags = { lockstep: false, perf: false, relay: false, autonat: false }
   const positional = []
-  const valued = new Set(['--muxer', '--bytes', '--streams', '--chunk', '--upload', '--download', '--protocol', '--timeout', '--transport', '--security', '--concurrency', '--seconds', '--count', '--size'])
+  const valued = new Set(['--muxer', '--bytes', '--streams', '--chunk', '--upload', '--download', '--protocol', '--timeout', '--transport', '--security', '--via', '--concurrency', '--seconds', '--count', '--size'])
   for (let i = 1; i < argv.length; i++) {
     const a = argv[i]
     if (a === '--lockstep') flags.lockstep = true
     else if (a === '--perf') flags.perf = true
+    else if (a === '--relay') flags.relay = true
     else if (a === '--autonat') flags.autonat = true
     else if (valued.has(a)) {
       if (i + 1 >= argv.length) usage(`${a} needs a value`)
@@ -159,6 +169,8 @@ function parseArgs (argv) {
   args.timeout = t
   if (cmd === 'listen') {
     if (positional.length !== 0) usage('listen takes no positional arguments')
+    args.relay = flags.relay
+    args.via = flags.via
     args.autonat = flags.autonat
     return args
   }
@@ -190,18 +202,21 @@ function parseArgs (argv) {
 
 async function makeNode (args, listen) {
   const [listenAddr, transport] = TRANSPORTS[args.transport]
+  const listenAddrs = listen ? [listenAddr] : []
+  if (args.via != null) listenAddrs.push(`${args.via}/p2p-circuit`)
+  // Circuit relay client: to listen via a relay, or to dial a relayed address.
+  const circuit = args.via != null || (args.multiaddr ?? '').includes('/p2p-circuit')
+  const services = { identify: identify(), ping: ping() }
+  if (args.relay) services.relay = circuitRelayServer()
+  if (args.autonat) services.autonat = autoNAT()
   return createLibp2p({
-    addresses: { listen: listen ? [listenAddr] : [] },
+    addresses: { listen: listenAddrs },
     // Exactly one transport, security and muxer (QUIC uses neither of the
     // latter two: it has its own TLS 1.3 and streams).
-    transports: [transport()],
+    transports: circuit ? [transport(), circuitRelayTransport()] : [transport()],
     connectionEncrypters: [SECURITY[args.security]()],
     streamMuxers: [args.muxer === 'yamux' ? yamux() : mplex()],
-    services: {
-      identify: identify(),
-      ping: ping(),
-      ...(args.autonat ? { autonat: autoNAT() } : {})
-    },
+    services,
     connectionManager: {
       // Loopback only; never rate-limit the test's own connections.
       allow: ['/ip4/127.0.0.1'],
@@ -264,11 +279,21 @@ function loopbackPattern (transport) {
 
 async function runListen (args) {
   const node = await makeNode(args, true)
-  const opts = { maxInboundStreams: STREAM_LIMIT, maxOutboundStreams: STREAM_LIMIT }
+  const opts = {
+    maxInboundStreams: STREAM_LIMIT,
+    maxOutboundStreams: STREAM_LIMIT,
+    runOnLimitedConnection: true
+  }
   await node.handle(ECHO_PROTOCOL, handleEcho, opts)
   await node.handle(PERF_PROTOCOL, handlePerf, opts)
-  const wanted = loopbackPattern(args.transport)
-  const addrs = node.getMultiaddrs().map(a => a.toString()).filter(a => wanted.test(a))
+  const wanted = args.via != null
+    ? new RegExp(`^${args.via}/p2p-circuit/p2p/[^/]+$`)
+    : loopbackPattern(args.transport)
+  let addrs = node.getMultiaddrs().map(a => a.toString()).filter(a => wanted.test(a))
+  for (let waited = 0; addrs.length === 0 && args.via != null && waited < 20000; waited += 100) {
+    await new Promise(resolve => setTimeout(resolve, 100)) // the reservation
+    addrs = node.getMultiaddrs().map(a => a.toString()).filter(a => wanted.test(a))
+  }
   if (addrs.length === 0) {
     await node.stop()
     finish(EXIT_FAIL, `FAIL no loopback listen address in ${node.getMultiaddrs().join(' ')}`)
@@ -300,7 +325,10 @@ class Unsupported extends Error {}
 
 async function newStream (conn, protocol) {
   try {
-    return await conn.newStream(protocol, { maxOutboundStreams: STREAM_LIMIT })
+    return await conn.newStream(protocol, {
+      maxOutboundStreams: STREAM_LIMIT,
+      runOnLimitedConnection: true
+    })
   } catch (e) {
     if (e?.name === 'UnsupportedProtocolError') throw new Unsupported(protocol)
     throw e

@@ -34,6 +34,12 @@ uses /ip4/127.0.0.1/tcp/0/ws or /ip4/127.0.0.1/udp/0/quic-v1) and
 --security noise|tls (default noise; QUIC brings its own TLS 1.3, so
 --security and --muxer do not change a QUIC connection).
 
+Circuit relay v2 (py-libp2p's libp2p.relay.circuit_v2): `listen --relay` also
+serves the hop protocol (py's default relay limits); `listen --via <relay ma>`
+reserves a slot on that relay explicitly (py looks for relays on its own only
+at start and every 300 s) and prints "LISTEN <relay ma>/p2p-circuit/p2p/<peerid>"
+instead; a client given a /p2p-circuit multiaddr dials through the relay.
+
 Client commands print one result line on stdout: "OK ..." (exit 0),
 "UNSUPPORTED <protocol>" (exit 3, `open` only) or "FAIL <reason>" (exit 1).
 Every client command has an overall --timeout (default 60 s).
@@ -100,6 +106,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     common(sp, 0.0)
     sp.add_argument("--perf", action="store_true",
                     help="serve /perf/1.0.0 (always served; accepted for compatibility)")
+    sp.add_argument("--relay", action="store_true", help="serve circuit relay v2 (hop)")
+    sp.add_argument("--via", default=None,
+                    help="reserve a slot on this relay and listen through it")
     sp.add_argument("--autonat", action="store_true",
                     help="also serve /libp2p/autonat/1.0.0 (py-libp2p's AutoNATService)")
 
@@ -234,6 +243,32 @@ async def read_to_eof(stream) -> bytes:
         buf.extend(chunk)
 
 
+# ------------------------------ circuit relay ----------------------------
+
+def relay_protocol(host, allow_hop: bool):
+    """py-libp2p's circuit relay v2 service (stop handler; hop too if allowed)."""
+    from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
+    return CircuitV2Protocol(host, allow_hop=allow_hop)
+
+
+def relay_transport(host, protocol):
+    from libp2p.relay.circuit_v2.config import RelayConfig
+    from libp2p.relay.circuit_v2.transport import CircuitV2Transport
+    return CircuitV2Transport(host, protocol, RelayConfig())
+
+
+async def reserve_via(host, protocol, relay_ma: str, nursery) -> str:
+    """Reserve a slot on the relay at relay_ma; return our address through it."""
+    from libp2p.custom_types import TProtocol
+    from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID
+
+    relay_id = await connect(host, relay_ma)
+    stream = await host.new_stream(relay_id, [TProtocol(PROTOCOL_ID)])
+    if not await relay_transport(host, protocol).reserve(stream, relay_id, nursery):
+        raise RuntimeError(f"relay {relay_id} refused the reservation")
+    return f"{relay_ma}/p2p-circuit/p2p/{host.get_id()}"
+
+
 # ------------------------------ listener ---------------------------------
 
 async def echo_handler(stream) -> None:
@@ -253,11 +288,20 @@ async def echo_handler(stream) -> None:
 
 
 async def run_listen(args: argparse.Namespace) -> int:
+    import contextlib
+
     import trio
     from libp2p.perf import PerfService
+    from libp2p.tools.anyio_service import background_trio_service
 
     host = make_host(args)
-    async with host.run(listen_addrs=[listen_multiaddr(args)]):
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(host.run(listen_addrs=[listen_multiaddr(args)]))
+        relay = None
+        if args.relay or args.via:
+            relay = relay_protocol(host, allow_hop=args.relay)
+            await stack.enter_async_context(background_trio_service(relay))
+            await relay.event_started.wait()
         host.set_stream_handler(ECHO_PROTOCOL, echo_handler)
         if args.autonat:
             from libp2p.host.autonat.autonat import AutoNATService
@@ -269,9 +313,17 @@ async def run_listen(args: argparse.Namespace) -> int:
         if not addrs:
             out(f"FAIL no loopback listen address in {host.get_addrs()}")
             return EXIT_FAIL
-        out(f"LISTEN {addrs[0]}")
 
         async with trio.open_nursery() as nursery:
+            if args.via:
+                try:
+                    addrs = [await reserve_via(host, relay, args.via, nursery)]
+                except Exception as exc:  # noqa: BLE001
+                    err(traceback.format_exc())
+                    out(f"FAIL reserve: {one_line(exc)}")
+                    nursery.cancel_scope.cancel()
+                    return EXIT_FAIL
+            out(f"LISTEN {addrs[0]}")
 
             async def wait_stdin_eof() -> None:
                 def _drain() -> None:
@@ -307,11 +359,15 @@ async def run_listen(args: argparse.Namespace) -> int:
 
 # ------------------------------ dialer -----------------------------------
 
-async def connect(host, ma_text: str):
+async def connect(host, ma_text: str, relay=None):
     import multiaddr
+    from libp2p.peer.id import ID
     from libp2p.peer.peerinfo import info_from_p2p_addr
 
     ma = multiaddr.Multiaddr(ma_text)
+    if relay is not None:  # through a relay: py's circuit transport dials it
+        await relay_transport(host, relay).dial(ma)
+        return ID.from_base58(ma_text.rsplit("/p2p/", 1)[1])
     info = info_from_p2p_addr(ma)
     await host.connect(info)
     return info.peer_id
@@ -576,7 +632,10 @@ COMMANDS = {"echo": cmd_echo, "ping": cmd_ping, "id": cmd_id, "perf": cmd_perf,
 
 
 async def run_client(args: argparse.Namespace) -> int:
+    import contextlib
+
     import trio
+    from libp2p.tools.anyio_service import background_trio_service
 
     if "/p2p/" not in args.multiaddr:
         out(f"FAIL multiaddr has no /p2p/<peer id>: {args.multiaddr}")
@@ -588,9 +647,16 @@ async def run_client(args: argparse.Namespace) -> int:
         with trio.fail_after(timeout):
             # The dialer listens too (loopback, ephemeral port): py-libp2p's
             # host.run() is what starts the swarm service that dialing needs.
-            async with host.run(listen_addrs=[listen_multiaddr(args)]):
+            async with contextlib.AsyncExitStack() as stack:
+                await stack.enter_async_context(
+                    host.run(listen_addrs=[listen_multiaddr(args)]))
+                relay = None
+                if "/p2p-circuit" in args.multiaddr:
+                    relay = relay_protocol(host, allow_hop=False)
+                    await stack.enter_async_context(background_trio_service(relay))
+                    await relay.event_started.wait()
                 try:
-                    peer_id = await connect(host, args.multiaddr)
+                    peer_id = await connect(host, args.multiaddr, relay)
                 except Exception as exc:  # noqa: BLE001
                     err(traceback.format_exc())
                     result = (EXIT_FAIL, f"FAIL dial: {one_line(exc)}")
