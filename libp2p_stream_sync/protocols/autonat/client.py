@@ -214,10 +214,8 @@ class AutoNATClient:
                              f"({' or '.join(map(str, sorted(self._versions)))})")
         protocol, ask = self._versions[version]
         deadline = deadline_after(check_timeout(timeout), cap=MAX_UNBOUNDED_WAIT)
-        named = list(servers) if servers is not None else self.servers(protocol)
-        chosen = distinct(named)
-        if servers is None:
-            chosen = chosen[:MAX_PARALLEL]
+        chosen = distinct(servers) if servers is not None \
+            else self.servers(protocol)[:MAX_PARALLEL]
         asked = self.candidates()
         if not chosen or not asked:
             detail = "no AutoNAT server" if not chosen else "no public address to ask about"
