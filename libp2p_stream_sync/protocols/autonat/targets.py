@@ -75,6 +75,8 @@ def has_route(ip: str) -> bool:
 
 
 class _Table(Protocol):
+    """What :func:`close_late_dial` needs of the node."""
+
     @property
     def reactor(self) -> Any: ...
 
@@ -93,7 +95,11 @@ def close_late_dial(host: _Table, peer: PeerId, target: Multiaddr,
         for conn in host.connections(peer):
             if not conn.initiator or any(conn is old for old in before):
                 continue
-            if (ipaddress.ip_address(conn.remote_addr[0]), conn.remote_addr[1]) == where:
+            try:
+                at = (ipaddress.ip_address(conn.remote_addr[0]), conn.remote_addr[1])
+            except (ValueError, TypeError, IndexError):  # not an IP socket address
+                continue
+            if at == where:
                 log.debug("AutoNAT: closing the late dial-back to %s", target)
                 conn.close()
     reactor = host.reactor

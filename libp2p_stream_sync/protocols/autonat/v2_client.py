@@ -102,8 +102,12 @@ class AutoNATv2Client:
                      stream.peer_id)
             stream.reset()
             return
+        # Our end of the channel as a multiaddr of its transport: the transport's
+        # sockaddr-to-multiaddr (named for the remote end) serves either end. TCP
+        # sockets and WebSocket channels have getsockname; ByteChannel does not say so.
+        channel: Any = conn.sock
         try:
-            local = conn.transport.remote_multiaddr(conn.sock, conn.sock.getsockname())
+            local = conn.transport.remote_multiaddr(channel, channel.getsockname())
         except (OSError, ValueError, AttributeError):
             local = None  # no way to check it: its nonce will not be believed
         if self._host.run_in_worker(self._answer_dial_back, stream, local,
