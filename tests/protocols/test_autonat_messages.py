@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import pytest
 from multiaddr import Multiaddr
 
-from libp2p_stream_sync import Keypair
+from libp2p_stream_sync import Keypair, Limits
 from libp2p_stream_sync.ipscope import IpScope, ip_of, with_ip
-from libp2p_stream_sync.protocols.autonat import messages
+from libp2p_stream_sync.protocols.autonat import messages, targets
 from libp2p_stream_sync.protocols.autonat.client import (AutoNATClient, Observation,
                                                          candidate_addrs, verdict)
 from libp2p_stream_sync.protocols.autonat.messages import (AutoNATMessageError, Status,
@@ -20,6 +20,7 @@ from libp2p_stream_sync.protocols.autonat.messages import (AutoNATMessageError, 
                                                            decode_response, encode_dial,
                                                            encode_response, frame_header)
 from libp2p_stream_sync.protocols.autonat.server import RateLimiter, dial_targets
+from libp2p_stream_sync.protocols.autonat.v2_server import AutoNATv2Server
 from libp2p_stream_sync.transport import websocket
 
 PEER = Keypair.generate().peer_id
@@ -192,3 +193,14 @@ def test_server_skips_addresses_whose_transport_it_lacks(monkeypatch):
         raise ImportError("pip install 'libp2p_stream_sync[ws]'")
     monkeypatch.setattr(websocket, "require_wsproto", no_wsproto)
     assert [str(ma) for ma in dial_targets(raw, observed, PEER)] == ["/ip4/198.18.0.2/tcp/2"]
+
+
+def test_servers_skip_ips_we_have_no_route_to(monkeypatch):
+    assert targets.has_route("127.0.0.1")
+    monkeypatch.setattr(targets, "has_route", lambda ip: ip != "198.18.0.3")
+    raw = [Multiaddr(a).to_bytes() for a in ("/ip4/198.18.0.3/tcp/1", "/ip4/198.18.0.2/tcp/1")]
+    server = AutoNATv2Server(SimpleNamespace(limits=Limits()), IpScope(["198.18.0.0/15"]),
+                             RateLimiter(1, 1, 60.0))
+    index, chosen = server.choose(raw, PEER)
+    assert (index, str(chosen)) == (1, "/ip4/198.18.0.2/tcp/1")
+    assert dial_targets(raw, ipaddress.ip_address("198.18.0.3"), PEER) == []
