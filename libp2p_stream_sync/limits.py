@@ -86,7 +86,9 @@ class Limits:
     #: ... and from one relay; more stop streams are reset.
     max_stop_handshakes_per_relay: int = 16
     #: AutoNAT server (``Node(enable_autonat_server=True)``): requests of one peer
-    #: that we dial back per minute; more are answered ``E_DIAL_REFUSED`` ...
+    #: that we dial back per minute, v1 and v2 together (charged once a dial will
+    #: happen: after a v2 requester paid its dial data); more are answered v1
+    #: ``E_DIAL_REFUSED``, v2 ``E_REQUEST_REJECTED`` ...
     max_autonat_dialbacks_per_peer: int = 3
     #: ... and of all peers together (go-libp2p's defaults: 3 and 30).
     max_autonat_dialbacks: int = 30
