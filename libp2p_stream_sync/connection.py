@@ -305,6 +305,31 @@ class Connection(SessionConnection):
             self._queue_plain(self._transport.encrypt(out))
         return self._io.sent + self._io.queued
 
+    def can_send_now(self) -> bool:
+        """Whether stream output may skip the reactor (``StreamOutput.write_through``):
+        open, a plain socket, nothing waiting for it, not paused."""
+        io = self._io
+        return (self._state == _OPEN and not io.queue and not self.output_paused
+                and not io.channel_output)
+
+    def send_now(self) -> int:
+        """(Holding the reactor, see ``Reactor.try_hold``.) Encrypt the muxer's output
+        and send it on the socket at once; return the position at which it will have
+        been sent (as :meth:`take_muxer_output`). What the socket does not take, or
+        an error, is left to the reactor's flush."""
+        io = self._io
+        out = self._muxer.data_to_send()
+        if out:
+            io.append(self._transport.encrypt(out))
+        mark = io.sent + io.queued
+        try:
+            io.send()
+        except OSError:
+            pass  # the reactor's flush meets the error again and closes
+        if io.queue:
+            self._reactor.mark_dirty(self)  # the reactor sends the rest, or closes
+        return mark
+
     def peer_hung_up(self) -> bool:
         """Whether the peer closed (or reset) the channel, without reading from it."""
         return self._io.hung_up()

@@ -9,7 +9,7 @@ closed that the remote never finishes (``Limits.stream_close_timeout``).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from .muxed import MuxedSession
@@ -26,8 +26,28 @@ class StreamCalls:
         self._reactor = session.reactor
 
     def schedule_stream_flush(self, stream: "Stream") -> None:
-        """*Thread-safe.* The stream has data or a FIN to send."""
-        self._reactor.call_soon(self._session.output.add, stream)
+        """*Thread-safe.* The stream has data or a FIN to send: sent from this thread
+        when the reactor is idle and nothing else waits (write-through), else handed
+        to the reactor."""
+        reactor = self._reactor
+        output = self._session.output
+        if reactor.try_hold():
+            try:
+                done = self._held(output.write_through, stream)
+            finally:
+                reactor.release_hold()
+            if done:
+                return
+        reactor.call_soon(output.add, stream)
+
+    def _held(self, fn: Callable[..., bool], *args: Any) -> bool:
+        """Run ``fn(*args)`` holding the reactor; a failure (a bug) closes the link,
+        as it would on the reactor, and returns True (nothing left to do)."""
+        try:
+            return fn(*args)
+        except Exception as exc:
+            self._session.link.input_failed(exc)
+            return True
 
     def report_consumed(self, stream: "Stream", n: int, on_reactor: bool = False) -> None:
         """*Thread-safe.* The application consumed ``n`` bytes of the stream."""
@@ -51,10 +71,18 @@ class StreamCalls:
         self._reactor.call_soon(self._session.table.reset, stream)
 
     def stream_closed(self, stream: "Stream", dropped: int) -> None:
-        """*Thread-safe.* The application closed a stream the remote has not finished."""
-        self._reactor.call_soon(self._stream_closed, stream, dropped)
+        """*Thread-safe.* The application closed a stream the remote has not finished
+        (done in this thread when the reactor is idle)."""
+        reactor = self._reactor
+        if reactor.try_hold():
+            try:
+                self._held(self._stream_closed, stream, dropped)
+            finally:
+                reactor.release_hold()
+            return
+        reactor.call_soon(self._stream_closed, stream, dropped)
 
-    def _stream_closed(self, stream: "Stream", dropped: int) -> None:
+    def _stream_closed(self, stream: "Stream", dropped: int) -> bool:
         if dropped:
             self._stream_consumed(stream, dropped)
         session = self._session
@@ -63,6 +91,7 @@ class StreamCalls:
             record.close_timer = self._reactor.call_later(
                 session.owner.limits.stream_close_timeout,
                 lambda: self._close_timed_out(stream))
+        return True
 
     def _close_timed_out(self, stream: "Stream") -> None:
         session = self._session
