@@ -84,6 +84,7 @@ class Connection(SessionConnection):
         self._reactor = owner.reactor
         self._state = _CONNECTING if initiator else _UPGRADING
         self._want_write = False
+        self._flushing = False  # in flush(): what is queued is sent before it returns
         self._linger_timer: Any = None
         self._write_shut = False
         self._security_closed = False  # the secure transport's goodbye is queued
@@ -291,7 +292,8 @@ class Connection(SessionConnection):
             if io.queued > _OUTPUT_PAUSE_AT and not self.output_paused:
                 self.output_paused = True  # the peer does not read: neither do we
                 self.interest_changed()
-            self._reactor.mark_dirty(self)
+            if not self._flushing:
+                self._reactor.mark_dirty(self)
 
     def has_output_room(self) -> bool:
         """Below the mark up to which streams' data is taken into the wire queue."""
@@ -304,31 +306,6 @@ class Connection(SessionConnection):
         if out:
             self._queue_plain(self._transport.encrypt(out))
         return self._io.sent + self._io.queued
-
-    def can_send_now(self) -> bool:
-        """Whether stream output may skip the reactor (``StreamOutput.write_through``):
-        open, a plain socket, nothing waiting for it, not paused."""
-        io = self._io
-        return (self._state == _OPEN and not io.queue and not self.output_paused
-                and not io.channel_output)
-
-    def send_now(self) -> int:
-        """(Holding the reactor, see ``Reactor.try_hold``.) Encrypt the muxer's output
-        and send it on the socket at once; return the position at which it will have
-        been sent (as :meth:`take_muxer_output`). What the socket does not take, or
-        an error, is left to the reactor's flush."""
-        io = self._io
-        out = self._muxer.data_to_send()
-        if out:
-            io.append(self._transport.encrypt(out))
-        mark = io.sent + io.queued
-        try:
-            io.send()
-        except OSError:
-            pass  # the reactor's flush meets the error again and closes
-        if io.queue:
-            self._reactor.mark_dirty(self)  # the reactor sends the rest, or closes
-        return mark
 
     def peer_hung_up(self) -> bool:
         """Whether the peer closed (or reset) the channel, without reading from it."""
@@ -344,6 +321,7 @@ class Connection(SessionConnection):
         """Move stream data into the muxer, muxer output through Noise, and onto the socket."""
         if self._state == _CLOSED:
             return
+        self._flushing = True
         try:
             if self._state in _MUXING:
                 self.session.pull()  # type: ignore[union-attr]
@@ -356,6 +334,8 @@ class Connection(SessionConnection):
         except Exception as exc:  # a bug of ours must cost one connection, not the node
             log.exception("%r: internal error while sending", self)
             self.abort(ConnectionAbortedError(f"internal error: {exc!r}"), cause=exc)
+        finally:
+            self._flushing = False
 
     def _send_wire(self) -> None:
         io = self._io

@@ -138,12 +138,6 @@ class MuxedSession:
         return {"negotiations": self.negotiations.held, "unread": self.pressure.unread_total,
                 "deferred": deferred}
 
-    def can_send_now(self) -> bool:
-        """Whether a thread holding the reactor may send stream output itself (the
-        link supports it and is idle; see ``StreamOutput.write_through``)."""
-        ready = getattr(self.link, "can_send_now", None)
-        return ready is not None and ready()
-
     def request_flush(self) -> None:
         """Have the link flushed at the end of this reactor turn."""
         self.reactor.mark_dirty(self.link)

@@ -93,51 +93,6 @@ class StreamOutput:
             else:
                 break  # the link is full: resume when it drains
 
-    def write_through(self, stream: "Stream") -> bool:
-        """(Holding the reactor, see ``Reactor.try_hold``.) Hand ``stream``'s queued
-        bytes and its FIN to the muxer and send them at once, when no other stream
-        waits to send, the link is idle and the stream's window takes them all.
-        False: the reactor must do it (or the rest of it); hand the stream to
-        :meth:`add`. A FIN that retires the stream is always left to the reactor."""
-        session = self._session
-        link = session.link
-        if (self.to_flush or not session.is_open or session.negotiations.deferred
-                or not session.can_send_now()):
-            return False
-        sid = stream.stream_id
-        record = session.table.record_of(stream)
-        if record is None or record.fin_sent or sid in session.negotiations.table:
-            return False
-        muxer = session.muxer
-        try:
-            window = min(muxer.send_window(sid), STREAM_CHUNK)
-        except mev.StreamClosedError:
-            return False
-        if stream.unsent_bytes > window:
-            return False
-        taken = 0
-        while True:
-            chunk = stream.pop_send(window - taken)
-            if chunk is None:
-                break
-            n = muxer.send_data(sid, chunk)
-            taken += n
-            if n < len(chunk):  # not expected: the window was checked
-                stream.unpop_send(chunk[n:])
-                break
-        pending, fin = stream.flush_pass_done()
-        if fin and not record.remote_ended:
-            record.fin_sent = True
-            fin = False
-            try:
-                muxer.close_stream(sid)
-            except mev.StreamClosedError:
-                pass
-        mark = link.send_now()  # type: ignore[attr-defined]  # can_send_now said so
-        if taken:
-            stream.taken_by_muxer(taken, mark)
-        return not (pending or fin)
-
     def forget(self, sid: int) -> None:
         """Stream ``sid`` is retired: nothing more of it to send."""
         self.to_flush.pop(sid, None)

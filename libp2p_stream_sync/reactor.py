@@ -75,7 +75,7 @@ class Reactor:
         self._hold = threading.Lock()
         #: When the loop's current select times out (monotonic; inf: never).
         self._wait_until = math.inf
-        #: A holder queued work (mark_dirty, an earlier timer): wake the loop at release.
+        #: A holder set a timer earlier than the loop's wake-up: wake it at release.
         self._kick = False
         #: Scratch receive buffer shared by every handler: only this thread reads
         #: sockets, and engines copy what they keep.
@@ -94,18 +94,43 @@ class Reactor:
     def in_reactor_thread(self) -> bool:
         return threading.current_thread() is self._thread
 
+    def call_now_or_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """*Thread-safe.* Run ``fn(*args)`` in this thread at once if the loop is idle
+        in ``select`` with nothing queued (the caller then holds the loop, see
+        :meth:`try_hold`, and flushes what ``fn`` marked dirty), else
+        :meth:`call_soon` it. For short work that neither blocks nor waits."""
+        if not self.try_hold():
+            self.call_soon(fn, *args)
+            return
+        try:
+            self._guarded(fn, *args)
+        finally:
+            self.release_hold()
+
     def try_hold(self) -> bool:
-        """*Thread-safe, never blocks.* Take the loop's hold lock if the loop is waiting
-        in ``select``; True: until :meth:`release_hold` the caller may do what the
-        reactor thread does (engines, sockets, ``mark_dirty``, ``call_later``), as
-        long as it neither blocks nor waits for the reactor. False (in the reactor
-        thread itself too): the loop is busy, hand the work over with call_soon."""
-        return self._sleeping and self._hold.acquire(False)
+        """*Thread-safe, never blocks.* Take the loop's hold lock if the loop waits in
+        ``select`` and no call is queued (queued calls must run first); True: until
+        :meth:`release_hold` the caller may do what the reactor thread does (engines,
+        sockets, ``mark_dirty``, ``call_later``), as long as it neither blocks nor
+        waits for the reactor. False (always in the reactor thread itself): the
+        loop is busy, hand the work over with :meth:`call_soon`."""
+        if not self._sleeping or self._calls or not self._hold.acquire(False):
+            return False
+        if self._calls:  # queued just before we took it: they come first
+            self._hold.release()
+            return False
+        return True
 
     def release_hold(self) -> None:
-        """Give the hold back; wake the loop if the holder left work for it."""
-        kick, self._kick = self._kick, False
-        self._hold.release()
+        """End a hold: flush what the holder marked dirty, as the loop does at the end
+        of a turn, then give the hold back; wake the loop if the holder queued an
+        earlier timer or left something dirty."""
+        try:
+            self._flush_dirty()
+        finally:
+            kick = self._kick or bool(self._dirty)
+            self._kick = False
+            self._hold.release()
         if kick:
             self._wake()
 
@@ -166,9 +191,8 @@ class Reactor:
 
     def mark_dirty(self, obj: Any) -> None:
         """Have ``obj.flush()`` called at the end of this iteration (reactor thread or
-        hold only; a holder's object is flushed in the iteration the release starts)."""
+        hold only; a holder's objects are flushed when it releases the hold)."""
         self._dirty[id(obj)] = obj
-        self._kick = True
 
     # -- sockets -----------------------------------------------------------------------
     def register(self, sock: socket.socket, events: int, handler: Any) -> None:
@@ -201,7 +225,7 @@ class Reactor:
         self._sleeping = True
         timeout = self._next_timeout()
         self._wait_until = time.monotonic() + timeout
-        self._kick = False  # the loop's own marks are handled: only a holder's count
+        self._kick = False
         self._hold.release()
         try:
             events = self._selector.select(timeout)

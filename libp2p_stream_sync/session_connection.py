@@ -54,7 +54,7 @@ class SessionConnection:
         ``lazy``: resolve at once; the negotiation finishes in the background and a
         refusal fails the stream's next read or write with ``UnsupportedProtocol``.
         """
-        self._reactor.call_soon(self._open_stream, protocol, future, lazy)
+        self._reactor.call_now_or_soon(self._open_stream, protocol, future, lazy)
 
     def _open_stream(self, protocol: str, future: Future, lazy: bool) -> None:
         if self.session is not None:

@@ -1,7 +1,9 @@
 """The calls a muxed stream makes on its connection (``Stream``'s ``conn``).
 
-The thread-safe ones only queue work for the reactor; :class:`StreamCalls` carries it
-out there on its :class:`~.muxed.MuxedSession`: hand the stream's output to the flush
+The thread-safe ones hand work to the reactor, or do it in the calling thread while
+the reactor is idle (``Reactor.call_now_or_soon``: a small write is then framed,
+encrypted and sent without waking the reactor); :class:`StreamCalls` carries it out
+on its :class:`~.muxed.MuxedSession`: hand the stream's output to the flush
 queue, give back window for what the application read, reset, and reset a stream we
 closed that the remote never finishes (``Limits.stream_close_timeout``).
 """
@@ -9,13 +11,18 @@ closed that the remote never finishes (``Limits.stream_close_timeout``).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .muxed import MuxedSession
     from .stream import Stream
 
 log = logging.getLogger("libp2p_stream_sync.connection")
+
+#: A stream's flush is done by the writing thread itself (write-through) when the
+#: reactor is idle and at most this many bytes are queued; larger writes are framed
+#: and encrypted on the reactor, which pipelines them with the application.
+WRITE_THROUGH_MAX = 64 * 1024
 
 
 class StreamCalls:
@@ -26,35 +33,20 @@ class StreamCalls:
         self._reactor = session.reactor
 
     def schedule_stream_flush(self, stream: "Stream") -> None:
-        """*Thread-safe.* The stream has data or a FIN to send: sent from this thread
-        when the reactor is idle and nothing else waits (write-through), else handed
-        to the reactor."""
-        reactor = self._reactor
-        output = self._session.output
-        if reactor.try_hold():
-            try:
-                done = self._held(output.write_through, stream)
-            finally:
-                reactor.release_hold()
-            if done:
-                return
-        reactor.call_soon(output.add, stream)
-
-    def _held(self, fn: Callable[..., bool], *args: Any) -> bool:
-        """Run ``fn(*args)`` holding the reactor; a failure (a bug) closes the link,
-        as it would on the reactor, and returns True (nothing left to do)."""
-        try:
-            return fn(*args)
-        except Exception as exc:
-            self._session.link.input_failed(exc)
-            return True
+        """*Thread-safe.* The stream has data or a FIN to send. Up to
+        :data:`WRITE_THROUGH_MAX` queued bytes are sent from this thread when the
+        reactor is idle (write-through); more, or a busy reactor: the reactor sends."""
+        if stream.unsent_bytes <= WRITE_THROUGH_MAX:
+            self._reactor.call_now_or_soon(self._session.output.add, stream)
+        else:
+            self._reactor.call_soon(self._session.output.add, stream)
 
     def report_consumed(self, stream: "Stream", n: int, on_reactor: bool = False) -> None:
         """*Thread-safe.* The application consumed ``n`` bytes of the stream."""
         if on_reactor:
             self._stream_consumed(stream, n)
         else:
-            self._reactor.call_soon(self._stream_consumed, stream, n)
+            self._reactor.call_now_or_soon(self._stream_consumed, stream, n)
 
     @property
     def bytes_sent(self) -> int:
@@ -68,21 +60,13 @@ class StreamCalls:
 
     def reset_stream(self, stream: "Stream") -> None:
         """*Thread-safe.* Reset the stream on the wire."""
-        self._reactor.call_soon(self._session.table.reset, stream)
+        self._reactor.call_now_or_soon(self._session.table.reset, stream)
 
     def stream_closed(self, stream: "Stream", dropped: int) -> None:
-        """*Thread-safe.* The application closed a stream the remote has not finished
-        (done in this thread when the reactor is idle)."""
-        reactor = self._reactor
-        if reactor.try_hold():
-            try:
-                self._held(self._stream_closed, stream, dropped)
-            finally:
-                reactor.release_hold()
-            return
-        reactor.call_soon(self._stream_closed, stream, dropped)
+        """*Thread-safe.* The application closed a stream the remote has not finished."""
+        self._reactor.call_now_or_soon(self._stream_closed, stream, dropped)
 
-    def _stream_closed(self, stream: "Stream", dropped: int) -> bool:
+    def _stream_closed(self, stream: "Stream", dropped: int) -> None:
         if dropped:
             self._stream_consumed(stream, dropped)
         session = self._session
@@ -91,7 +75,6 @@ class StreamCalls:
             record.close_timer = self._reactor.call_later(
                 session.owner.limits.stream_close_timeout,
                 lambda: self._close_timed_out(stream))
-        return True
 
     def _close_timed_out(self, stream: "Stream") -> None:
         session = self._session
