@@ -53,8 +53,14 @@ class SessionConnection:
 
         ``lazy``: resolve at once; the negotiation finishes in the background and a
         refusal fails the stream's next read or write with ``UnsupportedProtocol``.
+        Done in this thread while the reactor is idle and the session has few
+        streams (``StreamCalls.few_streams``).
         """
-        self._reactor.call_now_or_soon(self._open_stream, protocol, future, lazy)
+        session = self.session
+        if session is not None and session.calls.few_streams():
+            self._reactor.call_now_or_soon(self._open_stream, protocol, future, lazy)
+        else:
+            self._reactor.call_soon(self._open_stream, protocol, future, lazy)
 
     def _open_stream(self, protocol: str, future: Future, lazy: bool) -> None:
         if self.session is not None:

@@ -23,6 +23,10 @@ log = logging.getLogger("libp2p_stream_sync.connection")
 #: reactor is idle and at most this many bytes are queued; larger writes are framed
 #: and encrypted on the reactor, which pipelines them with the application.
 WRITE_THROUGH_MAX = 64 * 1024
+#: ... and only on a session with at most this many streams (open or negotiating):
+#: with more, streams' writes tend to meet in one reactor turn, whose single
+#: encryption and send of all their frames costs less than one per writer.
+WRITE_THROUGH_STREAMS = 4
 
 
 class StreamCalls:
@@ -34,12 +38,21 @@ class StreamCalls:
 
     def schedule_stream_flush(self, stream: "Stream") -> None:
         """*Thread-safe.* The stream has data or a FIN to send. Up to
-        :data:`WRITE_THROUGH_MAX` queued bytes are sent from this thread when the
-        reactor is idle (write-through); more, or a busy reactor: the reactor sends."""
-        if stream.unsent_bytes <= WRITE_THROUGH_MAX:
+        :data:`WRITE_THROUGH_MAX` queued bytes on a session with :meth:`few_streams`
+        are sent from this thread when the reactor is idle (write-through); else the
+        reactor sends."""
+        if self.few_streams() and stream.unsent_bytes <= WRITE_THROUGH_MAX:
             self._reactor.call_now_or_soon(self._session.output.add, stream)
         else:
             self._reactor.call_soon(self._session.output.add, stream)
+
+    def few_streams(self) -> bool:
+        """*Thread-safe* (approximate: two dict sizes read without the reactor).
+        At most :data:`WRITE_THROUGH_STREAMS` streams open or negotiating: work that
+        sends (writes, opens) may be done in the caller's thread."""
+        session = self._session
+        return len(session.streams) + len(session.negotiations.table) \
+            <= WRITE_THROUGH_STREAMS
 
     def report_consumed(self, stream: "Stream", n: int, on_reactor: bool = False) -> None:
         """*Thread-safe.* The application consumed ``n`` bytes of the stream."""
