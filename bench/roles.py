@@ -574,10 +574,17 @@ def role_quic_dial(args: argparse.Namespace) -> None:
     """Dial a QUIC listener as fast as possible with lean blocking handshakes."""
     from libp2p_stream_sync import Keypair
     from libp2p_stream_sync.engines.quic import QuicIdentity
-    keys = [Keypair.generate() for _ in range(args.threads)]
+    # Four identities per thread, used in turn: a loaded server reads a connection's
+    # CONNECTION_CLOSE late, and one identity would soon hit max_connections_per_peer.
+    keys = [Keypair.generate() for _ in range(4 * args.threads)]
     identities = [QuicIdentity(key) for key in keys]  # one per node, as a node does
-    _lean_dial_loop(args, lambda i: _lean_quic_handshake("127.0.0.1", args.port, keys[i],
-                                                         identities[i]))
+    turns = [0] * args.threads
+
+    def handshake(i: int) -> float:
+        turns[i] += 1
+        k = 4 * i + turns[i] % 4
+        return _lean_quic_handshake("127.0.0.1", args.port, keys[k], identities[k])
+    _lean_dial_loop(args, handshake)
 
 
 def role_lean_dial(args: argparse.Namespace) -> None:

@@ -58,16 +58,16 @@ def quic_settings(limits: "Limits") -> dict[str, Any]:
 class QuicConnection(SessionConnection):
     """A connection to one peer over QUIC: the handshake (the engine's), the link
     below its :attr:`session`, timers before the session exists, close and abort.
-    Made by the QUIC transport on the reactor thread (``socket`` is its
+    Made by the QUIC transport on the reactor thread (``qsock`` is its
     ``transport.udp.QuicSocket``)."""
 
-    def __init__(self, owner: "ConnectionOwner", socket: Any, muxer: "QuicMuxer", *,
+    def __init__(self, owner: "ConnectionOwner", qsock: Any, muxer: "QuicMuxer", *,
                  initiator: bool, remote_addr: tuple, transport: Any,
                  expected_peer: "PeerId | None" = None,
                  on_ready: Callable[["QuicConnection", BaseException | None], None]) -> None:
         self.owner = owner
         #: The UDP socket (``transport.remote_multiaddr(sock, ...)`` reads its family).
-        self.sock = socket
+        self.sock = qsock
         self.muxer = muxer
         self.initiator = initiator
         self.remote_addr = remote_addr

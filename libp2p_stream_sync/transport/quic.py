@@ -86,7 +86,7 @@ class QuicTransport:
     def __init__(self, owner: "ConnectionOwner") -> None:
         """``owner``: what every QUIC connection calls up (the node's NodeOwner)."""
         self._owner = owner
-        self._identity: Any = None
+        self._identity: QuicIdentity | None = None
         self._listening: list[QuicSocket] = []
         self._dialing: dict[int, QuicSocket] = {}  # family -> node-wide dial socket
 
@@ -127,7 +127,7 @@ class QuicTransport:
         return qsock
 
     @property
-    def identity(self) -> Any:
+    def identity(self) -> QuicIdentity:
         """The node's QUIC certificate (``engines.quic.QuicIdentity``), made once."""
         if self._identity is None:
             self._identity = QuicIdentity(self._owner.keypair)
