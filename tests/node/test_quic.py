@@ -251,3 +251,18 @@ def test_quic_limits_are_the_engine_settings():
     assert settings["stream_window"] == 1 << 20
     assert settings["connection_window"] == 4 << 20
     assert settings["idle_timeout"] == 8 and settings["keepalive_interval"] == 5
+
+
+def test_flush_returns_once_the_bytes_left_in_datagrams(quic_pair):
+    client, server, _ = quic_pair
+    stream = client.new_control().open_stream(server.peer_id, ECHO)
+    stream.settimeout(10)
+    (conn,) = client.connections(server.peer_id)
+    before = conn.bytes_sent
+    payload = os.urandom(1 << 20)
+    stream.write(payload)
+    stream.flush()
+    # bytes_sent counts stream payload put into packets: flush() waited for all of it.
+    assert conn.bytes_sent - before >= len(payload)
+    stream.close_write()
+    assert len(stream.readall()) == len(payload)
