@@ -148,6 +148,7 @@ class QuicSocket:
     def on_readable(self) -> None:
         """The reactor: datagrams arrived (at most ``RECV_PER_TURN`` this turn)."""
         buffer, endpoint = self._buffer, self.endpoint
+        view = memoryview(buffer)
         now = time.monotonic()
         batch: dict[QuicConnection, list] = {}
         for _ in range(RECV_PER_TURN):
@@ -160,7 +161,8 @@ class QuicSocket:
                 continue
             self.stats["received"] += 1
             addr = addr[:2]
-            for muxer, events in endpoint.receive_datagram(bytes(buffer[:n]), addr, now):
+            data = bytes(view[:n])  # the one copy the engines keep
+            for muxer, events in endpoint.receive_datagram(data, addr, now):
                 conn = self._conns.get(muxer)
                 if conn is None:
                     conn = self._accept(muxer, addr, now)
