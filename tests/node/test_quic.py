@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("aioquic")  # the optional extra; tests/engines/test_quic_extra.py
 
 from libp2p_stream_sync import (  # noqa: E402
-    Keypair, Limits, Node, PeerMismatchError, UnsupportedProtocol,
+    Keypair, Limits, Node, OpenStreamError, PeerMismatchError, UnsupportedProtocol,
 )
 from libp2p_stream_sync.engines.quic import QuicMuxer  # noqa: E402
 from libp2p_stream_sync.stream import SEND_BUFFER_HIGH_WATER  # noqa: E402
@@ -266,3 +266,22 @@ def test_flush_returns_once_the_bytes_left_in_datagrams(quic_pair):
     assert conn.bytes_sent - before >= len(payload)
     stream.close_write()
     assert len(stream.readall()) == len(payload)
+
+
+def test_streams_beyond_the_per_peer_bound_are_reset(make_node):
+    server = make_node(listen=[QUIC], limits=Limits(max_inbound_streams_per_peer=4))
+    incoming = server.new_control().accept("/hold/1.0.0")
+    client = make_node(listen=[])
+    control = client.new_control()
+    held = [control.open_stream(quic_addr(server), "/hold/1.0.0", timeout=5)
+            for _ in range(4)]
+    with pytest.raises((OpenStreamError, ConnectionResetError)):
+        extra = control.open_stream(server.peer_id, "/hold/1.0.0", timeout=5)
+        extra.settimeout(5)
+        extra.write(b"x")
+        extra.read(1)
+    for stream in held:
+        stream.reset()
+    assert wait_until(lambda: server.counts()["inbound_streams"] == 0)
+    assert client.ping(server.peer_id)  # the connection itself was never at fault
+    incoming.close()
