@@ -32,6 +32,7 @@ from .registry import ProtocolRegistry
 from .stream import Stream
 from .transport import Transports, tcp
 from .transport.circuit import CircuitTransport
+from .transport.quic import QuicTransport
 from .transport.websocket import WebSocketTransport
 from .workers import WorkerPool
 
@@ -79,8 +80,8 @@ class Node:
         pyOpenSSL is not installed). Raises ``OSError`` when an address cannot be
         bound, ``ValueError`` for an unknown muxer, security protocol or address,
         ``TypeError`` when ``listen`` is one address, not a list, and ``ImportError``
-        naming the extra to install (``[tls]``, ``[ws]``) when ``security`` names TLS
-        or ``listen`` a ``/ws`` address without its package.
+        naming the extra to install (``[tls]``, ``[ws]``, ``[quic]``) when ``security``
+        names TLS or ``listen`` a ``/ws`` or ``/quic-v1`` address without its package.
 
         ``enable_autonat_server`` serves AutoNAT v1 and v2 (off by default: it makes us
         dial back whoever asks, within ``Limits.max_autonat_dialbacks*``).
@@ -127,6 +128,7 @@ class Node:
         #: Picks a transport by multiaddr (TCP is the fallback, transport/__init__.py).
         self._transports = Transports(tcp.TcpTransport())
         self._transports.register(WebSocketTransport())
+        self._transports.register(QuicTransport(self._owner))
         circuits = CircuitTransport(self)
         self._transports.register(circuits)
         self._dialer = Dialer(self._owner, self._table, self._transports, self._addresses,
@@ -438,6 +440,7 @@ class Node:
     def _shutdown(self, done: Future) -> None:
         """Close listeners and connections gracefully; resolve ``done`` once all are gone."""
         self._listeners.close()
+        self._transports.close()
         self._table.close_all(done, _CLOSE_TIMEOUT - 1.0)
 
 

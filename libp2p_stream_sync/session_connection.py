@@ -1,8 +1,8 @@
 """What the node, the protocols and the streams call on a connection with muxed streams.
 
 :class:`SessionConnection` is the base of the connections whose streams a
-:class:`~.muxed.MuxedSession` routes (the byte-channel ``Connection``; a QUIC
-connection next): it serves those calls from its :attr:`session`, so that callers
+:class:`~.muxed.MuxedSession` routes (the byte-channel ``Connection``, the
+``quic_connection.QuicConnection``): it serves those calls from its :attr:`session`, so that callers
 need not know where the streams live. The subclass sets ``session`` once the muxer is
 agreed, and ``closed_reason`` when it closes; it drops ``session`` when it aborts.
 """
