@@ -125,13 +125,14 @@ class Node:
             self._table.on_connection_ready
         #: Called (on the thread that changed them) after our accepted protocols change.
         self.on_protocols_changed: list[Callable[[], None]] = []
-        #: Picks a transport by multiaddr (TCP is the fallback, transport/__init__.py).
-        self._transports = Transports(tcp.TcpTransport())
-        self._transports.register(WebSocketTransport())
-        self._transports.register(QuicTransport(self._owner))
+        #: Picks a transport by multiaddr (TCP is the fallback, transport/__init__.py);
+        #: read-only for the package's layers (AutoNAT asks it what we can dial).
+        self.transports = Transports(tcp.TcpTransport())
+        self.transports.register(WebSocketTransport())
+        self.transports.register(QuicTransport(self._owner))
         circuits = CircuitTransport(self)
-        self._transports.register(circuits)
-        self._dialer = Dialer(self._owner, self._table, self._transports, self._addresses,
+        self.transports.register(circuits)
+        self._dialer = Dialer(self._owner, self._table, self.transports, self._addresses,
                               lambda: self._closed)
         self._builtins = BuiltinProtocols(self, enable_perf=enable_perf)
         #: Our relay slots and the stop protocol (circuit relay v2 client).
@@ -143,7 +144,7 @@ class Node:
         self._autonat = AutoNAT(self, self.ip_scope, serve=enable_autonat_server)
         try:
             relays = self.relay_client.checked_relays(relays, self._dialer.target_of)
-            self._listeners = Listeners(self._owner, self._table, self._transports, listen)
+            self._listeners = Listeners(self._owner, self._table, self.transports, listen)
         except BaseException:
             self._reactor.close_resources()
             raise
@@ -440,7 +441,7 @@ class Node:
     def _shutdown(self, done: Future) -> None:
         """Close listeners and connections gracefully; resolve ``done`` once all are gone."""
         self._listeners.close()
-        self._transports.close()
+        self.transports.close()
         self._table.close_all(done, _CLOSE_TIMEOUT - 1.0)
 
 

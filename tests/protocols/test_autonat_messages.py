@@ -21,7 +21,14 @@ from libp2p_stream_sync.protocols.autonat.messages import (AutoNATMessageError, 
                                                            encode_response, frame_header)
 from libp2p_stream_sync.protocols.autonat.server import RateLimiter, dial_targets
 from libp2p_stream_sync.protocols.autonat.v2_server import AutoNATv2Server
-from libp2p_stream_sync.transport import websocket
+from libp2p_stream_sync.transport import Transports, websocket
+from libp2p_stream_sync.transport.quic import QuicTransport
+from libp2p_stream_sync.transport.tcp import TcpTransport
+
+#: A node's transport table as node.py builds it (what a server can dial back).
+TRANSPORTS = Transports(TcpTransport())
+TRANSPORTS.register(websocket.WebSocketTransport())
+TRANSPORTS.register(QuicTransport(None))
 
 PEER = Keypair.generate().peer_id
 
@@ -115,10 +122,10 @@ def test_server_dials_only_the_observed_ip_and_never_a_relay():
         "/ip4/198.18.0.2/tcp/1", "/ip4/198.18.0.3/tcp/1", f"/ip4/198.18.0.2/tcp/2/p2p/{PEER}",
         f"/ip4/198.18.0.2/tcp/3/p2p/{other}", "/ip4/198.18.0.2/tcp/1",
         f"/ip4/198.18.0.2/tcp/4/p2p/{other}/p2p-circuit", "/dns4/x/tcp/5")] + [b"\xff"]
-    assert [str(ma) for ma in dial_targets(raw, observed, PEER)] == [
+    assert [str(ma) for ma in dial_targets(raw, observed, PEER, TRANSPORTS)] == [
         "/ip4/198.18.0.2/tcp/1", "/ip4/198.18.0.2/tcp/2"]
     many = [Multiaddr(f"/ip4/198.18.0.2/tcp/{port}").to_bytes() for port in range(1, 40)]
-    assert len(dial_targets(many, observed, PEER)) == 16
+    assert len(dial_targets(many, observed, PEER, TRANSPORTS)) == 16
 
 
 def test_rate_limiter_counts_per_peer_and_in_all_over_a_window():
@@ -190,20 +197,33 @@ def test_server_skips_addresses_whose_transport_it_lacks(monkeypatch):
     observed = ipaddress.ip_address("198.18.0.2")
     raw = [Multiaddr(a).to_bytes() for a in ("/ip4/198.18.0.2/tcp/1/ws",
                                              "/ip4/198.18.0.2/tcp/2")]
-    assert len(dial_targets(raw, observed, PEER)) == 2
+    assert len(dial_targets(raw, observed, PEER, TRANSPORTS)) == 2
 
     def no_wsproto():
         raise ImportError("pip install 'libp2p_stream_sync[ws]'")
     monkeypatch.setattr(websocket, "require_wsproto", no_wsproto)
-    assert [str(ma) for ma in dial_targets(raw, observed, PEER)] == ["/ip4/198.18.0.2/tcp/2"]
+    assert [str(ma) for ma in dial_targets(raw, observed, PEER, TRANSPORTS)] == [
+        "/ip4/198.18.0.2/tcp/2"]
+
+
+def test_server_dials_back_quic_addresses_the_node_can_dial():
+    observed = ipaddress.ip_address("198.18.0.2")
+    raw = [Multiaddr(a).to_bytes() for a in ("/ip4/198.18.0.2/udp/1/quic-v1",
+                                             "/ip4/198.18.0.2/tcp/2")]
+    assert [str(ma) for ma in dial_targets(raw, observed, PEER, TRANSPORTS)] == [
+        "/ip4/198.18.0.2/udp/1/quic-v1", "/ip4/198.18.0.2/tcp/2"]
+    tcp_only = Transports(TcpTransport())
+    assert [str(ma) for ma in dial_targets(raw, observed, PEER, tcp_only)] == [
+        "/ip4/198.18.0.2/tcp/2"]
 
 
 def test_servers_skip_ips_we_have_no_route_to(monkeypatch):
     assert targets.has_route("127.0.0.1")
     monkeypatch.setattr(targets, "has_route", lambda ip: ip != "198.18.0.3")
     raw = [Multiaddr(a).to_bytes() for a in ("/ip4/198.18.0.3/tcp/1", "/ip4/198.18.0.2/tcp/1")]
-    server = AutoNATv2Server(SimpleNamespace(limits=Limits()), IpScope(["198.18.0.0/15"]),
+    server = AutoNATv2Server(SimpleNamespace(limits=Limits(), transports=TRANSPORTS),
+                             IpScope(["198.18.0.0/15"]),
                              RateLimiter(1, 1, 60.0))
     index, chosen = server.choose(raw, PEER)
     assert (index, str(chosen)) == (1, "/ip4/198.18.0.2/tcp/1")
-    assert dial_targets(raw, ipaddress.ip_address("198.18.0.3"), PEER) == []
+    assert dial_targets(raw, ipaddress.ip_address("198.18.0.3"), PEER, TRANSPORTS) == []

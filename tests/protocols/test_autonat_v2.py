@@ -124,7 +124,7 @@ def test_the_server_dials_only_the_first_address_it_accepts(nodes):
     client = nodes(public_networks=LOOPBACK_PUBLIC)
     _connect(client, server)
     addrs = ["/dns4/example.com/tcp/1", f"/ip4/127.0.0.1/tcp/1/p2p/{server.peer_id}",
-             "/ip4/127.0.0.1/udp/1/quic-v1", str(client.listen_addrs[0]),
+             "/ip4/127.0.0.1/udp/1", str(client.listen_addrs[0]),
              "/ip4/127.0.0.1/tcp/2"]
     stream = _request(client, server, addrs)
     response = _next(stream)

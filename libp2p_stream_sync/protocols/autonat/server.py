@@ -52,6 +52,8 @@ class ServerHost(Protocol):
     """What the server needs of its node (public :class:`Node` methods)."""
 
     limits: Any
+    #: The node's transport table (what we can dial back).
+    transports: Any
 
     @property
     def reactor(self) -> Any: ...
@@ -165,7 +167,7 @@ class AutoNATServer:
             return Status.E_DIAL_REFUSED, "no observed IP (relayed connection?)", None
         if not self.scope.is_public(observed):
             return Status.E_DIAL_REFUSED, "observed IP is not public", None
-        targets = dial_targets(request.addrs, observed, peer)
+        targets = dial_targets(request.addrs, observed, peer, self._host.transports)
         if not targets:
             return Status.E_DIAL_REFUSED, "no dialable address on the observed IP", None
         if not self.rate.admit(peer):
@@ -207,7 +209,8 @@ def observed_ip(conn: "Connection") -> "IP | None":
     return ipaddress.ip_address(ip) if ip is not None else None
 
 
-def dial_targets(raw_addrs: list[bytes], observed: "IP", peer: PeerId) -> list[Multiaddr]:
+def dial_targets(raw_addrs: list[bytes], observed: "IP", peer: PeerId,
+                 transports: Any) -> list[Multiaddr]:
     """The requested addresses we may dial: :func:`targets.dialable` ones on the
     ``observed`` IP; ``/p2p/`` stripped, duplicates dropped, at most
     :data:`MAX_DIAL_ADDRS`."""
@@ -215,7 +218,7 @@ def dial_targets(raw_addrs: list[bytes], observed: "IP", peer: PeerId) -> list[M
     for raw in raw_addrs:
         if len(found) >= MAX_DIAL_ADDRS:
             break
-        ma = dialable(raw, peer)
+        ma = dialable(raw, peer, transports)
         if ma is not None and ipaddress.ip_address(ip_of(ma) or "") == observed \
                 and ma not in found:
             found.append(ma)

@@ -18,9 +18,6 @@ from multiaddr import Multiaddr
 
 from ...identity import PeerId
 from ...ipscope import ip_of
-from ...transport import Transports
-from ...transport.tcp import TcpTransport
-from ...transport.websocket import WebSocketTransport
 
 if TYPE_CHECKING:
     from ...connection import Connection
@@ -30,15 +27,13 @@ log = logging.getLogger(__name__)
 #: Seconds after a timed-out dial-back by which its connection, had it completed
 #: anyway, is found and closed (its handshake timer ends it by then otherwise).
 LATE_DIAL_GRACE = 1.0
-#: The transports a dial-back may use: the node's byte-stream transports (node.py).
-_TRANSPORTS = Transports(TcpTransport())
-_TRANSPORTS.register(WebSocketTransport())
 _P2P = 421
 
 
-def dialable(raw: bytes, peer: PeerId) -> Multiaddr | None:
+def dialable(raw: bytes, peer: PeerId, transports: Any) -> Multiaddr | None:
     """The requested address ``raw`` (multiaddr bytes) without its ``/p2p/`` suffix
-    when we can dial it back to ``peer`` (module docstring), else None."""
+    when we can dial it back to ``peer`` with one of ``transports`` (the node's
+    ``transport.Transports``; module docstring), else None."""
     try:
         ma = Multiaddr(bytes(raw))
         parts = [(proto.name, value) for proto, value in ma.items()]
@@ -54,7 +49,7 @@ def dialable(raw: bytes, peer: PeerId) -> Multiaddr | None:
     if ip is None:
         return None
     try:
-        _TRANSPORTS.parse(ma)
+        transports.parse(ma)
     except (ValueError, ImportError) as exc:  # a shape or a transport we do not have
         log.debug("AutoNAT: not dialing %s: %s", ma, exc)
         return None

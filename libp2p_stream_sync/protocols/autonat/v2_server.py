@@ -114,7 +114,7 @@ class AutoNATv2Server:
         """The first requested address we are willing and able to dial (module
         docstring), with its index; ``/p2p/`` stripped."""
         for index, raw in enumerate(raw_addrs[:MAX_REQUEST_ADDRS]):
-            ma = dialable(raw, peer)
+            ma = dialable(raw, peer, self._host.transports)
             if ma is not None and self.scope.is_public(ip_of(ma) or ""):
                 return index, ma
         return None
