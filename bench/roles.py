@@ -351,7 +351,10 @@ def role_node_server(args: argparse.Namespace) -> None:
     if args.echo_mode == "pool":
         echo = _PoolEcho(control, args.echo_threads)
     else:
-        echo = serve_echo(control, max_streams=args.echo_threads, capacity=4096)
+        # idle_timeout: a round-trip client keeps its stream open, silent while other
+        # pairs of the same run are measured or start (interop_ops: up to ~90 s).
+        echo = serve_echo(control, max_streams=args.echo_threads, capacity=4096,
+                          idle_timeout=600.0)
     held: list = []
     incoming = control.accept(IDLE_PROTOCOL, capacity=args.max_streams)
 
