@@ -56,11 +56,13 @@ _LINGER = 2.0
 class Connection(SessionConnection):
     """A connection to one peer over a byte channel: channel I/O, the upgrade, the
     close, and the link below its :attr:`session` (which has its streams; the calls on
-    them are :class:`SessionConnection`'s). Created by the node on the reactor thread."""
+    them are :class:`SessionConnection`'s). Created by the node on the reactor thread
+    (``connecting`` and not ``initiator``: a hole punch's dial, the upgrade's responder)."""
 
     def __init__(self, owner: "ConnectionOwner", sock: "ByteChannel", *, initiator: bool,
                  remote_addr: tuple, transport: Any, expected_peer: "PeerId | None" = None,
-                 on_ready: Callable[["Connection", BaseException | None], None]) -> None:
+                 on_ready: Callable[["Connection", BaseException | None], None],
+                 connecting: bool = False) -> None:
         #: Who this connection calls up (the node), see interfaces.ConnectionOwner.
         self.owner = owner
         #: The byte channel (interfaces.ByteChannel): a TCP socket, or a channel of
@@ -84,7 +86,7 @@ class Connection(SessionConnection):
         self._expected_peer = expected_peer
         self._on_ready: Callable | None = on_ready
         self._reactor = owner.reactor
-        self._state = _CONNECTING if initiator else _UPGRADING
+        self._state = _CONNECTING if initiator or connecting else _UPGRADING
         self._want_write = False
         self._linger_timer: Any = None
         self._write_shut = False

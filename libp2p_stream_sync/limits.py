@@ -85,6 +85,11 @@ class Limits:
     max_stop_handshakes: int = 64
     #: ... and from one relay; more stop streams are reset.
     max_stop_handshakes_per_relay: int = 16
+    #: DCUtR hole punches (``/libp2p/dcutr`` sessions, either role) under way at once,
+    #: one per peer; 0 turns hole punching off. More are not started (or reset) ...
+    max_hole_punches: int = 8
+    #: ... and sessions one peer may start (or make us start) per minute.
+    max_hole_punches_per_peer: int = 3
     #: AutoNAT server (``Node(enable_autonat_server=True)``): requests of one peer
     #: that we dial back per minute; more are answered ``E_DIAL_REFUSED`` ...
     max_autonat_dialbacks_per_peer: int = 3
@@ -134,6 +139,7 @@ _COUNTS = ("max_inbound_connections", "max_outbound_connections",
            "max_negotiation_buffer", "max_connections_per_peer",
            "max_handler_jobs", "max_handler_jobs_per_peer", "max_address_book_peers",
            "max_stop_handshakes", "max_stop_handshakes_per_relay",
+           "max_hole_punches", "max_hole_punches_per_peer",
            "max_autonat_dialbacks_per_peer", "max_autonat_dialbacks")
 #: Counts that must be at least 1.
 _POSITIVE_COUNTS = ("max_connections_per_peer", "max_handler_jobs",
