@@ -393,6 +393,8 @@ class HolePuncher:
             for future in done:
                 i = pending.pop(future)
                 error = future.exception()
+                log.debug("hole punch with %s: dial %d of %s: %s", peer, tries[i] + 1,
+                          _multiaddr(targets[i]), error or "connected")
                 if error is None:
                     return True
                 if _refused(error) and tries[i] < MAX_REDIALS:
