@@ -339,8 +339,9 @@ def role_node_server(args: argparse.Namespace) -> None:
                     max_streams_per_connection=args.max_streams,
                     max_inbound_streams_per_protocol_per_peer=args.max_streams,
                     max_inbound_streams_per_peer=args.max_streams,
-                    idle_connection_timeout=None)
-    listen = "/ip4/127.0.0.1/tcp/0" + ("/ws" if args.transport == "ws" else "")
+                    idle_connection_timeout=None, quic_max_datagram_size=args.quic_datagram)
+    listen = {"tcp": "/ip4/127.0.0.1/tcp/0", "ws": "/ip4/127.0.0.1/tcp/0/ws",
+              "quic": "/ip4/127.0.0.1/udp/0/quic-v1"}[args.transport]
     node = Node(listen=[listen], muxers=[args.muxer], limits=limits,
                 security=args.security.split(","), enable_perf=True,
                 max_handler_threads=args.handler_threads)
@@ -408,15 +409,15 @@ def role_node_server(args: argparse.Namespace) -> None:
 
 
 # -- our node: clients --------------------------------------------------------------------
-def _client_node(muxer: str, **kw):
+def _client_node(muxer: str, quic_datagram: int = 1200, **kw):
     from libp2p_stream_sync import Limits, Node
     limits = Limits(max_streams_per_connection=16384,
-                    max_outbound_connections=8192)
+                    max_outbound_connections=8192, quic_max_datagram_size=quic_datagram)
     return Node(muxers=[muxer], limits=limits, **kw)
 
 
 def role_node_perf(args: argparse.Namespace) -> None:
-    node = _client_node(args.muxer, security=args.security.split(","))
+    node = _client_node(args.muxer, args.quic_datagram, security=args.security.split(","))
     peer = node.dial(args.addr, timeout=30)
     while wait_for_go():
         c0, t0 = cpu_self(), time.perf_counter()
@@ -429,7 +430,7 @@ def role_node_perf(args: argparse.Namespace) -> None:
 
 def role_node_opens(args: argparse.Namespace) -> None:
     """Streams opened per second: open + negotiate + 1-byte echo + close."""
-    node = _client_node(args.muxer)
+    node = _client_node(args.muxer, args.quic_datagram)
     peer = node.dial(args.addr, timeout=30)
     control = node.new_control()
     # warm-up: identify, windows, thread pools
@@ -476,7 +477,7 @@ def role_node_opens(args: argparse.Namespace) -> None:
 
 
 def role_node_rtt(args: argparse.Namespace) -> None:
-    node = _client_node(args.muxer)
+    node = _client_node(args.muxer, args.quic_datagram)
     peer = node.dial(args.addr, timeout=30)
     stream = node.new_control().open_stream(peer, ECHO_PROTOCOL, timeout=10)
     stream.settimeout(10)
@@ -558,6 +559,58 @@ def _lean_handshake(port: int, keypair, muxer: str) -> float:
         sock.close()
 
 
+def _lean_quic_handshake(host: str, port: int, keypair, identity) -> float:
+    """One QUIC handshake with the engine alone over a blocking UDP socket, until
+    both certificates are verified (our Finished sent); then CONNECTION_CLOSE."""
+    from libp2p_stream_sync.engines.quic import QuicMuxer
+    t0 = time.perf_counter()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        addr = (host, port)
+        muxer = QuicMuxer.client(keypair, addr, time.monotonic(), identity=identity,
+                                 keepalive_interval=None)
+        deadline = t0 + 10
+        while True:
+            for data, to in muxer.datagrams_to_send(time.monotonic()):
+                sock.sendto(data, to)
+            if muxer.is_verified:
+                break
+            if muxer.is_terminated or time.perf_counter() > deadline:
+                raise ConnectionError(f"QUIC handshake failed: {muxer.handshake_error}")
+            timer = muxer.get_timer()
+            sock.settimeout(max(0.001, timer - time.monotonic()) if timer else 1.0)
+            try:
+                data, src = sock.recvfrom(65536)
+            except socket.timeout:
+                muxer.handle_timer(time.monotonic())
+                continue
+            muxer.receive_datagram(data, src, time.monotonic())
+        elapsed = time.perf_counter() - t0
+        muxer.close()
+        for data, to in muxer.datagrams_to_send(time.monotonic()):
+            sock.sendto(data, to)
+        return elapsed
+    finally:
+        sock.close()
+
+
+def role_quic_dial(args: argparse.Namespace) -> None:
+    """Dial a QUIC listener as fast as possible with lean blocking handshakes."""
+    from libp2p_stream_sync import Keypair
+    from libp2p_stream_sync.engines.quic import QuicIdentity
+    # Four identities per thread, used in turn: a loaded server reads a connection's
+    # CONNECTION_CLOSE late, and one identity would soon hit max_connections_per_peer.
+    keys = [Keypair.generate() for _ in range(4 * args.threads)]
+    identities = [QuicIdentity(key) for key in keys]  # one per node, as a node does
+    turns = [0] * args.threads
+
+    def handshake(i: int) -> float:
+        turns[i] += 1
+        k = 4 * i + turns[i] % 4
+        return _lean_quic_handshake("127.0.0.1", args.port, keys[k], identities[k])
+    _lean_dial_loop(args, handshake)
+
+
 def role_lean_dial(args: argparse.Namespace) -> None:
     """Dial the server as fast as possible with lean blocking handshakes."""
     raise_nofile()
@@ -572,6 +625,13 @@ def role_lean_dial(args: argparse.Namespace) -> None:
     else:
         def handshake(i: int) -> float:
             return _lean_handshake(args.port, keys[i], args.muxer)
+    _lean_dial_loop(args, handshake)
+
+
+def _lean_dial_loop(args: argparse.Namespace, handshake) -> None:
+    """READY / go / RUN loop of the lean dialers: ``handshake(thread index)`` in
+    ``args.threads`` threads for ``args.seconds``."""
+    raise_nofile()
     while wait_for_go():
         stop_at = time.perf_counter() + args.seconds
         lat: list[list[float]] = [[] for _ in range(args.threads)]
@@ -727,8 +787,10 @@ def main() -> None:
     s.add_argument("--handler-threads", type=int, default=64)
     s.add_argument("--echo-mode", choices=["serve_echo", "pool"], default="serve_echo",
                    help="serve_echo (its own worker pool) or a fixed pool of 16 threads")
-    s.add_argument("--transport", choices=["tcp", "ws"], default="tcp")
+    s.add_argument("--transport", choices=["tcp", "ws", "quic"], default="tcp")
     s.add_argument("--security", default="noise", help="noise, tls or noise,tls")
+    s.add_argument("--quic-datagram", type=int, default=1200,
+                   help="Limits.quic_max_datagram_size")
     s.set_defaults(fn=role_node_server)
     for name, fn in (("node-perf", role_node_perf), ("node-opens", role_node_opens),
                      ("node-rtt", role_node_rtt), ("hold-conns", role_hold_conns),
@@ -736,6 +798,8 @@ def main() -> None:
         s = sub.add_parser(name)
         s.add_argument("--addr", required=True)
         s.add_argument("--muxer", default="yamux")
+        s.add_argument("--quic-datagram", type=int, default=1200,
+                       help="Limits.quic_max_datagram_size")
         s.set_defaults(fn=fn)
         if name == "node-perf":
             s.add_argument("--security", default="noise", help="noise or tls")
@@ -761,6 +825,11 @@ def main() -> None:
     s.add_argument("--seconds", type=float, default=3.0)
     s.add_argument("--security", choices=["noise", "tls"], default="noise")
     s.set_defaults(fn=role_lean_dial)
+    s = sub.add_parser("quic-dial")
+    s.add_argument("--port", type=int, required=True)
+    s.add_argument("--threads", type=int, default=4)
+    s.add_argument("--seconds", type=float, default=3.0)
+    s.set_defaults(fn=role_quic_dial)
 
     args = p.parse_args()
     args.fn(args)

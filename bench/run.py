@@ -29,6 +29,10 @@ Benchmarks (names for --only / --skip):
               operation of both processes
   scale       1,000 idle connections and 10,000 idle streams: RSS per connection /
               stream in the server process, time to establish them
+  quic        QUIC (/quic-v1) beside TCP + Noise + yamux in the same run: perf
+              throughput (1200- and 1452-byte datagrams), js-libp2p's and py-libp2p's
+              QUIC perf (theirs and against ours), stream opens per second, 16-byte
+              round trip, handshakes per second (lean engine dialers); CPU per op
 """
 
 from __future__ import annotations
@@ -50,7 +54,8 @@ from _harness import (BENCH, ROOT, BenchError, Client, Proc, fields, median,  # 
                       spread)
 
 MiB = 1 << 20
-ALL = ("throughput", "interop", "opens", "rtt", "handshakes", "interop_ops", "scale")
+ALL = ("throughput", "interop", "opens", "rtt", "handshakes", "interop_ops", "scale",
+       "quic")
 
 
 # -- result rows --------------------------------------------------------------------------
@@ -623,6 +628,188 @@ class Suite:
                                    sides=(f"{nproc} lean dialer processes together",
                                           "server process"),
                                    apply_target=(False, security == "noise")))
+
+    # -- 9: QUIC beside TCP ---------------------------------------------------------------------
+    def bench_quic(self) -> None:
+        sys.path.insert(0, str(ROOT / "tests" / "interop"))
+        import peers  # type: ignore
+
+        tcp_size = (32 if self.quick else 64) * MiB
+        quic_size = (4 if self.quick else 16) * MiB
+        runs = 1 if self.quick else self.runs
+        servers = {"tcp": self.server("node-server", "--muxer", "yamux"),
+                   "quic": self.server("node-server", "--transport", "quic"),
+                   "quic1452": self.server("node-server", "--transport", "quic",
+                                           "--quic-datagram", 1452)}
+        perf: dict[str, Client] = {}
+        for name, (srv, ma) in servers.items():
+            size = tcp_size if name == "tcp" else quic_size
+            extra = ("--quic-datagram", 1452) if name == "quic1452" else ()
+            perf[name] = self.client("node-perf", "--addr", ma, "--upload", size,
+                                     "--download", size, *extra, server=srv)
+        quic = peers.Stack("quic")
+        foreign_listeners: dict[str, object] = {}
+        for kind, ensure in (("js", peers.ensure_js_peer), ("py", peers.ensure_py_peer)):
+            try:
+                ensure()
+                lp = peers.PeerProcess(kind, "yamux", stack=quic)
+                lp.start()
+                foreign_listeners[kind] = lp
+                perf[f"ours→{kind}"] = self.client("node-perf", "--addr", lp.multiaddr,
+                                                   "--upload", quic_size,
+                                                   "--download", quic_size)
+            except Exception as exc:  # noqa: BLE001
+                self.notes.append(f"quic: {kind} peer unavailable: {exc}")
+        our_quic_ma = servers["quic"][1]
+
+        def foreign(kind: str, ma: str) -> float:
+            cp = peers.run_peer_command(kind, ["perf", ma, "--muxer", "yamux", "--upload",
+                                               str(quic_size), "--download", str(quic_size)],
+                                        timeout=300, stack=quic)
+            res = peers.parse_result(cp.stdout)
+            if not res.ok:
+                raise BenchError(f"{kind} QUIC perf to {ma}: {res.line} {cp.stderr[-300:]}")
+            f = res.fields
+            return (int(f["upload_bytes"]) + int(f["download_bytes"])) / \
+                float(f["seconds"]) / 1e6
+
+        rates: dict[str, list[float]] = {k: [] for k in perf}
+        cpu_gb: dict[str, list[float]] = {k: [] for k in perf}
+        for kind in foreign_listeners:
+            rates[f"{kind}⇄{kind}"] = []
+            rates[f"{kind}→ours"] = []
+        for r in range(runs):
+            for name, client in perf.items():
+                x = client.run(300)
+                rates[name].append(mbps(x))
+                cpu_gb[name].append((x["cpu"] + x["server_cpu"]) / (x["bytes"] / 1e9))
+            for kind, lp in foreign_listeners.items():
+                for key, ma in ((f"{kind}⇄{kind}", lp.multiaddr), (f"{kind}→ours", our_quic_ma)):
+                    try:
+                        rates[key].append(foreign(kind, ma))
+                    except Exception as exc:  # noqa: BLE001
+                        rates[key].append(float("nan"))
+                        self.notes.append(f"quic {key}: {str(exc)[:300]}")
+            self.log(f"quic throughput round {r + 1}/{runs}: " + ", ".join(
+                f"{k} {v[-1]:,.1f}" for k, v in rates.items()))
+        for c in perf.values():
+            c.close()
+        for lp in foreign_listeners.values():
+            lp.stop()
+        med = {k: median(v) for k, v in rates.items()}
+        cpu = {k: median(v) for k, v in cpu_gb.items()}
+        tmib, qmib = tcp_size // MiB, quic_size // MiB
+        self.rows.append(Row("9", f"perf ours⇄ours, TCP + Noise + yamux, {tmib}+{tmib} MiB "
+                                  f"(the QUIC reference of this run)", med["tcp"], "MB/s",
+                             runs=rates["tcp"], ref=f"CPU {cpu['tcp']:,.1f} s/GB"))
+        for name, what in (("quic", "1200-byte datagrams (default)"),
+                           ("quic1452", "1452-byte datagrams")):
+            row = Row("9", f"perf ours⇄ours, QUIC, {what}, {qmib}+{qmib} MiB", med[name],
+                      "MB/s", fmt=",.1f", runs=rates[name], ref=f"CPU {cpu[name]:,.1f} s/GB",
+                      ratio=f"{ratio(med[name], med['tcp']):.0%} of TCP+Noise+yamux",
+                      target="≥ 50% of TCP+Noise+yamux")
+            q = ratio(med[name], med["tcp"])
+            if q == q:
+                row.met = q >= 0.5
+                row.shortfall = f"{q:.0%} < 50%: per-datagram cost of aioquic (README)"
+            self.rows.append(row)
+        for kind in foreign_listeners:
+            base = med[f"{kind}⇄{kind}"]
+            self.rows.append(Row("9", f"perf {kind}⇄{kind} over QUIC, {qmib}+{qmib} MiB",
+                                 base, "MB/s", fmt=",.1f", runs=rates[f"{kind}⇄{kind}"],
+                                 ref="their own QUIC"))
+            for key in (f"ours→{kind}", f"{kind}→ours"):
+                self.rows.append(Row("9", f"perf {key.replace('→', ' client → ')} server, "
+                                          f"QUIC", med[key], "MB/s", fmt=",.1f",
+                                     runs=rates[key],
+                                     ref=f"{kind}⇄{kind} {base:,.1f}",
+                                     ratio=f"{ratio(med[key], base):.2f}×"))
+            row = Row("9", f"perf ours⇄ours QUIC vs {kind}⇄{kind} QUIC", med["quic"], "MB/s",
+                      fmt=",.1f",
+                      ref=f"{kind}⇄{kind} {base:,.1f}",
+                      ratio=f"{ratio(med['quic'], base):.2f}×", target=f"ahead of {kind}")
+            q = ratio(med["quic"], base)
+            if q == q:
+                row.met = q > 1
+                row.shortfall = f"{q:.2f}× of {kind}"
+            self.rows.append(row)
+        self._quic_small_ops(servers)
+        self.cleanup()
+        self._quic_handshakes()
+
+    def _quic_small_ops(self, servers: dict) -> None:
+        """Stream opens per second and the 16-byte round trip, QUIC beside TCP."""
+        seconds = 1.0 if self.quick else 2.0
+        count = 500 if self.quick else 2000
+        opens: dict[str, Client] = {}
+        rtts: dict[str, Client] = {}
+        for name in ("tcp", "quic"):
+            srv, ma = servers[name]
+            opens[name] = self.client("node-opens", "--addr", ma, "--seconds", seconds,
+                                      server=srv)
+            rtts[name] = self.client("node-rtt", "--addr", ma, "--count", count, server=srv)
+        ores: dict[str, list[dict]] = {k: [] for k in opens}
+        rres: dict[str, list[dict]] = {k: [] for k in rtts}
+        for r in range(self.runs):
+            for name in opens:
+                ores[name].append(opens[name].run(seconds + 60))
+                rres[name].append(rtts[name].run(120))
+            self.log(f"quic small ops round {r + 1}: " + ", ".join(
+                f"{k} {v[-1]['opens'] / v[-1]['seconds']:,.0f} opens/s, "
+                f"{rres[k][-1]['median_us']:,.0f} µs" for k, v in ores.items()))
+        for c in list(opens.values()) + list(rtts.values()):
+            c.close()
+        rate = {k: median([x["opens"] / x["seconds"] for x in v]) for k, v in ores.items()}
+        per = {k: median([(x["cpu"] + x["server_cpu"]) / max(1, x["opens"]) * 1e6 for x in v])
+               for k, v in ores.items()}
+        rtt = {k: median([x["median_us"] for x in v]) for k, v in rres.items()}
+        rcpu = {k: median([(x["cpu"] + x["server_cpu"]) / count * 1e6 for x in v])
+                for k, v in rres.items()}
+        for name, label in (("tcp", "TCP + Noise + yamux"), ("quic", "QUIC")):
+            ref = "" if name == "tcp" else f"; TCP {rate['tcp']:,.0f}/s"
+            self.rows.append(Row("9", f"stream opens per second (open + negotiate + 1-byte "
+                                      f"echo + close), 1 thread, {label}", rate[name], "/s",
+                                 runs=[x["opens"] / x["seconds"] for x in ores[name]],
+                                 ref=f"CPU per open (both processes) {per[name]:,.0f} µs"
+                                     + ref))
+        for name, label in (("tcp", "TCP + Noise + yamux"), ("quic", "QUIC")):
+            ref = "" if name == "tcp" else f"; TCP {rtt['tcp']:,.1f} µs"
+            self.rows.append(Row("9", f"16-byte round trip on an open echo stream, {label}, "
+                                      f"median", rtt[name], "µs", fmt=",.1f",
+                                 runs=[x["median_us"] for x in rres[name]],
+                                 ref=f"CPU per round trip (both processes) "
+                                     f"{rcpu[name]:,.0f} µs" + ref))
+
+    def _quic_handshakes(self) -> None:
+        seconds = 1.5 if self.quick else 3.0
+        srv, ma = self.server("node-server", "--transport", "quic")
+        port = ma.split("/")[4]
+        clients = [self.client("quic-dial", "--port", port, "--threads", 4,
+                               "--seconds", seconds) for _ in range(2)]
+        rates, lat, srv_cpu = [], [], []
+        for r in range(self.runs):
+            srv.send("stats")
+            s0 = fields(srv.expect("STATS", 10))
+            for c in clients:
+                c.proc.expect("READY", 60)
+                c.proc.send("go")
+            outs = [fields(c.proc.expect("RUN", seconds + 60)) for c in clients]
+            time.sleep(0.2)  # the last Finished reach the server
+            srv.send("stats")
+            s1 = fields(srv.expect("STATS", 10))
+            accepted = int(s1["ready"]) - int(s0["ready"])
+            rates.append(accepted / max(float(o["seconds"]) for o in outs))
+            lat.append(median([float(o["median_ms"]) for o in outs]))
+            srv_cpu.append((float(s1["cpu"]) - float(s0["cpu"])) / max(1, accepted) * 1e6)
+            self.log(f"quic handshakes round {r + 1}: {rates[-1]:,.0f}/s accepted")
+        for c in clients:
+            c.close()
+        self.cleanup()
+        self.rows.append(Row("9", "QUIC connections accepted per second by one node "
+                                  "(TLS 1.3 + libp2p certificate), 2×4 lean engine dialers",
+                             median(rates), "/s", runs=rates,
+                             ref=f"server CPU {median(srv_cpu):,.0f} µs/conn; handshake "
+                                 f"median {median(lat):.1f} ms"))
 
     # -- 7: scale --------------------------------------------------------------------------------
     def bench_scale(self) -> None:

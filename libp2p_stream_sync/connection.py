@@ -56,8 +56,7 @@ _LINGER = 2.0
 class Connection(SessionConnection):
     """A connection to one peer over a byte channel: channel I/O, the upgrade, the
     close, and the link below its :attr:`session` (which has its streams; the calls on
-    them are :class:`SessionConnection`'s). Created by the node on the reactor thread
-    (``connecting`` and not ``initiator``: a hole punch's dial, the upgrade's responder)."""
+    them are :class:`SessionConnection`'s). Created by the node on the reactor thread."""
 
     def __init__(self, owner: "ConnectionOwner", sock: "ByteChannel", *, initiator: bool,
                  remote_addr: tuple, transport: Any, expected_peer: "PeerId | None" = None,
@@ -86,8 +85,9 @@ class Connection(SessionConnection):
         self._expected_peer = expected_peer
         self._on_ready: Callable | None = on_ready
         self._reactor = owner.reactor
-        self._state = _CONNECTING if initiator or connecting else _UPGRADING
+        self._state = _CONNECTING if initiator or connecting else _UPGRADING  # DCUtR
         self._want_write = False
+        self._flushing = False  # in flush(): what is queued is sent before it returns
         self._linger_timer: Any = None
         self._write_shut = False
         self._security_closed = False  # the secure transport's goodbye is queued
@@ -111,10 +111,6 @@ class Connection(SessionConnection):
         if self.session is not None:
             usage.update(self.session.buffer_usage())
         return usage
-
-    def buffered_bytes(self) -> int:
-        """Reactor thread only: the sum of :meth:`buffer_usage`."""
-        return sum(self.buffer_usage().values())
 
     # -- start ---------------------------------------------------------------------------
     def start(self, handshake_timeout: float) -> None:
@@ -295,7 +291,8 @@ class Connection(SessionConnection):
             if io.queued > _OUTPUT_PAUSE_AT and not self.output_paused:
                 self.output_paused = True  # the peer does not read: neither do we
                 self.interest_changed()
-            self._reactor.mark_dirty(self)
+            if not self._flushing:
+                self._reactor.mark_dirty(self)
 
     def has_output_room(self) -> bool:
         """Below the mark up to which streams' data is taken into the wire queue."""
@@ -323,6 +320,7 @@ class Connection(SessionConnection):
         """Move stream data into the muxer, muxer output through Noise, and onto the socket."""
         if self._state == _CLOSED:
             return
+        self._flushing = True
         try:
             if self._state in _MUXING:
                 self.session.pull()  # type: ignore[union-attr]
@@ -335,6 +333,8 @@ class Connection(SessionConnection):
         except Exception as exc:  # a bug of ours must cost one connection, not the node
             log.exception("%r: internal error while sending", self)
             self.abort(ConnectionAbortedError(f"internal error: {exc!r}"), cause=exc)
+        finally:
+            self._flushing = False
 
     def _send_wire(self) -> None:
         io = self._io

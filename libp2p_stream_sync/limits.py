@@ -90,8 +90,22 @@ class Limits:
     max_hole_punches: int = 8
     #: ... and sessions one peer may start (or make us start) per minute.
     max_hole_punches_per_peer: int = 3
+    #: QUIC: bytes we hold per stream until the peer acknowledges them (unsent plus
+    #: unacknowledged); a writer beyond it blocks.
+    quic_send_buffer: int = 4 * 1024 * 1024
+    #: QUIC: the largest UDP payload we send. 1200 fits every IPv4 and IPv6 path
+    #: (RFC 9000 14); the engine has no path MTU discovery, so raise it only where
+    #: the path is known to carry more (loopback, a LAN: 1452 for a 1500-byte MTU).
+    quic_max_datagram_size: int = 1200
+    #: QUIC: connections per UDP socket whose peer is not verified yet (handshakes in
+    #: progress, each given up after ``handshake_timeout``); more Initials are dropped ...
+    quic_max_half_open: int = 256
+    #: ... and of those, from one source IP.
+    quic_max_half_open_per_host: int = 16
     #: AutoNAT server (``Node(enable_autonat_server=True)``): requests of one peer
-    #: that we dial back per minute; more are answered ``E_DIAL_REFUSED`` ...
+    #: that we dial back per minute, v1 and v2 together (charged once a dial will
+    #: happen: after a v2 requester paid its dial data); more are answered v1
+    #: ``E_DIAL_REFUSED``, v2 ``E_REQUEST_REJECTED`` ...
     max_autonat_dialbacks_per_peer: int = 3
     #: ... and of all peers together (go-libp2p's defaults: 3 and 30).
     max_autonat_dialbacks: int = 30
@@ -126,6 +140,8 @@ class Limits:
         if not self.max_stream_buffer <= self.max_peer_buffer <= self.max_node_buffer:
             raise ValueError("buffers must grow from stream to peer to node: "
                              "max_stream_buffer <= max_peer_buffer <= max_node_buffer")
+        if not 1200 <= self.quic_max_datagram_size <= 65527:
+            raise ValueError("quic_max_datagram_size must be 1200 to 65527 (RFC 9000)")
         if self.max_negotiation_buffer < 4096:
             raise ValueError("max_negotiation_buffer must be at least 4 KiB (two protocol "
                              "ids of the longest length peers accept)")
@@ -140,11 +156,14 @@ _COUNTS = ("max_inbound_connections", "max_outbound_connections",
            "max_handler_jobs", "max_handler_jobs_per_peer", "max_address_book_peers",
            "max_stop_handshakes", "max_stop_handshakes_per_relay",
            "max_hole_punches", "max_hole_punches_per_peer",
-           "max_autonat_dialbacks_per_peer", "max_autonat_dialbacks")
+           "max_autonat_dialbacks_per_peer", "max_autonat_dialbacks",
+           "quic_send_buffer", "quic_max_half_open", "quic_max_half_open_per_host",
+           "quic_max_datagram_size")
 #: Counts that must be at least 1.
 _POSITIVE_COUNTS = ("max_connections_per_peer", "max_handler_jobs",
                     "max_inbound_streams_per_peer", "max_inbound_streams",
-                    "max_handler_jobs_per_peer", "max_address_book_peers")
+                    "max_handler_jobs_per_peer", "max_address_book_peers",
+                    "quic_send_buffer", "quic_max_half_open", "quic_max_half_open_per_host")
 _TIMEOUTS = ("handshake_timeout", "stream_close_timeout", "keepalive_timeout",
              "negotiation_timeout", "autonat_dial_timeout")
 _OPTIONAL_TIMEOUTS = ("idle_connection_timeout", "keepalive_interval")

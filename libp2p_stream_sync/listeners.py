@@ -11,6 +11,7 @@ from multiaddr import Multiaddr
 
 from .connection import Connection
 from .futures import complete
+from .quic_connection import QuicConnection
 from .transport import tcp
 
 if TYPE_CHECKING:
@@ -39,7 +40,10 @@ class Listeners:
         try:
             for addr in addrs:
                 transport = transports.for_multiaddr(tcp.to_multiaddr(addr))
-                listeners.append(_Listener(self, transport, transport.listen(addr)))
+                if getattr(transport, "kind", None) == "muxed":  # QUIC: a UDP socket
+                    listeners.append(_MuxedListener(self, transport, transport.listen(addr)))
+                else:
+                    listeners.append(_Listener(self, transport, transport.listen(addr)))
         except BaseException:
             for listener in listeners:
                 listener.sock.close()
@@ -54,29 +58,23 @@ class Listeners:
     def start(self, ready: Future) -> None:
         """Reactor: watch every listening socket; then resolve ``ready``."""
         for listener in self._listeners:
-            self._reactor.register(listener.sock, 1, listener)
+            listener.start()
         complete(ready, None)
 
     def close(self) -> None:
         """Reactor: stop listening."""
         for listener in self._listeners:
-            self._reactor.unregister(listener.sock)
-            listener.sock.close()
+            listener.close()
 
-    def accepted(self, transport: Any, sock: socket.socket, addr: tuple) -> None:
-        """Reactor: start the upgrade of an accepted socket, or close it."""
+    def _inbound_allowed(self, addr: tuple) -> bool:
+        if self._table.inbound_count < self._limits.max_inbound_connections:
+            return True
+        log.info("refusing a connection from %s: inbound limit (%d) reached", addr,
+                 self._limits.max_inbound_connections)
+        return False
+
+    def _on_ready(self, addr: tuple) -> Any:
         table = self._table
-        if table.inbound_count >= self._limits.max_inbound_connections:
-            log.info("refusing a connection from %s: inbound limit (%d) reached", addr,
-                     self._limits.max_inbound_connections)
-            sock.close()
-            return
-        try:
-            channel = transport.accepted(sock)
-        except Exception as exc:  # e.g. setsockopt on a socket already reset
-            log.info("dropping an inbound connection from %s: %s", addr, exc)
-            sock.close()
-            return
 
         def on_ready(conn: Connection, error: BaseException | None) -> None:
             table.pending.discard(conn)
@@ -88,11 +86,34 @@ class Listeners:
                     "too many connections from this peer"))
             else:
                 table.connection_ready(conn)
+        return on_ready
 
+    def accepted(self, transport: Any, sock: socket.socket, addr: tuple) -> None:
+        """Reactor: start the upgrade of an accepted socket, or close it."""
+        if not self._inbound_allowed(addr):
+            sock.close()
+            return
+        try:
+            channel = transport.accepted(sock)
+        except Exception as exc:  # e.g. setsockopt on a socket already reset
+            log.info("dropping an inbound connection from %s: %s", addr, exc)
+            sock.close()
+            return
         conn = Connection(self._owner, channel, initiator=False, remote_addr=addr,
-                          transport=transport, on_ready=on_ready)
-        table.add_pending(conn)
+                          transport=transport, on_ready=self._on_ready(addr))
+        self._table.add_pending(conn)
         conn.start(self._limits.handshake_timeout)
+
+    def accepted_muxed(self, qsock: Any, muxer: Any, addr: tuple) -> Any:
+        """Reactor: the connection for a new inbound QUIC connection (started), or
+        None to refuse it (the inbound limit)."""
+        if not self._inbound_allowed(addr):
+            return None
+        conn = QuicConnection(self._owner, qsock, muxer, initiator=False, remote_addr=addr,
+                              transport=qsock.transport, on_ready=self._on_ready(addr))
+        self._table.add_pending(conn)
+        conn.start(self._limits.handshake_timeout)
+        return conn
 
 
 class _Listener:
@@ -117,5 +138,32 @@ class _Listener:
                 return
             self.listeners.accepted(self.transport, sock, addr)
 
+    def start(self) -> None:
+        """Reactor: accept on the socket."""
+        self.listeners._reactor.register(self.sock, 1, self)
+
+    def close(self) -> None:
+        """Reactor: stop listening."""
+        self.listeners._reactor.unregister(self.sock)
+        self.sock.close()
+
     def on_writable(self) -> None:  # pragma: no cover - never registered for writing
         pass
+
+
+class _MuxedListener:
+    """A muxed transport's listening socket (QUIC: ``transport.udp.QuicSocket``),
+    which makes its connections through :meth:`Listeners.accepted_muxed`."""
+
+    def __init__(self, listeners: Listeners, transport: Any, sock: Any) -> None:
+        self.listeners = listeners
+        self.sock = sock
+        self.multiaddr = transport.bound_multiaddr(sock)
+
+    def start(self) -> None:
+        """Reactor: serve the socket."""
+        self.sock.start(self.listeners.accepted_muxed)
+
+    def close(self) -> None:
+        """Reactor: accept no more (the socket closes once its connections are)."""
+        self.sock.close()

@@ -325,6 +325,11 @@ class MuxedSession:
             negotiations.start_deferred()
         if self.to_flush:
             self.output.pull()
+        self.arm_timer()
+
+    def arm_timer(self) -> None:
+        """Re-arm the reactor timer at the muxer's ``get_timer()`` (``pull`` does; a
+        link whose sending changes the muxer's timers, QUIC's pacing, calls it after)."""
         when = self.muxer.get_timer()
         if when == self._timer_when:
             return

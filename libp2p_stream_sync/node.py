@@ -33,6 +33,7 @@ from .registry import ProtocolRegistry
 from .stream import Stream
 from .transport import Transports, tcp
 from .transport.circuit import CircuitTransport
+from .transport.quic import QuicTransport
 from .transport.websocket import WebSocketTransport
 from .workers import WorkerPool
 
@@ -80,8 +81,8 @@ class Node:
         pyOpenSSL is not installed). Raises ``OSError`` when an address cannot be
         bound, ``ValueError`` for an unknown muxer, security protocol or address,
         ``TypeError`` when ``listen`` is one address, not a list, and ``ImportError``
-        naming the extra to install (``[tls]``, ``[ws]``) when ``security`` names TLS
-        or ``listen`` a ``/ws`` address without its package.
+        naming the extra to install (``[tls]``, ``[ws]``, ``[quic]``) when ``security``
+        names TLS or ``listen`` a ``/ws`` or ``/quic-v1`` address without its package.
 
         ``enable_autonat_server`` serves AutoNAT v1 and v2 (off by default: it makes us
         dial back whoever asks, within ``Limits.max_autonat_dialbacks*``).
@@ -125,12 +126,14 @@ class Node:
             self._table.on_connection_ready
         #: Called (on the thread that changed them) after our accepted protocols change.
         self.on_protocols_changed: list[Callable[[], None]] = []
-        #: Picks a transport by multiaddr (TCP is the fallback, transport/__init__.py).
-        self._transports = Transports(tcp.TcpTransport())
-        self._transports.register(WebSocketTransport())
+        #: Picks a transport by multiaddr (TCP is the fallback, transport/__init__.py);
+        #: read-only for the package's layers (AutoNAT asks it what we can dial).
+        self.transports = Transports(tcp.TcpTransport())
+        self.transports.register(WebSocketTransport())
+        self.transports.register(QuicTransport(self._owner))
         circuits = CircuitTransport(self)
-        self._transports.register(circuits)
-        self._dialer = Dialer(self._owner, self._table, self._transports, self._addresses,
+        self.transports.register(circuits)
+        self._dialer = Dialer(self._owner, self._table, self.transports, self._addresses,
                               lambda: self._closed)
         self._builtins = BuiltinProtocols(self, enable_perf=enable_perf)
         #: Our relay slots and the stop protocol (circuit relay v2 client).
@@ -141,11 +144,10 @@ class Node:
         self.ip_scope = IpScope(public_networks)
         self._autonat = AutoNAT(self, self.ip_scope, serve=enable_autonat_server)
         #: DCUtR: relayed connections upgraded to direct ones (``Limits.max_hole_punches``).
-        self.hole_puncher = HolePuncher(self, self._dialer, self._autonat.client.candidates,
-                                        self.ip_scope)
+        self.hole_puncher = HolePuncher(self, self._dialer, self.ip_scope)
         try:
             relays = self.relay_client.checked_relays(relays, self._dialer.target_of)
-            self._listeners = Listeners(self._owner, self._table, self._transports, listen)
+            self._listeners = Listeners(self._owner, self._table, self.transports, listen)
         except BaseException:
             self._reactor.close_resources()
             raise
@@ -443,6 +445,7 @@ class Node:
     def _shutdown(self, done: Future) -> None:
         """Close listeners and connections gracefully; resolve ``done`` once all are gone."""
         self._listeners.close()
+        self.transports.close()
         self._table.close_all(done, _CLOSE_TIMEOUT - 1.0)
 
 

@@ -1,7 +1,10 @@
 """The I/O thread: one ``selectors`` loop per node that owns every socket and engine.
 
-Other threads never touch sockets or engine state; they hand work to the reactor with
-:meth:`Reactor.call_soon` (thread-safe) and wait for results on futures or conditions.
+Other threads hand work to the reactor with :meth:`Reactor.call_soon` (thread-safe)
+and wait for results on futures or conditions. The loop holds its *hold lock* all the
+time except while it waits in ``select``; another thread may take it then with
+:meth:`Reactor.try_hold` (never blocking) and, until :meth:`Reactor.release_hold`, do
+what the reactor thread does (the write-through of small stream writes does).
 """
 
 from __future__ import annotations
@@ -68,6 +71,12 @@ class Reactor:
         self._cancelled_timers = 0
         self._timer_seq = itertools.count()
         self._dirty: dict[int, Any] = {}
+        #: Held by the loop except while it waits in select (see try_hold).
+        self._hold = threading.Lock()
+        #: When the loop's current select times out (monotonic; inf: never).
+        self._wait_until = math.inf
+        #: A holder set a timer earlier than the loop's wake-up: wake it at release.
+        self._kick = False
         #: Scratch receive buffer shared by every handler: only this thread reads
         #: sockets, and engines copy what they keep.
         self.scratch = bytearray(64 * 1024)
@@ -84,6 +93,46 @@ class Reactor:
 
     def in_reactor_thread(self) -> bool:
         return threading.current_thread() is self._thread
+
+    def call_now_or_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """*Thread-safe.* Run ``fn(*args)`` in this thread at once if the loop is idle
+        in ``select`` with nothing queued (the caller then holds the loop, see
+        :meth:`try_hold`, and flushes what ``fn`` marked dirty), else
+        :meth:`call_soon` it. For short work that neither blocks nor waits."""
+        if not self.try_hold():
+            self.call_soon(fn, *args)
+            return
+        try:
+            self._guarded(fn, *args)
+        finally:
+            self.release_hold()
+
+    def try_hold(self) -> bool:
+        """*Thread-safe, never blocks.* Take the loop's hold lock if the loop waits in
+        ``select`` and no call is queued (queued calls must run first); True: until
+        :meth:`release_hold` the caller may do what the reactor thread does (engines,
+        sockets, ``mark_dirty``, ``call_later``), as long as it neither blocks nor
+        waits for the reactor. False (always in the reactor thread itself): the
+        loop is busy, hand the work over with :meth:`call_soon`."""
+        if not self._sleeping or self._calls or not self._hold.acquire(False):
+            return False
+        if self._calls:  # queued just before we took it: they come first
+            self._hold.release()
+            return False
+        return True
+
+    def release_hold(self) -> None:
+        """End a hold: flush what the holder marked dirty, as the loop does at the end
+        of a turn, then give the hold back; wake the loop if the holder queued an
+        earlier timer or left something dirty."""
+        try:
+            self._flush_dirty()
+        finally:
+            kick = self._kick or bool(self._dirty)
+            self._kick = False
+            self._hold.release()
+        if kick:
+            self._wake()
 
     def stop(self) -> None:
         """Ask the loop to end after the current iteration (thread-safe)."""
@@ -104,6 +153,10 @@ class Reactor:
         # last look at _calls), so only a sleeping loop needs the wake-up syscall.
         if not self._sleeping or self.in_reactor_thread():
             return
+        self._wake()
+
+    def _wake(self) -> None:
+        """Make a loop waiting in select return (at most one wake-up byte pending)."""
         with self._wake_lock:
             if self._wake_pending:
                 return
@@ -114,7 +167,7 @@ class Reactor:
             pass  # a full or closed wake-up pipe means the loop is awake or gone
 
     def call_later(self, delay: float, fn: Callable[[], Any]) -> TimerHandle:
-        """Schedule ``fn()`` after ``delay`` seconds (reactor thread only).
+        """Schedule ``fn()`` after ``delay`` seconds (reactor thread or hold only).
 
         ``delay`` may be ``inf`` (never fires); ``nan`` raises ``ValueError`` (it would
         break the timer heap's order).
@@ -123,6 +176,8 @@ class Reactor:
             raise ValueError("timer delay must not be nan")
         handle = TimerHandle(time.monotonic() + delay, fn, self)
         heapq.heappush(self._timers, (handle.when, next(self._timer_seq), handle))
+        if handle.when < self._wait_until:
+            self._kick = True  # a holder's timer earlier than the loop's wake-up
         return handle
 
     def _timer_cancelled(self) -> None:
@@ -135,7 +190,8 @@ class Reactor:
             self._cancelled_timers = 0
 
     def mark_dirty(self, obj: Any) -> None:
-        """Have ``obj.flush()`` called at the end of this iteration (reactor thread only)."""
+        """Have ``obj.flush()`` called at the end of this iteration (reactor thread or
+        hold only; a holder's objects are flushed when it releases the hold)."""
         self._dirty[id(obj)] = obj
 
     # -- sockets -----------------------------------------------------------------------
@@ -153,6 +209,7 @@ class Reactor:
 
     # -- the loop ----------------------------------------------------------------------
     def _run(self) -> None:
+        self._hold.acquire()
         try:
             while not self._stopping:
                 try:
@@ -162,12 +219,20 @@ class Reactor:
                     time.sleep(_ERROR_PAUSE)  # a persistent error must not spin a core
         finally:
             self.close_resources()
+            self._hold.release()
 
     def _iterate(self) -> None:
         self._sleeping = True
         timeout = self._next_timeout()
-        events = self._selector.select(timeout)
-        self._sleeping = False
+        self._wait_until = time.monotonic() + timeout
+        self._kick = False
+        self._hold.release()
+        try:
+            events = self._selector.select(timeout)
+        finally:
+            self._hold.acquire()
+            self._sleeping = False
+            self._wait_until = -math.inf  # the loop's own timers need no kick
         for key, mask in events:
             handler = key.data
             if handler is None:
@@ -201,9 +266,10 @@ class Reactor:
         # sent in between would be swallowed here while the flag stayed set, and
         # later calls would never wake us. Calls queued before the clear run in this
         # iteration's _run_calls.
+        # One read: at most one byte is pending (_wake_pending), and a second one
+        # sent after the clear below wakes the next select.
         try:
-            while self._wake_r.recv(4096):
-                pass
+            self._wake_r.recv(4096)
         except (BlockingIOError, InterruptedError):
             pass
         with self._wake_lock:

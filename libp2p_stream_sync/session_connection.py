@@ -1,8 +1,8 @@
 """What the node, the protocols and the streams call on a connection with muxed streams.
 
 :class:`SessionConnection` is the base of the connections whose streams a
-:class:`~.muxed.MuxedSession` routes (the byte-channel ``Connection``; a QUIC
-connection next): it serves those calls from its :attr:`session`, so that callers
+:class:`~.muxed.MuxedSession` routes (the byte-channel ``Connection``, the
+``quic_connection.QuicConnection``): it serves those calls from its :attr:`session`, so that callers
 need not know where the streams live. The subclass sets ``session`` once the muxer is
 agreed, and ``closed_reason`` when it closes; it drops ``session`` when it aborts.
 """
@@ -45,6 +45,15 @@ class SessionConnection:
         session = self.session
         return session is not None and session.usable_for_new_streams()
 
+    def buffer_usage(self) -> dict[str, int]:
+        """Reactor thread only: bytes this connection holds because of its peer, by
+        kind (the connection below says which kinds it has)."""
+        raise NotImplementedError
+
+    def buffered_bytes(self) -> int:
+        """Reactor thread only: the sum of :meth:`buffer_usage`."""
+        return sum(self.buffer_usage().values())
+
     def stream_counts(self) -> dict[str, int]:
         """Approximate (read from any thread): ``streams`` open, ``negotiating``."""
         session = self.session
@@ -57,8 +66,15 @@ class SessionConnection:
 
         ``lazy``: resolve at once; the negotiation finishes in the background and a
         refusal fails the stream's next read or write with ``UnsupportedProtocol``.
+        Done in this thread while the reactor is idle and the session has few
+        streams (``StreamCalls.few_streams``).
         """
-        self._reactor.call_soon(self._open_stream, protocol, future, lazy)
+        session = self.session  # read once: an abort drops it and its calls
+        calls = session.calls if session is not None else None
+        if calls is not None and calls.few_streams():
+            self._reactor.call_now_or_soon(self._open_stream, protocol, future, lazy)
+        else:
+            self._reactor.call_soon(self._open_stream, protocol, future, lazy)
 
     def _open_stream(self, protocol: str, future: Future, lazy: bool) -> None:
         if self.session is not None:

@@ -22,6 +22,34 @@ SEND_BUFFER_HIGH_WATER = 512 * 1024
 CONSUMED_REPORT_STEP = 64 * 1024
 
 
+class _Condition(threading.Condition):
+    """A condition whose notify costs nothing while nobody waits, as is usual here
+    (the reactor notifies on every delivery; the reader is mostly not waiting yet).
+    ``waiting`` changes under the lock, as ``notify`` requires it held."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        super().__init__(lock)
+        self.waiting = 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """As ``Condition.wait``, counted."""
+        self.waiting += 1
+        try:
+            return super().wait(timeout)
+        finally:
+            self.waiting -= 1
+
+    def notify(self, n: int = 1) -> None:
+        """As ``Condition.notify``; nothing to do without a waiter."""
+        if self.waiting:
+            super().notify(n)
+
+    def notify_all(self) -> None:
+        """As ``Condition.notify_all``; nothing to do without a waiter."""
+        if self.waiting:
+            super().notify_all()
+
+
 class StreamState:
     """What both directions of one stream share: the lock, its two conditions, and
     how the stream ended. Fields are public to the stream's buffers and the stream;
@@ -32,9 +60,9 @@ class StreamState:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         #: Notified when data, end of stream or an error arrives.
-        self.readable = threading.Condition(self.lock)
+        self.readable = _Condition(self.lock)
         #: Notified when send room frees up, bytes left the node, or writing ends.
-        self.writable = threading.Condition(self.lock)
+        self.writable = _Condition(self.lock)
         #: The stream is dead both ways (reset, failed): reads and writes raise it.
         self.error: OSError | None = None
         #: The application called close().

@@ -37,7 +37,7 @@ LAYERS: dict[str, int] = {
     "reactor": 4, "interfaces": 4,
     "transport": 5, "stream": 5, "connection": 5, "muxed": 5, "upgrade": 5,
     "muxed_output": 5, "negotiation": 5, "collect": 5, "stream_calls": 5,
-    "stream_table": 5, "channel_io": 5, "session_connection": 5,
+    "stream_table": 5, "channel_io": 5, "session_connection": 5, "quic_connection": 5,
     "addressbook": 5, "registry": 5, "read_pressure": 5, "stream_buffers": 5,
     "conntable": 5, "node_owner": 5, "workers": 5, "dialer": 5, "listeners": 5,
     "control": 6,

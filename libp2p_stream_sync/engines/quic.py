@@ -143,6 +143,42 @@ if QuicConnection is not None:
             super()._initialize(peer_cid)
             self.tls._request_client_certificate = True
 
+        def unacked_total(self) -> int:
+            """Bytes held for sending on all streams not finished yet (``_buffer``)."""
+            return sum(len(stream.sender._buffer) for stream in self._streams.values()
+                       if not stream.sender.is_finished)
+
+        def sent_offset(self, stream_id: int, queued: int) -> int:
+            """How far stream data has gone into packets (``sender.highest_offset``);
+            ``queued`` when aioquic no longer tracks the stream (it was reset)."""
+            stream = self._streams.get(stream_id)
+            return queued if stream is None else stream.sender.highest_offset
+
+        @property
+        def max_data_limit(self) -> int:
+            """The MAX_DATA we allow (``_local_max_data.value``)."""
+            return self._local_max_data.value
+
+        def grant_connection(self, unread: int, window: int) -> None:
+            """Let the peer send until ``window`` bytes are unread connection-wide:
+            MAX_DATA = bytes received (``_local_max_data.used``, reset streams' final
+            sizes included) - ``unread`` + ``window``, raised once it grew by half."""
+            limit = self._local_max_data
+            target = limit.used - unread + window
+            if target - limit.value >= window // 2:
+                limit.value = target
+
+        def _write_connection_limits(self, builder: Any, space: Any) -> None:
+            # aioquic doubles MAX_DATA whenever half of it is used (``used * 2 >
+            # value``): hide ``used`` from that check so only grant_connection() raises
+            # it; the frame itself is still written by aioquic (value != sent).
+            limit = self._local_max_data
+            used, limit.used = limit.used, 0
+            try:
+                super()._write_connection_limits(builder, space)
+            finally:
+                limit.used = used
+
         def peer_certificates(self) -> list[x509.Certificate]:
             """The certificates the peer sent (TLS ``_peer_certificate`` + chain)."""
             leaf = self.tls._peer_certificate
@@ -183,10 +219,11 @@ if QuicConnection is not None:
 class _Stream:
     """What we track of one libp2p stream (aioquic tracks the QUIC side)."""
 
-    __slots__ = ("sid", "read", "buffered", "local_closed", "remote_closed")
+    __slots__ = ("sid", "read", "buffered", "queued", "local_closed", "remote_closed")
 
     def __init__(self, sid: int) -> None:
         self.sid = sid
+        self.queued = 0         # bytes send_data took
         self.read = 0           # bytes the application consumed
         self.buffered = 0       # bytes handed out in DataReceived, not consumed yet
         self.local_closed = False
@@ -212,6 +249,8 @@ class QuicMuxer:
                  stream_window: int = 1024 * 1024,
                  send_buffer: int = 1024 * 1024,
                  max_streams: int = 256,
+                 connection_window: int = 16 * 1024 * 1024,
+                 max_datagram_size: int = 1200,
                  idle_timeout: float = 30.0,
                  keepalive_interval: float | None = 10.0,
                  original_destination_connection_id: bytes | None = None,
@@ -219,10 +258,15 @@ class QuicMuxer:
         """Prefer :meth:`client` / :meth:`server`. Raises :class:`QuicUnavailable`
         without aioquic. ``stream_window``: unread bytes a peer may send per stream;
         ``send_buffer``: bytes we hold per stream until acknowledged; ``max_streams``:
-        streams open at once, each direction."""
+        streams open at once, each direction; ``connection_window``: unread bytes a
+        peer may send on all streams together (MAX_DATA, granted as we read);
+        ``max_datagram_size``: the largest UDP payload we send (aioquic has no path MTU
+        discovery: raise it only where the path is known to carry it)."""
         require_aioquic()
         if stream_window < 16 * 1024 or send_buffer < 1 or max_streams < 1:
             raise ValueError("need stream_window >= 16 KiB, send_buffer and max_streams >= 1")
+        if connection_window < stream_window:
+            raise ValueError("connection_window must be at least stream_window")
         if keepalive_interval is not None and not 0 < keepalive_interval < idle_timeout:
             raise ValueError("keepalive_interval must be below idle_timeout (or None)")
         identity = identity or QuicIdentity(keypair)
@@ -236,11 +280,19 @@ class QuicMuxer:
         self._keepalive_interval = keepalive_interval
         self._conn = _AioquicConnection(
             configuration=self._configuration(identity, initiator, stream_window,
-                                              idle_timeout),
+                                              connection_window, idle_timeout,
+                                              max_datagram_size),
             original_destination_connection_id=original_destination_connection_id,
             retry_source_connection_id=retry_source_connection_id,
             stream_window=stream_window)
         self._conn.set_inbound_stream_limits(bidi=max_streams, uni=0)
+        self._connection_window = connection_window
+        self._unread = 0                             # DataReceived bytes not consumed
+        #: Stream bytes ``send_data`` took, in all (what ``payload_sent`` catches up to).
+        self.payload_queued = 0
+        #: Of those, bytes that went into packets (updated by datagrams_to_send).
+        self.payload_sent = 0
+        self._unsent: dict[int, int] = {}            # sid -> queued, data not in packets
         self._streams: dict[int, _Stream] = {}
         self._remote_next = 1 if initiator else 0   # next remote-initiated stream id
         self._remote_gaps: set[int] = set()         # lower remote ids not seen yet
@@ -254,14 +306,15 @@ class QuicMuxer:
 
     @staticmethod
     def _configuration(identity: QuicIdentity, initiator: bool, stream_window: int,
-                       idle_timeout: float) -> "QuicConfiguration":
+                       connection_window: int, idle_timeout: float,
+                       max_datagram_size: int) -> "QuicConfiguration":
         return QuicConfiguration(
             is_client=initiator, alpn_protocols=[ALPN],
             certificate=identity.certificate, private_key=identity.cert_key,
             verify_mode=ssl.CERT_NONE,  # the libp2p rules are checked after the handshake
             supported_versions=[QuicProtocolVersion.VERSION_1],
             idle_timeout=idle_timeout, max_stream_data=stream_window,
-            max_data=16 * stream_window)
+            max_data=connection_window, max_datagram_size=max_datagram_size)
 
     @classmethod
     def client(cls, keypair: Keypair, addr: NetworkAddress, now: float,
@@ -297,9 +350,20 @@ class QuicMuxer:
         return self._conn.host_cid
 
     @property
+    def max_data_granted(self) -> int:
+        """The connection-wide MAX_DATA we allow the peer (bytes received + what it
+        may still send): grows only as the application reads (``connection_window``)."""
+        return self._conn.max_data_limit
+
+    @property
     def stream_count(self) -> int:
         """Streams this connection still tracks (open in at least one direction)."""
         return len(self._streams)
+
+    def unacknowledged_bytes(self) -> int:
+        """Stream bytes (and resets) the peer has not acknowledged yet, all streams
+        together (a graceful close waits for 0)."""
+        return self._conn.unacked_total()
 
     def take_connection_id_changes(self) -> list[tuple[bytes, bool]]:
         """Connection ids issued (True) or retired (False) since the last call, for
@@ -321,8 +385,21 @@ class QuicMuxer:
         return self._drain_events()
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, NetworkAddress]]:
-        """The datagrams to send now, each with its destination address."""
-        return self._conn.datagrams_to_send(now)
+        """The datagrams to send now, each with its destination address
+        (:attr:`payload_sent` then counts the stream bytes they carry)."""
+        datagrams = self._conn.datagrams_to_send(now)
+        if self._unsent:
+            self._count_sent()
+        return datagrams
+
+    def _count_sent(self) -> None:
+        unsent = 0
+        for sid, queued in list(self._unsent.items()):
+            left = queued - self._conn.sent_offset(sid, queued)
+            if left <= 0:
+                del self._unsent[sid]
+            unsent += max(0, left)
+        self.payload_sent = self.payload_queued - unsent
 
     def get_timer(self) -> float | None:
         """When :meth:`handle_timer` should next be called, or None for never."""
@@ -386,6 +463,9 @@ class QuicMuxer:
             n = min(view.nbytes, window)
             if n:
                 self._conn.send_stream_data(sid, bytes(view[:n]))
+                self._streams[sid].queued += n
+                self.payload_queued += n
+                self._unsent[sid] = self._streams[sid].queued
             if n < view.nbytes or n == window:
                 self._blocked.add(sid)
         return n
@@ -405,7 +485,7 @@ class QuicMuxer:
         if st is None or self._terminated:
             raise StreamClosedError(f"stream {sid} is not open")
         self._abort(sid, code, send=not st.local_closed, receive=not st.remote_closed)
-        self._forget(sid)
+        self._forget(sid, reset=True)
 
     def consumed(self, sid: int, n: int, now: float | None = None) -> None:
         """The application read ``n`` bytes of stream ``sid``: widen its window.
@@ -420,8 +500,10 @@ class QuicMuxer:
             raise ValueError(f"consumed {n} bytes but only {st.buffered} are buffered")
         st.buffered -= n
         st.read += n
+        self._unread -= n
         if not st.remote_closed:
             self._conn.grant(sid, st.read)
+        self._conn.grant_connection(self._unread, self._connection_window)
 
     def ping(self, opaque: int) -> None:
         """Send a PING; ``PingAcked(opaque)`` is reported when it is acknowledged."""
@@ -520,6 +602,7 @@ class QuicMuxer:
         if isinstance(event, quic_events.StreamDataReceived):
             if event.data:
                 st.buffered += len(event.data)
+                self._unread += len(event.data)
                 out.append(DataReceived(sid, event.data))
             if event.end_stream:
                 st.remote_closed = True
@@ -530,7 +613,7 @@ class QuicMuxer:
             self._abort(sid, event.error_code, send=not st.local_closed,
                         receive=not st.remote_closed
                         and isinstance(event, quic_events.StopSendingReceived))
-            self._forget(sid)
+            self._forget(sid, reset=True)
             out.append(StreamReset(sid))
 
     def _accept(self, sid: int, out: list) -> _Stream | None:
@@ -567,6 +650,13 @@ class QuicMuxer:
             raise StreamClosedError(f"stream {sid} is not open for writing")
         return st
 
-    def _forget(self, sid: int) -> None:
-        self._streams.pop(sid, None)
+    def _forget(self, sid: int, reset: bool = False) -> None:
+        st = self._streams.pop(sid, None)
         self._blocked.discard(sid)
+        if reset and self._unsent.pop(sid, None) is not None:
+            self._count_sent()  # its unsent bytes never leave: count them as done
+        if st is not None and st.buffered:
+            # Its unread bytes no longer count against the connection window.
+            self._unread -= st.buffered
+            st.buffered = 0
+            self._conn.grant_connection(self._unread, self._connection_window)

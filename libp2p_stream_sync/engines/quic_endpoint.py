@@ -14,6 +14,10 @@ until the peer's libp2p certificate was verified):
 * ``max_connections`` connections in all;
 * an Initial that does not decrypt leaves no state at all.
 
+Connections we dial (:meth:`QuicEndpoint.connect`) share the socket and its routing
+table (as go-libp2p dials from its listening socket); ``accept=False`` makes an endpoint
+that only dials.
+
 With ``retry=True`` the endpoint first answers an Initial with a stateless Retry and
 makes the connection only when the client echoes the token, proving its address.
 """
@@ -57,8 +61,11 @@ class QuicEndpoint:
                  retry: bool = False, max_connections: int = 1024,
                  max_half_open: int = 256, max_half_open_per_host: int = 16,
                  handshake_timeout: float = 10.0,
-                 connection_kwargs: dict[str, Any] | None = None) -> None:
+                 connection_kwargs: dict[str, Any] | None = None,
+                 accept: bool = True) -> None:
+        """``accept=False``: make no connection for a peer's Initial (dial only)."""
         require_aioquic()
+        self.accept = accept
         self.keypair = keypair
         self.identity = identity or QuicIdentity(keypair)
         self._retry = QuicRetryTokenHandler() if retry else None
@@ -85,6 +92,36 @@ class QuicEndpoint:
     def half_open(self) -> int:
         """Connections whose peer is not verified yet."""
         return len(self._half_open)
+
+    def connect(self, addr: NetworkAddress, now: float, **kwargs: Any) -> QuicMuxer:
+        """A new client connection to ``addr`` from this endpoint's socket (routed
+        here; not half-open: we chose to dial it). ``kwargs`` as for
+        :meth:`QuicMuxer.client`, over ``connection_kwargs``."""
+        if len(self._cids) >= self.max_connections:
+            raise ConnectionRefusedError(f"{self.max_connections} QUIC connections open")
+        conn = QuicMuxer.client(self.keypair, addr, now, identity=self.identity,
+                                **{**self._kwargs, **kwargs})
+        self._cids[conn] = set()
+        self._route(conn, [conn.host_cid])
+        return conn
+
+    def datagrams_of(self, conn: QuicMuxer, now: float) -> list[tuple[bytes, NetworkAddress]]:
+        """What one connection has to send now (its routes followed, and the
+        connection forgotten once terminated)."""
+        out = conn.datagrams_to_send(now)
+        self._after_call(conn)
+        if conn.is_terminated:
+            self._forget(conn)
+        return out
+
+    def discard(self, conn: QuicMuxer) -> None:
+        """Stop routing to ``conn`` now (its last datagrams were taken)."""
+        self._forget(conn)
+
+    def stateless_to_send(self) -> list[tuple[bytes, NetworkAddress]]:
+        """The stateless replies (version negotiation, retry) queued so far."""
+        out, self._out = self._out, []
+        return out
 
     # ------------------------------------------------------------------ datagrams
 
@@ -158,6 +195,9 @@ class QuicEndpoint:
         knows, or None (dropped or answered statelessly)."""
         if header.version is None:
             self.dropped["unknown connection id"] += 1
+            return None
+        if not self.accept:
+            self.dropped["not accepting"] += 1
             return None
         if (header.version not in SUPPORTED_VERSIONS
                 or header.packet_type != QuicPacketType.INITIAL

@@ -23,8 +23,9 @@ the receiver is the security initiator, the DCUtR initiator the responder (go's
 refused at once (the far router answers RST while the far side's SYN has not yet opened
 its mapping) is repeated within the round, from the same port.
 
-Our addresses are AutoNAT's candidates (what connected peers observed, with our listen
-ports: a NAT that keeps ports maps the listen port so), public TCP ones only
+Our addresses are what connected peers observed (identify; one observer is enough, as
+in py-libp2p: usually only the relay sees us), with our listen ports (AutoNAT's
+``candidate_addrs``: a NAT that keeps ports maps the listen port so), public TCP ones only
 (``Node(public_networks=...)`` for test networks); the peer's are the public TCP
 addresses of its ``CONNECT``. With none on either side nothing is dialed, and the
 relayed connection stays in use, as after failed rounds. After a punch the connection
@@ -58,8 +59,9 @@ from ..codec.dcutr import MAX_MESSAGE_SIZE, PROTOCOL, HolePunch, HolePunchType
 from ..engines.relay_state import BoundedCounts
 from ..errors import DecodeError, ProtocolError
 from ..identity import PeerId
-from ..ipscope import IpScope
+from ..ipscope import IpScope, ip_of
 from ..transport import tcp
+from .autonat.client import candidate_addrs
 from .autonat.server import RateLimiter
 
 if TYPE_CHECKING:
@@ -112,6 +114,10 @@ class HolePunchHost(Protocol):
 
     def direct_listen_addrs(self) -> list[Multiaddr]: ...
 
+    def connected_peers(self) -> list[PeerId]: ...
+
+    def identify_info(self, peer: PeerId) -> "IdentifyInfo | None": ...
+
     def open_on(self, conn: "Connection", protocol: Any, deadline: float,
                 lazy: bool = False) -> "Stream": ...
 
@@ -130,16 +136,14 @@ class _StreamEnded(ProtocolError):
 
 
 class HolePuncher:
-    """The node's DCUtR, both roles (module docstring). ``our_addrs`` gives our
-    candidate addresses (AutoNAT's), ``scope`` says which IPs are public."""
+    """The node's DCUtR, both roles (module docstring); ``scope`` says which IPs are
+    public."""
 
-    def __init__(self, host: HolePunchHost, dialer: PunchDialer,
-                 our_addrs: Callable[[], Iterable[Multiaddr]], scope: IpScope) -> None:
+    def __init__(self, host: HolePunchHost, dialer: PunchDialer, scope: IpScope) -> None:
         """Watches new connections (and serves ``/libp2p/dcutr`` from the first relayed
         one on), unless ``Limits.max_hole_punches`` is 0 (hole punching off)."""
         self._host = host
         self._dialer = dialer
-        self._our_addrs = our_addrs
         self.scope = scope
         limits = host.limits
         #: Seconds of dialing per round (tests shorten it).
@@ -325,8 +329,15 @@ class HolePuncher:
 
     # -- addresses and dials -------------------------------------------------------------
     def _ours(self) -> list[tcp.TcpTarget]:
-        """Our public TCP addresses worth sending."""
-        return self._dialable((ma.to_bytes() for ma in self._our_addrs()), None)
+        """Our public TCP addresses worth sending (module docstring)."""
+        observed = []
+        for peer in self._host.connected_peers():
+            info = self._host.identify_info(peer)
+            ip = ip_of(info.observed_addr) if info and info.observed_addr else None
+            if ip is not None and ip not in observed:
+                observed.append(ip)
+        addrs = candidate_addrs(self._host.direct_listen_addrs(), observed, self.scope)
+        return self._dialable((ma.to_bytes() for ma in addrs), None)
 
     def _dialable(self, raw_addrs: Iterable[bytes], peer: PeerId | None
                   ) -> list[tcp.TcpTarget]:

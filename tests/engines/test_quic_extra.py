@@ -54,3 +54,36 @@ def test_installed_aioquic_is_the_pinned_one():
     pytest.importorskip("aioquic")
     from importlib.metadata import version
     assert version("aioquic") == quic.AIOQUIC_VERSION
+
+
+NODE_WITHOUT_AIOQUIC = """
+import sys
+sys.modules["aioquic"] = None
+from libp2p_stream_sync import Keypair, Node
+from libp2p_stream_sync.engines.quic import QuicUnavailable
+try:
+    Node(listen=["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"])
+except QuicUnavailable as exc:
+    print("listen:", exc)
+else:
+    raise SystemExit("listened on QUIC without aioquic")
+with Node(listen=["/ip4/127.0.0.1/tcp/0"]) as node:
+    peer = Keypair.generate().peer_id
+    try:
+        node.dial(f"/ip4/127.0.0.1/udp/4001/quic-v1/p2p/{peer}")
+    except QuicUnavailable as exc:
+        print("dial:", exc)
+    else:
+        raise SystemExit("dialed QUIC without aioquic")
+    node.learn_address(peer, "/ip4/127.0.0.1/udp/4001/quic-v1")  # skipped, no error
+    assert node.addresses_of(peer) == []
+"""
+
+
+def test_a_node_without_aioquic_names_the_extra_for_quic_addresses():
+    done = subprocess.run([sys.executable, "-c", NODE_WITHOUT_AIOQUIC], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["listen", "dial"]
+    assert all("pip install 'libp2p_stream_sync[quic]'" in line for line in lines)

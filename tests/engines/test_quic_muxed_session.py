@@ -48,6 +48,9 @@ class FakeReactor:
     def call_soon(self, fn: Callable, *args: Any) -> None:
         self.calls.append((fn, args))
 
+    def call_now_or_soon(self, fn: Callable, *args: Any) -> None:
+        self.call_soon(fn, *args)  # the test's pump is the only "reactor turn"
+
     def call_later(self, delay: float, fn: Callable[[], Any]) -> _Timer:
         return _Timer()
 

@@ -34,6 +34,11 @@ OTHER_STACKS = [peers.Stack("tcp", "tls"), peers.Stack("ws", "noise"),
                 peers.Stack("ws", "tls")]
 STACK_SCENARIOS = ["echo_1x4MiB", "ping", "identify", "perf_8MiB", "wrong_peer_id"]
 STACK_PERF_BYTES = 8 * MiB
+#: QUIC (/quic-v1, issue #15): its own TLS 1.3 and streams, no muxer negotiation (the
+#: peer programs' --muxer is ignored there). Perf moves 8 MiB each way.
+QUIC = peers.Stack("quic")
+QUIC_SCENARIOS = ["echo_1x4MiB", "echo_100x64KiB", "ping", "identify", "perf_8MiB",
+                  "unsupported_protocol", "wrong_peer_id"]
 
 
 def _other_peer_id() -> PeerId:
@@ -168,6 +173,21 @@ def test_we_dial_stack(kind, stack, scenario, listeners, our_client):
         raise
 
 
+@pytest.mark.parametrize("scenario", QUIC_SCENARIOS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_we_dial_quic(kind, scenario, listeners, our_client):
+    """Our Node dials their QUIC listener (/udp/N/quic-v1)."""
+    peer = listeners(kind, "yamux", QUIC)
+    node = our_client("yamux")
+    try:
+        _we_dial(scenario, kind, "yamux", peer, node)
+        if scenario in ("echo_1x4MiB", "ping", "perf_8MiB"):
+            assert {c.transport.name for c in node.connections()} == {"quic-v1"}
+    except BaseException:
+        print(f"{kind} listener stderr:\n{peer.stderr_text()[-3000:]}")
+        raise
+
+
 # -- they dial us ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -257,6 +277,13 @@ def test_they_dial(kind, muxer, scenario, our_servers):
 def test_they_dial_stack(kind, stack, scenario, our_servers):
     """TCP + TLS, WS + Noise, WS + TLS: their client dials our Node (yamux)."""
     _they_dial(scenario, kind, "yamux", our_servers("yamux", stack), stack)
+
+
+@pytest.mark.parametrize("scenario", QUIC_SCENARIOS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_they_dial_quic(kind, scenario, our_servers):
+    """Their QUIC client dials our Node's /udp/N/quic-v1 listener."""
+    _they_dial(scenario, kind, "yamux", our_servers("yamux", QUIC), QUIC)
 
 
 def test_checksums_survive_a_long_echo_through_js(listeners, our_client):

@@ -73,7 +73,7 @@ def test_a_registered_transport_dials_its_multiaddrs_through_its_channel(make_no
     server, client = make_node(), make_node(listen=[])
     incoming = server.new_control().accept(ECHO)
     seam = SuffixTransport()
-    client._transports.register(seam)  # the one registration a new transport needs
+    client.transports.register(seam)  # the one registration a new transport needs
     port = server.listen_addrs[0].value_for_protocol("tcp")
     ws_addr = f"/ip4/127.0.0.1/tcp/{port}/ws/p2p/{server.peer_id}"
     stream = client.new_control().open_stream(ws_addr, ECHO, timeout=5)

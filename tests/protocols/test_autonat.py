@@ -6,6 +6,7 @@ Loopback is special-use, so the nodes count ``127.0.0.0/8`` as public
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -13,8 +14,11 @@ from multiaddr import Multiaddr
 
 from libp2p_stream_sync import Limits, Node
 from libp2p_stream_sync.protocols.autonat import PROTOCOL, server as autonat_server
+from libp2p_stream_sync.protocols.autonat import targets as autonat_targets
+from libp2p_stream_sync.protocols.autonat.client import Observation, verdict
 from libp2p_stream_sync.protocols.autonat.messages import (Status, decode_response,
-                                                           encode_dial, frame)
+                                                           encode_dial, encode_response,
+                                                           frame)
 from libp2p_stream_sync.protocols.autonat.streams import read_message
 
 import protocol_helpers
@@ -177,3 +181,52 @@ def test_an_oversized_or_silent_request_resets_only_its_stream(nodes, monkeypatc
             stream.read()
     assert len(client.ping(server.peer_id, timeout=5)) == 1
     eventually(lambda: server.counts()["inbound_streams"] == 0)
+
+
+def test_one_server_named_three_times_is_one_confirmation(nodes):
+    server = _server(nodes)
+    client = nodes(public_networks=LOOPBACK_PUBLIC)
+    _connect(client, server)
+    for version in (1, 2):
+        result = client.probe_reachability([server.peer_id, p2p_addr(server),
+                                            str(server.peer_id)], timeout=10,
+                                           confirmations=3, version=version)
+        assert result.status == "unknown", result
+        assert [o.outcome for o in result.observations] == ["reachable"]
+    assert verdict([Observation(server.peer_id, "reachable")] * 3, 3) == "unknown"
+
+
+def test_an_ok_for_an_address_we_did_not_ask_about_records_none(nodes):
+    liar = nodes()
+    incoming = liar.new_control().accept(PROTOCOL)
+
+    def answer() -> None:
+        for _, stream in incoming:
+            read_message(stream, time.monotonic() + 5)
+            stream.write(encode_response(Status.OK, addr=Multiaddr(
+                "/ip4/198.51.100.7/tcp/1").to_bytes()))
+            stream.close()
+            return
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    client = nodes(public_networks=LOOPBACK_PUBLIC)
+    result = client.probe_reachability([p2p_addr(liar)], timeout=10, confirmations=1)
+    thread.join(5)
+    assert [(o.outcome, o.addr) for o in result.observations] == [("reachable", None)]
+    assert result.reachable_addrs == ()
+
+
+def test_a_dial_back_that_completes_after_its_timeout_is_closed(nodes, monkeypatch):
+    monkeypatch.setattr(autonat_targets, "LATE_DIAL_GRACE", 0.1)
+    server = _server(nodes)
+    dial = server.dial_new_connection
+
+    def late(addr, timeout):
+        dial(addr, timeout)  # connected, but the worker has given up by now
+        raise TimeoutError("dialing timed out")
+    monkeypatch.setattr(server, "dial_new_connection", late)
+    client = nodes()
+    response = _ask(client, server, _request(client, str(client.listen_addrs[0])))
+    assert response.status is Status.E_DIAL_ERROR
+    eventually(lambda: len(server.connections(client.peer_id)) == 1)
+    assert len(client.ping(server.peer_id, timeout=5)) == 1

@@ -5,20 +5,30 @@ from __future__ import annotations
 import ast
 import ipaddress
 import pathlib
+from types import SimpleNamespace
 
 import pytest
 from multiaddr import Multiaddr
 
-from libp2p_stream_sync import Keypair
+from libp2p_stream_sync import Keypair, Limits
 from libp2p_stream_sync.ipscope import IpScope, ip_of, with_ip
-from libp2p_stream_sync.protocols.autonat import messages
-from libp2p_stream_sync.protocols.autonat.client import (Observation, candidate_addrs,
-                                                         verdict)
+from libp2p_stream_sync.protocols.autonat import messages, targets
+from libp2p_stream_sync.protocols.autonat.client import (AutoNATClient, Observation,
+                                                         candidate_addrs, verdict)
 from libp2p_stream_sync.protocols.autonat.messages import (AutoNATMessageError, Status,
                                                            decode_request,
                                                            decode_response, encode_dial,
                                                            encode_response, frame_header)
 from libp2p_stream_sync.protocols.autonat.server import RateLimiter, dial_targets
+from libp2p_stream_sync.protocols.autonat.v2_server import AutoNATv2Server
+from libp2p_stream_sync.transport import Transports, websocket
+from libp2p_stream_sync.transport.quic import QuicTransport
+from libp2p_stream_sync.transport.tcp import TcpTransport
+
+#: A node's transport table as node.py builds it (what a server can dial back).
+TRANSPORTS = Transports(TcpTransport())
+TRANSPORTS.register(websocket.WebSocketTransport())
+TRANSPORTS.register(QuicTransport(None))
 
 PEER = Keypair.generate().peer_id
 
@@ -112,10 +122,10 @@ def test_server_dials_only_the_observed_ip_and_never_a_relay():
         "/ip4/198.18.0.2/tcp/1", "/ip4/198.18.0.3/tcp/1", f"/ip4/198.18.0.2/tcp/2/p2p/{PEER}",
         f"/ip4/198.18.0.2/tcp/3/p2p/{other}", "/ip4/198.18.0.2/tcp/1",
         f"/ip4/198.18.0.2/tcp/4/p2p/{other}/p2p-circuit", "/dns4/x/tcp/5")] + [b"\xff"]
-    assert [str(ma) for ma in dial_targets(raw, observed, PEER)] == [
+    assert [str(ma) for ma in dial_targets(raw, observed, PEER, TRANSPORTS)] == [
         "/ip4/198.18.0.2/tcp/1", "/ip4/198.18.0.2/tcp/2"]
     many = [Multiaddr(f"/ip4/198.18.0.2/tcp/{port}").to_bytes() for port in range(1, 40)]
-    assert len(dial_targets(many, observed, PEER)) == 16
+    assert len(dial_targets(many, observed, PEER, TRANSPORTS)) == 16
 
 
 def test_rate_limiter_counts_per_peer_and_in_all_over_a_window():
@@ -131,7 +141,7 @@ def test_rate_limiter_counts_per_peer_and_in_all_over_a_window():
 
 
 def _obs(*outcomes):
-    return [Observation(PEER, outcome) for outcome in outcomes]
+    return [Observation(Keypair.generate().peer_id, outcome) for outcome in outcomes]
 
 
 def test_verdict_needs_confirmations():
@@ -142,3 +152,78 @@ def test_verdict_needs_confirmations():
     assert verdict(_obs("unreachable", "unreachable", "unreachable", "reachable"), 3) \
         == "unknown"
     assert verdict(_obs("refused", "failed", "refused"), 1) == "unknown"
+
+
+def test_a_dial_without_its_type_field_is_a_dial():
+    # proto2 reads an absent enum as its default, DIAL (0), as go-libp2p does.
+    request = decode_request(bytes.fromhex("1208" "0a06" "0a0101" "120102"))
+    assert request.peer_id == b"\x01" and request.addrs == [b"\x02"]
+    with pytest.raises(AutoNATMessageError):
+        decode_response(bytes.fromhex("1a02" "0800"))  # a response must say so
+
+
+class _Host:
+    """An AutoNAT client's host whose peers observed us at the given IPs."""
+
+    peer_id = PEER
+
+    def __init__(self, listen, observed) -> None:
+        self.listen_addrs = [Multiaddr(a) for a in listen]
+        self._peers = {Keypair.generate().peer_id: ip for ip in observed}
+
+    def connected_peers(self):
+        return list(self._peers)
+
+    def direct_listen_addrs(self):
+        return self.listen_addrs
+
+    def identify_info(self, peer):
+        return SimpleNamespace(observed_addr=Multiaddr(f"/ip4/{self._peers[peer]}/tcp/9"),
+                               protocols=[])
+
+
+def test_an_observed_ip_needs_two_peers_unless_it_is_ours():
+    scope = IpScope(["198.18.0.0/15", "127.0.0.0/8"])
+    host = _Host(["/ip4/10.0.1.2/tcp/4001"], ["198.18.0.2", "198.18.0.3", "198.18.0.3"])
+    client = AutoNATClient(host, scope)
+    assert [str(ma) for ma in client.candidates()] == ["/ip4/198.18.0.3/tcp/4001"]
+    # A wildcard listener is reachable at this host's own IPs: one report suffices.
+    host = _Host(["/ip4/0.0.0.0/tcp/4001"], ["127.0.0.1", "198.18.0.2"])
+    assert [str(ma) for ma in AutoNATClient(host, scope).candidates()] == \
+        ["/ip4/127.0.0.1/tcp/4001"]
+
+
+def test_server_skips_addresses_whose_transport_it_lacks(monkeypatch):
+    observed = ipaddress.ip_address("198.18.0.2")
+    raw = [Multiaddr(a).to_bytes() for a in ("/ip4/198.18.0.2/tcp/1/ws",
+                                             "/ip4/198.18.0.2/tcp/2")]
+    assert len(dial_targets(raw, observed, PEER, TRANSPORTS)) == 2
+
+    def no_wsproto():
+        raise ImportError("pip install 'libp2p_stream_sync[ws]'")
+    monkeypatch.setattr(websocket, "require_wsproto", no_wsproto)
+    assert [str(ma) for ma in dial_targets(raw, observed, PEER, TRANSPORTS)] == [
+        "/ip4/198.18.0.2/tcp/2"]
+
+
+def test_server_dials_back_quic_addresses_the_node_can_dial():
+    observed = ipaddress.ip_address("198.18.0.2")
+    raw = [Multiaddr(a).to_bytes() for a in ("/ip4/198.18.0.2/udp/1/quic-v1",
+                                             "/ip4/198.18.0.2/tcp/2")]
+    assert [str(ma) for ma in dial_targets(raw, observed, PEER, TRANSPORTS)] == [
+        "/ip4/198.18.0.2/udp/1/quic-v1", "/ip4/198.18.0.2/tcp/2"]
+    tcp_only = Transports(TcpTransport())
+    assert [str(ma) for ma in dial_targets(raw, observed, PEER, tcp_only)] == [
+        "/ip4/198.18.0.2/tcp/2"]
+
+
+def test_servers_skip_ips_we_have_no_route_to(monkeypatch):
+    assert targets.has_route("127.0.0.1")
+    monkeypatch.setattr(targets, "has_route", lambda ip: ip != "198.18.0.3")
+    raw = [Multiaddr(a).to_bytes() for a in ("/ip4/198.18.0.3/tcp/1", "/ip4/198.18.0.2/tcp/1")]
+    server = AutoNATv2Server(SimpleNamespace(limits=Limits(), transports=TRANSPORTS),
+                             IpScope(["198.18.0.0/15"]),
+                             RateLimiter(1, 1, 60.0))
+    index, chosen = server.choose(raw, PEER)
+    assert (index, str(chosen)) == (1, "/ip4/198.18.0.2/tcp/1")
+    assert dial_targets(raw, ipaddress.ip_address("198.18.0.3"), PEER, TRANSPORTS) == []

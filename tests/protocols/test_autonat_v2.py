@@ -9,21 +9,24 @@ import time
 import pytest
 from multiaddr import Multiaddr
 
-from libp2p_stream_sync import Limits, Node
-from libp2p_stream_sync.protocols.autonat import v2_server
+from libp2p_stream_sync import Keypair, Limits, Node
+from libp2p_stream_sync.protocols.autonat import v2_client, v2_server
 from libp2p_stream_sync.protocols.autonat.messages import AutoNATMessageError
 from libp2p_stream_sync.protocols.autonat.streams import read_message
+from libp2p_stream_sync.protocols.autonat.v2_client import dial_back_matches
 from libp2p_stream_sync.protocols.autonat.v2_messages import (
-    DIAL_REQUEST_PROTOCOL, MAX_MESSAGE_SIZE, DialDataRequest, DialDataResponse,
+    DIAL_BACK_PROTOCOL, DIAL_REQUEST_PROTOCOL, MAX_MESSAGE_SIZE, DialDataRequest, DialDataResponse,
     DialRequest, DialResponse, DialStatus, ResponseStatus, decode_dial_back,
     decode_message, encode_dial_back, encode_dial_data_request, encode_dial_data_response,
     encode_dial_request, encode_dial_response)
+from libp2p_stream_sync.transport import websocket
 
 import protocol_helpers
 from protocol_helpers import p2p_addr
 
 nodes = protocol_helpers.nodes  # fixture
 LOOPBACK_PUBLIC = ["127.0.0.0/8"]
+PEER = Keypair.generate().peer_id
 
 
 # -- messages ------------------------------------------------------------------------
@@ -121,7 +124,7 @@ def test_the_server_dials_only_the_first_address_it_accepts(nodes):
     client = nodes(public_networks=LOOPBACK_PUBLIC)
     _connect(client, server)
     addrs = ["/dns4/example.com/tcp/1", f"/ip4/127.0.0.1/tcp/1/p2p/{server.peer_id}",
-             "/ip4/127.0.0.1/udp/1/quic-v1", str(client.listen_addrs[0]),
+             "/ip4/127.0.0.1/udp/1", str(client.listen_addrs[0]),
              "/ip4/127.0.0.1/tcp/2"]
     stream = _request(client, server, addrs)
     response = _next(stream)
@@ -192,3 +195,88 @@ def test_our_client_refuses_to_pay_too_much(nodes):
     assert [o.outcome for o in result.observations] == ["failed"]
     with pytest.raises(ValueError):
         client.probe_reachability(version=3)
+
+
+def test_our_client_pays_at_most_max_dial_data_per_request_in_all(nodes):
+    greedy = nodes()
+    paid = [0]
+
+    def ask_again_and_again(stream, request):
+        try:
+            for _ in range(5):  # 100 kB each time: 500 kB if nothing bounds the total
+                stream.write(encode_dial_data_request(0, v2_client.MAX_DIAL_DATA))
+                got = 0
+                while got < v2_client.MAX_DIAL_DATA:
+                    got += len(_next(stream).data)
+                paid[0] += got
+        except OSError:
+            pass
+        stream.reset()
+    thread = _fake_server(greedy, ask_again_and_again)
+    client = nodes(public_networks=LOOPBACK_PUBLIC)
+    result = client.probe_reachability([p2p_addr(greedy)], timeout=8, confirmations=1,
+                                       version=2)
+    thread.join(8)
+    assert paid[0] == v2_client.MAX_DIAL_DATA  # the first request, to the byte
+    assert [o.outcome for o in result.observations] == ["failed"]
+
+
+def test_a_nonce_sent_over_the_connection_we_opened_proves_nothing(nodes):
+    liar = nodes()
+    client = nodes(public_networks=LOOPBACK_PUBLIC)
+
+    def dial_back_on_our_connection(stream, request):
+        try:
+            back = liar.new_control().open_stream(client.peer_id, DIAL_BACK_PROTOCOL,
+                                                  timeout=5)  # no new dial: ours is reused
+            back.write(encode_dial_back(request.nonce))
+            back.settimeout(5)
+            back.read()
+        except OSError:
+            pass  # reset by the client (today's: answered)
+        stream.write(encode_dial_response(ResponseStatus.OK, 0, DialStatus.OK))
+        stream.close()
+    thread = _fake_server(liar, dial_back_on_our_connection)
+    result = client.probe_reachability([p2p_addr(liar)], timeout=10, confirmations=1,
+                                       version=2)
+    thread.join(5)
+    assert [o.outcome for o in result.observations] == ["failed"], result
+    assert "not believed" in result.observations[0].detail
+
+
+def test_a_dial_back_must_arrive_on_the_kind_of_address_asked_about():
+    asked = Multiaddr("/ip4/198.18.0.2/tcp/4001")
+    assert dial_back_matches(Multiaddr("/ip4/10.0.0.2/tcp/5000"), asked)  # behind a NAT
+    assert not dial_back_matches(Multiaddr("/ip4/10.0.0.2/tcp/4001/ws"), asked)
+    assert not dial_back_matches(Multiaddr("/ip6/::1/tcp/4001"), asked)
+    assert dial_back_matches(Multiaddr("/ip6/::1/tcp/1/ws"),
+                             Multiaddr(f"/ip6/2001:db8::1/tcp/2/ws/p2p/{PEER}"))
+    assert not dial_back_matches(None, asked)
+
+
+def test_an_unpaid_request_does_not_use_up_the_dialback_budget(nodes):
+    server = _server(nodes, limits=Limits(max_autonat_dialbacks_per_peer=1))
+    client = nodes(public_networks=LOOPBACK_PUBLIC)
+    port = client.listen_addrs[0].value_for_protocol(6)
+    stream = _request(client, server, [f"/ip4/127.0.0.2/tcp/{port}"])
+    assert isinstance(_next(stream), DialDataRequest)
+    stream.reset()  # the spec: the client rejects the cost
+    stream = _request(client, server, [str(client.listen_addrs[0])])
+    assert _next(stream).status is ResponseStatus.OK  # the one dial-back of the minute
+    stream = _request(client, server, [str(client.listen_addrs[0])])
+    assert _next(stream).status is ResponseStatus.E_REQUEST_REJECTED
+
+
+def test_an_address_whose_transport_we_lack_is_skipped_not_called_unreachable(
+        nodes, monkeypatch):
+    server = _server(nodes)
+    client = nodes(public_networks=LOOPBACK_PUBLIC)
+
+    def no_wsproto():
+        raise ImportError("pip install 'libp2p_stream_sync[ws]'")
+    monkeypatch.setattr(websocket, "require_wsproto", no_wsproto)
+    ws = f"{client.listen_addrs[0]}/ws"
+    stream = _request(client, server, [ws])
+    assert _next(stream) == DialResponse(ResponseStatus.E_DIAL_REFUSED, 0, DialStatus.UNUSED)
+    stream = _request(client, server, [ws, str(client.listen_addrs[0])])
+    assert _next(stream) == DialResponse(ResponseStatus.OK, 1, DialStatus.E_DIAL_BACK_ERROR)

@@ -5,7 +5,7 @@ we reachable from the outside?
 until :meth:`probe` is called; v2 starts accepting dial-back streams on its first
 probe) and, when enabled, the servers of both versions, which share one dial-back
 rate limit. ``messages``/``v2_messages`` are the pure codecs, ``server``/``client``
-and ``v2_server``/``v2_client`` the roles.
+and ``v2_server``/``v2_client`` the roles, ``targets`` what both servers may dial.
 """
 
 from __future__ import annotations

@@ -4,18 +4,22 @@ into a verdict (:class:`Reachability`).
 The addresses we ask about are our listen addresses and, for every IP that peers
 observed us at (identify), that IP with each listen address's port and transport:
 behind a NAT our listen address is private and only the observed IP can be dialed at
-all. Only public addresses (``IpScope``) are asked about.
+all. An observed IP counts once :data:`MIN_OBSERVERS` distinct peers report it (as
+go-libp2p does: one peer alone could steer our probes), or when it is one of our own
+(a listen IP, or an IP of this host under a wildcard listener). Only public addresses
+(``IpScope``) are asked about.
 
 Verdict (the spec: "more than 3 peers" either way; go- and rust-libp2p settle at a
-confidence of 3): ``public`` once ``confirmations`` servers reached us, ``private``
-once ``confirmations`` servers could not and none could, ``unknown`` otherwise (too
-few answers, refusals, errors).
+confidence of 3): ``public`` once ``confirmations`` distinct servers reached us,
+``private`` once as many could not and none could, ``unknown`` otherwise (too few
+answers, refusals, errors). A server named twice is asked once.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,11 +31,13 @@ from ...errors import DecodeError, UnsupportedProtocol
 from ...identity import PeerId
 from ...ipscope import IpScope, ip_of, with_ip
 from ...timeouts import MAX_UNBOUNDED_WAIT, check_timeout, deadline_after
+from ...transport.tcp import peer_id_or_multiaddr
 from .messages import PROTOCOL, Status, decode_response, encode_dial
 from .streams import read_message
 
 if TYPE_CHECKING:
     from ...control import Control, PeerLike
+    from ...stream import Stream
     from ..identify import IdentifyInfo
 
 log = logging.getLogger(__name__)
@@ -42,6 +48,8 @@ MAX_CANDIDATES = 16
 MAX_PARALLEL = 8
 #: Default number of agreeing servers a verdict needs.
 DEFAULT_CONFIRMATIONS = 3
+#: Distinct peers that must report an observed IP before we ask about it.
+MIN_OBSERVERS = 2
 
 PUBLIC, PRIVATE, UNKNOWN = "public", "private", "unknown"
 REACHABLE, UNREACHABLE, REFUSED, FAILED = "reachable", "unreachable", "refused", "failed"
@@ -88,10 +96,35 @@ class ClientHost(Protocol):
     def new_control(self) -> "Control": ...
 
 
+def server_key(server: "PeerId | str | Multiaddr") -> "PeerId | str":
+    """The peer a server names (a PeerId, a peer id string, a multiaddr ending in
+    ``/p2p/<id>``), or its text when it names none: servers with one key are one."""
+    try:
+        target = peer_id_or_multiaddr(server)
+        if isinstance(target, PeerId):
+            return target
+        named = [value for proto, value in target.items() if proto.name in ("p2p", "ipfs")]
+        return PeerId.from_string(named[-1]) if named else str(server)
+    except Exception:  # malformed: the ask will say so; the multiaddr package raises
+        return str(server)  # assorted types
+
+
+def distinct(servers: Iterable["PeerLike"]) -> list["PeerLike"]:
+    """``servers`` in order, without those naming a peer named before (:func:`server_key`)."""
+    seen: set = set()
+    found = []
+    for server in servers:
+        key = server_key(server)
+        if key not in seen:
+            seen.add(key)
+            found.append(server)
+    return found
+
+
 def verdict(observations: Sequence[Observation], confirmations: int) -> str:
     """``"public"``, ``"private"`` or ``"unknown"`` (rule in the module docstring)."""
-    reached = sum(1 for o in observations if o.outcome == REACHABLE)
-    failed = sum(1 for o in observations if o.outcome == UNREACHABLE)
+    reached = len({server_key(o.server) for o in observations if o.outcome == REACHABLE})
+    failed = len({server_key(o.server) for o in observations if o.outcome == UNREACHABLE})
     if reached >= confirmations:
         return PUBLIC
     if failed >= confirmations and reached == 0:
@@ -138,14 +171,17 @@ class AutoNATClient:
         return self._last
 
     def candidates(self) -> list[Multiaddr]:
-        """The addresses a probe would ask about now."""
-        observed = []
+        """The addresses a probe would ask about now (module docstring)."""
+        reporters: dict[str, set[PeerId]] = {}
         for peer in self._host.connected_peers():
             info = self._host.identify_info(peer)
             ip = ip_of(info.observed_addr) if info and info.observed_addr else None
-            if ip is not None and ip not in observed:
-                observed.append(ip)
-        return candidate_addrs(self._host.direct_listen_addrs(), observed, self.scope)
+            if ip is not None:
+                reporters.setdefault(ip, set()).add(peer)
+        listen = self._host.direct_listen_addrs()
+        observed = [ip for ip, peers in reporters.items()
+                    if len(peers) >= MIN_OBSERVERS or is_our_ip(ip, listen)]
+        return candidate_addrs(listen, observed, self.scope)
 
     def servers(self, protocol: str = PROTOCOL) -> list[PeerId]:
         """Connected peers that said (identify) they serve ``protocol``."""
@@ -177,7 +213,7 @@ class AutoNATClient:
                              f"({' or '.join(map(str, sorted(self._versions)))})")
         protocol, ask = self._versions[version]
         deadline = deadline_after(check_timeout(timeout), cap=MAX_UNBOUNDED_WAIT)
-        chosen = list(servers) if servers is not None \
+        chosen = distinct(servers) if servers is not None \
             else self.servers(protocol)[:MAX_PARALLEL]
         asked = self.candidates()
         if not chosen or not asked:
@@ -201,13 +237,9 @@ class AutoNATClient:
     def ask(self, server: "PeerLike", addrs: Sequence[Multiaddr],
             deadline: float) -> Observation:
         """Blocking: one request to ``server``; never raises for the server's faults."""
-        try:
-            stream = self._host.new_control().open_stream(
-                server, PROTOCOL, timeout=max(0.001, deadline - time.monotonic()))
-        except UnsupportedProtocol:
-            return Observation(server, FAILED, None, "does not serve AutoNAT")
-        except (OSError, ValueError) as exc:
-            return Observation(server, FAILED, None, f"cannot open a stream: {exc}")
+        stream = open_request(self._host, server, PROTOCOL, "AutoNAT", deadline)
+        if isinstance(stream, Observation):
+            return stream
         peer: Any = stream.peer_id or server
         try:
             stream.settimeout(max(0.001, deadline - time.monotonic()))
@@ -222,10 +254,44 @@ class AutoNATClient:
         except OSError:
             pass  # the answer is in: a lost FIN does not change it
         if response.status == Status.OK:
-            return Observation(peer, REACHABLE, _decoded(response.addr), response.text)
+            reached = _decoded(response.addr)
+            # Only an address we asked about is one we know to be ours.
+            return Observation(peer, REACHABLE, reached if reached in addrs else None,
+                               response.text)
         outcome = UNREACHABLE if response.status == Status.E_DIAL_ERROR else REFUSED
         name = getattr(response.status, "name", str(response.status))
         return Observation(peer, outcome, None, f"{name} {response.text}".strip())
+
+
+def open_request(host: ClientHost, server: "PeerLike", protocol: str, name: str,
+                 deadline: float) -> "Stream | Observation":
+    """Blocking: a stream to ``server`` for ``protocol`` (AutoNAT ``name``), or the
+    ``failed`` :class:`Observation` saying why there is none."""
+    try:
+        return host.new_control().open_stream(
+            server, protocol, timeout=max(0.001, deadline - time.monotonic()))
+    except UnsupportedProtocol:
+        return Observation(server, FAILED, None, f"does not serve {name}")
+    except (OSError, ValueError) as exc:
+        return Observation(server, FAILED, None, f"cannot open a stream: {exc}")
+
+
+def is_our_ip(ip: str, listen: Iterable[Multiaddr]) -> bool:
+    """Whether ``ip`` is one of our listen IPs, or an IP of this host while we listen
+    on the wildcard of its version (binding to it succeeds only then)."""
+    version = ipaddress.ip_address(ip).version
+    listen_ips = [ipaddress.ip_address(found) for found in map(ip_of, listen) if found]
+    if ipaddress.ip_address(ip) in listen_ips:
+        return True
+    if not any(found.is_unspecified and found.version == version for found in listen_ips):
+        return False
+    family = socket.AF_INET6 if version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((ip, 0))
+    except OSError:
+        return False
+    return True
 
 
 def _decoded(raw: bytes | None) -> Multiaddr | None:

@@ -103,9 +103,12 @@ def _decode(body: bytes) -> dict:
 
 def decode_request(body: bytes) -> DialRequest:
     """Parse a ``DIAL`` body (without its prefix); :class:`AutoNATMessageError` when
-    it is not one."""
+    it is not one. An absent ``type`` is read as ``DIAL``: proto2 gives an absent
+    enum its default (the first value, ``DIAL = 0``), as go-libp2p's ``GetType()``
+    does (rust-libp2p rejects it; every client sends the field anyway). A response
+    keeps needing its explicit ``DIAL_RESPONSE``."""
     message = _decode(body)
-    if message.get("type") != MessageType.DIAL or "dial" not in message:
+    if message.get("type", MessageType.DIAL) != MessageType.DIAL or "dial" not in message:
         raise AutoNATMessageError("expected an AutoNAT DIAL message")
     peer = message["dial"].get("peer")
     if peer is None:

@@ -2,9 +2,12 @@
 dial by echoing our nonce on a ``dial-back`` stream.
 
 We send the same candidates as v1 (``client.candidate_addrs``), most wanted first, a
-fresh random 64-bit nonce per request, and pay up to :data:`MAX_DIAL_DATA` bytes when
-a server asks (it does when the address's IP is not the one it sees us at). An ``OK``
-whose nonce never reached us is not believed (``failed``). The verdict rule is v1's
+fresh random 64-bit nonce per request, and pay up to :data:`MAX_DIAL_DATA` bytes in
+all per request when a server asks (it does when the address's IP is not the one it
+sees us at); a server asking more gets the stream reset. An ``OK`` is believed only
+when its nonce reached us on a dial-back connection the server opened to us (never on
+one we opened) whose local address is of the kind asked about
+(:func:`dial_back_matches`); otherwise it is ``failed``. The verdict rule is v1's
 (``client.verdict``), over per-address observations.
 """
 
@@ -18,8 +21,9 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 from multiaddr import Multiaddr
 
-from ...errors import DecodeError, UnsupportedProtocol
-from .client import FAILED, REACHABLE, REFUSED, UNREACHABLE, ClientHost, Observation
+from ...errors import DecodeError
+from .client import (FAILED, REACHABLE, REFUSED, UNREACHABLE, ClientHost, Observation,
+                     open_request)
 from .streams import read_message
 from .v2_messages import (DIAL_BACK_PROTOCOL, DIAL_REQUEST_PROTOCOL, MAX_DATA_CHUNK,
                           MAX_MESSAGE_SIZE, DialDataRequest, DialResponse, DialStatus,
@@ -39,6 +43,26 @@ MAX_DIAL_DATA = 100_000
 #: Seconds a server has to send its DialBack once its stream is open.
 DIAL_BACK_TIMEOUT = 5.0
 _CHUNK = encode_dial_data_response(bytes(MAX_DATA_CHUNK))
+_P2P_NAMES = ("p2p", "ipfs")
+
+
+def dial_back_matches(local: Multiaddr | None, asked: Multiaddr) -> bool:
+    """Whether a dial-back that arrived at our ``local`` address can be the dial of
+    ``asked``: the same IP version and the same transport protocols after it (values
+    differ behind a NAT, the kinds do not; go-libp2p's ``areAddrsConsistent``)."""
+    if local is None:
+        return False
+    kinds = [[proto.name for proto in ma.protocols() if proto.name not in _P2P_NAMES]
+             for ma in (local, asked)]
+    return bool(kinds[0]) and kinds[0] == kinds[1] and kinds[0][0] in ("ip4", "ip6")
+
+
+class _Waiter:
+    """A request in flight: its nonce's dial-back has ``arrived`` at ``local``."""
+
+    def __init__(self) -> None:
+        self.arrived = threading.Event()
+        self.local: Multiaddr | None = None
 
 
 class V2ClientHost(ClientHost, Protocol):
@@ -56,8 +80,8 @@ class AutoNATv2Client:
     def __init__(self, host: V2ClientHost) -> None:
         self._host = host
         self._lock = threading.Lock()
-        #: Nonces of our requests in flight -> whether their dial-back came.
-        self._pending: dict[int, threading.Event] = {}
+        #: Nonces of our requests in flight -> where their dial-back came, once it has.
+        self._pending: dict[int, _Waiter] = {}
         self._serving = False
 
     def ensure_serving(self) -> None:
@@ -71,11 +95,26 @@ class AutoNATv2Client:
 
     # -- dial-back side ----------------------------------------------------------------
     def _on_dial_back(self, conn: "Connection", stream: "Stream") -> None:
-        if self._host.run_in_worker(self._answer_dial_back, stream,
+        """Reactor: a dial-back counts only on a connection the server opened; its
+        local address (read here: the socket is the reactor's) goes to the worker."""
+        if conn.initiator:
+            log.info("AutoNAT v2 dial-back from %s on a connection we opened: reset",
+                     stream.peer_id)
+            stream.reset()
+            return
+        # Our end of the channel as a multiaddr of its transport: the transport's
+        # sockaddr-to-multiaddr (named for the remote end) serves either end. TCP
+        # sockets and WebSocket channels have getsockname; ByteChannel does not say so.
+        channel: Any = conn.sock
+        try:
+            local = conn.transport.remote_multiaddr(channel, channel.getsockname())
+        except (OSError, ValueError, AttributeError):
+            local = None  # no way to check it: its nonce will not be believed
+        if self._host.run_in_worker(self._answer_dial_back, stream, local,
                                     peer=stream.peer_id) is None:
             stream.reset()
 
-    def _answer_dial_back(self, stream: "Stream") -> None:
+    def _answer_dial_back(self, stream: "Stream", local: Multiaddr | None) -> None:
         try:
             nonce = decode_dial_back(read_message(stream, time.monotonic()
                                                   + DIAL_BACK_TIMEOUT, 64))
@@ -84,9 +123,10 @@ class AutoNATv2Client:
             stream.reset()
             return
         with self._lock:
-            seen = self._pending.get(nonce)
-        if seen is not None:
-            seen.set()
+            waiter = self._pending.get(nonce)
+        if waiter is not None:
+            waiter.local = local
+            waiter.arrived.set()
         else:
             log.debug("AutoNAT v2 dial-back from %s with a nonce we did not send",
                       stream.peer_id)
@@ -103,25 +143,23 @@ class AutoNATv2Client:
         """Blocking: one request to ``server``; never raises for the server's faults."""
         self.ensure_serving()
         nonce = secrets.randbits(64)
-        seen = threading.Event()
+        waiter = _Waiter()
         with self._lock:
-            self._pending[nonce] = seen
+            self._pending[nonce] = waiter
         try:
-            return self._ask(server, addrs, deadline, nonce, seen)
+            return self._ask(server, addrs, deadline, nonce, waiter)
         finally:
             with self._lock:
                 self._pending.pop(nonce, None)
 
     def _ask(self, server: "PeerLike", addrs: Sequence[Multiaddr], deadline: float,
-             nonce: int, seen: threading.Event) -> Observation:
-        try:
-            stream = self._host.new_control().open_stream(
-                server, DIAL_REQUEST_PROTOCOL, timeout=max(0.001, deadline - time.monotonic()))
-        except UnsupportedProtocol:
-            return Observation(server, FAILED, None, "does not serve AutoNAT v2")
-        except (OSError, ValueError) as exc:
-            return Observation(server, FAILED, None, f"cannot open a stream: {exc}")
+             nonce: int, waiter: _Waiter) -> Observation:
+        stream = open_request(self._host, server, DIAL_REQUEST_PROTOCOL, "AutoNAT v2",
+                              deadline)
+        if isinstance(stream, Observation):
+            return stream
         peer: Any = stream.peer_id or server
+        paid = 0
         try:
             stream.settimeout(max(0.001, deadline - time.monotonic()))
             stream.write(encode_dial_request([ma.to_bytes() for ma in addrs], nonce))
@@ -131,11 +169,14 @@ class AutoNATv2Client:
                     break
                 if not isinstance(message, DialDataRequest):
                     raise DecodeError(f"unexpected {type(message).__name__}")
-                if message.num_bytes > MAX_DIAL_DATA or message.addr_idx >= len(addrs):
+                if paid + message.num_bytes > MAX_DIAL_DATA or \
+                        message.addr_idx >= len(addrs):
                     stream.reset()  # the spec: reject the cost by resetting
                     return Observation(peer, FAILED, None, f"asked {message.num_bytes} "
-                                       f"bytes to dial address {message.addr_idx}")
+                                       f"bytes (after {paid}) to dial address "
+                                       f"{message.addr_idx}")
                 self._pay(stream, message.num_bytes)
+                paid += message.num_bytes
         except (OSError, DecodeError) as exc:
             stream.reset()
             return Observation(peer, FAILED, None, f"no answer: {exc}")
@@ -143,18 +184,21 @@ class AutoNATv2Client:
             stream.close()
         except OSError:
             pass  # the answer is in
-        return self._judge(peer, message, addrs, seen)
+        return self._judge(peer, message, addrs, waiter)
 
     @staticmethod
     def _pay(stream: "Stream", num_bytes: int) -> None:
-        sent = 0
-        while sent < num_bytes:
+        """Send exactly ``num_bytes`` of dial data, in chunks of at most 4 KiB."""
+        left = num_bytes
+        while left >= MAX_DATA_CHUNK:
             stream.write(_CHUNK)
-            sent += MAX_DATA_CHUNK
+            left -= MAX_DATA_CHUNK
+        if left:
+            stream.write(encode_dial_data_response(bytes(left)))
 
     @staticmethod
     def _judge(peer: Any, response: DialResponse, addrs: Sequence[Multiaddr],
-               seen: threading.Event) -> Observation:
+               waiter: _Waiter) -> Observation:
         if response.status != ResponseStatus.OK:
             name = getattr(response.status, "name", str(response.status))
             return Observation(peer, REFUSED, None, name)
@@ -165,9 +209,12 @@ class AutoNATv2Client:
         if response.dial_status == DialStatus.OK:
             # The server answers only once our DialBackResponse reached it: the nonce
             # is in (a short wait covers the worker that recorded it).
-            if seen.wait(1.0):
-                return Observation(peer, REACHABLE, addr, "")
-            return Observation(peer, FAILED, addr, "OK without our nonce: not believed")
+            if not waiter.arrived.wait(1.0):
+                return Observation(peer, FAILED, addr, "OK without our nonce: not believed")
+            if not dial_back_matches(waiter.local, addr):
+                return Observation(peer, FAILED, addr, f"OK, but the dial-back came to "
+                                   f"{waiter.local}: not believed")
+            return Observation(peer, REACHABLE, addr, "")
         if response.dial_status == DialStatus.E_DIAL_ERROR:
             return Observation(peer, UNREACHABLE, addr, "E_DIAL_ERROR")
         name = getattr(response.dial_status, "name", str(response.dial_status))
