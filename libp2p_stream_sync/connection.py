@@ -60,7 +60,8 @@ class Connection(SessionConnection):
 
     def __init__(self, owner: "ConnectionOwner", sock: "ByteChannel", *, initiator: bool,
                  remote_addr: tuple, transport: Any, expected_peer: "PeerId | None" = None,
-                 on_ready: Callable[["Connection", BaseException | None], None]) -> None:
+                 on_ready: Callable[["Connection", BaseException | None], None],
+                 connecting: bool = False) -> None:
         #: Who this connection calls up (the node), see interfaces.ConnectionOwner.
         self.owner = owner
         #: The byte channel (interfaces.ByteChannel): a TCP socket, or a channel of
@@ -84,7 +85,7 @@ class Connection(SessionConnection):
         self._expected_peer = expected_peer
         self._on_ready: Callable | None = on_ready
         self._reactor = owner.reactor
-        self._state = _CONNECTING if initiator else _UPGRADING
+        self._state = _CONNECTING if initiator or connecting else _UPGRADING  # DCUtR
         self._want_write = False
         self._flushing = False  # in flush(): what is queued is sent before it returns
         self._linger_timer: Any = None

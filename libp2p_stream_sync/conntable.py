@@ -68,13 +68,17 @@ class ConnectionTable:
         """True while ``peer`` has an open connection (one dict read, no lock)."""
         return bool(self._by_peer.get(peer))
 
-    def usable(self, peer_id: PeerId) -> Connection | None:
-        """An open connection to ``peer_id`` that takes new streams, or None."""
+    def usable(self, peer_id: PeerId, direct: bool = False) -> Connection | None:
+        """An open connection to ``peer_id`` that takes new streams, or None: a direct
+        one when there is one, else (unless ``direct``) a relayed one."""
+        relayed = None
         with self._lock:
             for conn in self._by_peer.get(peer_id, ()):
                 if conn.usable_for_new_streams():
-                    return conn
-        return None
+                    if not getattr(conn, "relayed", False):
+                        return conn
+                    relayed = relayed or conn
+        return None if direct else relayed
 
     # -- reactor side ------------------------------------------------------------------
     def add_pending(self, conn: Connection) -> None:

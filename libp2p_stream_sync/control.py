@@ -57,7 +57,8 @@ class StreamHost(Protocol):
 
     def peer_for_open(self, peer: PeerLike) -> PeerId: ...
 
-    def connection_for(self, peer_id: PeerId, deadline: float) -> "Connection": ...
+    def connection_for(self, peer_id: PeerId, deadline: float,
+                       direct: bool = False) -> "Connection": ...
 
     def open_on(self, conn: "Connection", protocol: "StreamProtocol", deadline: float,
                 lazy: bool = False) -> Stream: ...
@@ -240,7 +241,7 @@ class Control:
         return incoming
 
     def open_stream(self, peer: PeerLike, protocol: str, *, timeout: float | None = 10.0,
-                    lazy: bool = False) -> Stream:
+                    lazy: bool = False, require_direct: bool = False) -> Stream:
         """Open a stream to ``peer`` and negotiate ``protocol``.
 
         ``peer`` is a :class:`PeerId` or a peer id string such as ``"12D3KooW..."`` (an
@@ -263,6 +264,11 @@ class Control:
         go-libp2p uses too): the stream is returned as soon as the request is sent,
         writes may follow at once, and a refusal surfaces as ``UnsupportedProtocol``
         from the stream's next read or write instead of from this call.
+
+        A direct connection is preferred to a relayed one (``/p2p-circuit``: limited in
+        time and bytes by the relay). ``require_direct=True`` never opens on a relayed
+        one: :class:`OpenStreamError` (``kind`` ``"relayed"``) when the peer is
+        reachable only through a relay (hole punching, README, may change that).
         """
         proto = StreamProtocol(protocol)
         seconds = check_timeout(timeout)
@@ -271,5 +277,5 @@ class Control:
             raise OpenStreamError(f"opening {proto} to {peer_id} timed out at once: "
                                   f"the timeout is 0", "timeout")
         deadline = deadline_after(seconds, cap=MAX_UNBOUNDED_WAIT)
-        conn = self._node.connection_for(peer_id, deadline)
+        conn = self._node.connection_for(peer_id, deadline, require_direct)
         return self._node.open_on(conn, proto, deadline, lazy)

@@ -113,9 +113,21 @@ class Dialer:
             error = PeerMismatchError if exc.kind == "wrong-peer" else DialError
             raise error(str(exc)) from exc.__cause__
 
-    def connection_for(self, peer_id: PeerId, deadline: float) -> Connection:
+    def connection_for(self, peer_id: PeerId, deadline: float,
+                       direct: bool = False) -> Connection:
         """A healthy connection to ``peer_id``, dialing its known addresses if needed;
-        raises :class:`OpenStreamError`. Concurrent callers share one dial per peer."""
+        raises :class:`OpenStreamError` (``kind`` ``"relayed"`` when ``direct`` and
+        the only connection runs through a relay). Concurrent callers share one dial
+        per peer."""
+        conn = self._connection_for(peer_id, deadline)
+        if direct and getattr(conn, "relayed", False):
+            conn = self._table.usable(peer_id, direct=True) or conn
+            if getattr(conn, "relayed", False):
+                raise OpenStreamError(f"no direct connection to {peer_id}: only a "
+                                      f"relayed one", "relayed")
+        return conn
+
+    def _connection_for(self, peer_id: PeerId, deadline: float) -> Connection:
         if self._is_closed():
             raise OpenStreamError("the node is closed", "closed")
         conn = self._table.usable(peer_id)
@@ -222,8 +234,17 @@ class Dialer:
                 from last
         raise DialError(f"dial {target.host}:{target.port} failed: {last}") from last
 
+    def start_punch_dial(self, target: tcp.TcpTarget, source: tuple, initiator: bool,
+                         future: Future, timeout: float) -> None:
+        """Reactor: one new connection attempt to ``target`` (an IP address) from the
+        local ``source`` address (our listen port), upgraded as the ``initiator`` or
+        the responder (a DCUtR hole punch); resolves ``future`` with the connection."""
+        self._start_dial(target.transport, target.family, (target.host, target.port),
+                         target.peer_id, future, timeout, source, initiator)
+
     def _start_dial(self, transport: Any, family: int, sockaddr: tuple,
-                    expected: PeerId | None, future: Future, timeout: float) -> None:
+                    expected: PeerId | None, future: Future, timeout: float,
+                    source: tuple | None = None, initiator: bool = True) -> None:
         """Reactor: connect and start the upgrade, unless the node or limits forbid."""
         if self._is_closed():
             fail(future, ConnectionAbortedError("the node is closed"))
@@ -248,10 +269,12 @@ class Dialer:
             if getattr(transport, "kind", None) == "muxed":  # QUIC: no byte channel
                 conn = transport.new_connection(family, sockaddr, expected, on_ready)
             else:
-                channel = transport.connect(family, sockaddr)
-                conn = Connection(self._owner, channel, initiator=True,
+                channel = (transport.connect(family, sockaddr) if source is None
+                           else transport.connect(family, sockaddr, source))
+                conn = Connection(self._owner, channel, initiator=initiator,
                                   remote_addr=sockaddr, transport=transport,
-                                  expected_peer=expected, on_ready=on_ready)
+                                  expected_peer=expected, on_ready=on_ready,
+                                  connecting=True)
         except OSError as exc:
             fail(future, exc)
             return

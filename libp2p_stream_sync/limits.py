@@ -85,6 +85,11 @@ class Limits:
     max_stop_handshakes: int = 64
     #: ... and from one relay; more stop streams are reset.
     max_stop_handshakes_per_relay: int = 16
+    #: DCUtR hole punches (``/libp2p/dcutr`` sessions, either role) under way at once,
+    #: one per peer; 0 turns hole punching off. More are not started (or reset) ...
+    max_hole_punches: int = 8
+    #: ... and sessions one peer may start (or make us start) per minute.
+    max_hole_punches_per_peer: int = 3
     #: QUIC: bytes we hold per stream until the peer acknowledges them (unsent plus
     #: unacknowledged); a writer beyond it blocks.
     quic_send_buffer: int = 4 * 1024 * 1024
@@ -150,6 +155,7 @@ _COUNTS = ("max_inbound_connections", "max_outbound_connections",
            "max_negotiation_buffer", "max_connections_per_peer",
            "max_handler_jobs", "max_handler_jobs_per_peer", "max_address_book_peers",
            "max_stop_handshakes", "max_stop_handshakes_per_relay",
+           "max_hole_punches", "max_hole_punches_per_peer",
            "max_autonat_dialbacks_per_peer", "max_autonat_dialbacks",
            "quic_send_buffer", "quic_max_half_open", "quic_max_half_open_per_host",
            "quic_max_datagram_size")

@@ -24,6 +24,7 @@ from .listeners import Listeners
 from .node_owner import NodeOwner
 from .protocols import BuiltinProtocols, IdentifyInfo, PerfResult
 from .protocols.autonat import AutoNAT, Reachability
+from .protocols.dcutr import HolePuncher
 from .protocols.perf import Progress
 from .protocols.relay_client import RelayClient, RelayReservation
 from .protocols.relay_service import HopServer
@@ -142,6 +143,8 @@ class Node:
         #: Which IPs count as public (AutoNAT's choice of what to ask and to dial).
         self.ip_scope = IpScope(public_networks)
         self._autonat = AutoNAT(self, self.ip_scope, serve=enable_autonat_server)
+        #: DCUtR: relayed connections upgraded to direct ones (``Limits.max_hole_punches``).
+        self.hole_puncher = HolePuncher(self, self._dialer, self.ip_scope)
         try:
             relays = self.relay_client.checked_relays(relays, self._dialer.target_of)
             self._listeners = Listeners(self._owner, self._table, self.transports, listen)
@@ -411,17 +414,18 @@ class Node:
         """
         return self._dialer.peer_for_open(peer)
 
-    def usable_connection(self, peer_id: PeerId) -> Connection | None:
-        """An open connection to ``peer_id`` that takes new streams, or None."""
-        return self._table.usable(peer_id)
+    def usable_connection(self, peer_id: PeerId, direct: bool = False) -> Connection | None:
+        """An open connection to ``peer_id`` that takes new streams (direct ones first;
+        only those with ``direct``), or None."""
+        return self._table.usable(peer_id, direct)
 
-    def connection_for(self, peer_id: PeerId, deadline: float) -> Connection:
+    def connection_for(self, peer_id: PeerId, deadline: float,
+                       direct: bool = False) -> Connection:
         """A healthy connection to ``peer_id``, dialing its known addresses if needed
-        (for :meth:`Control.open_stream`); raises :class:`OpenStreamError`.
-
-        Concurrent callers share one dial per peer.
+        (for :meth:`Control.open_stream`; ``direct``: never a relayed one); raises
+        :class:`OpenStreamError`. Concurrent callers share one dial per peer.
         """
-        return self._dialer.connection_for(peer_id, deadline)
+        return self._dialer.connection_for(peer_id, deadline, direct)
 
     def dial_new_connection(self, addr: "str | Multiaddr", timeout: float | None
                             ) -> Connection:

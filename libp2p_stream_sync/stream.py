@@ -219,6 +219,12 @@ class Stream:
         self._conn.reset_stream(self)
 
     @property
+    def connection(self) -> Any:
+        """The connection the stream runs on: its ``relayed`` (through a circuit
+        relay), ``transport``, ``remote_addr``."""
+        return self._conn.connection
+
+    @property
     def closed(self) -> bool:
         """True once the stream is over in both directions (closed, finished or reset)."""
         return self._state.finished

@@ -11,7 +11,7 @@ closed that the remote never finishes (``Limits.stream_close_timeout``).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .muxed import MuxedSession
@@ -60,6 +60,11 @@ class StreamCalls:
             self._stream_consumed(stream, n)
         else:
             self._reactor.call_now_or_soon(self._stream_consumed, stream, n)
+
+    @property
+    def connection(self) -> Any:
+        """The connection the session's streams run on."""
+        return self._session.conn
 
     @property
     def bytes_sent(self) -> int:

@@ -128,6 +128,10 @@ def _bound_listener(target: TcpTarget, backlog: int) -> socket.socket:
         if target.family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((target.host, target.port))
+        # After the bind, so that a second listener on the port still fails
+        # (EADDRINUSE): hole-punch dials bind this port too (DCUtR, protocols/dcutr.py).
+        if hasattr(socket, "SO_REUSEPORT"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.listen(backlog)
         sock.setblocking(False)
     except BaseException:
@@ -168,12 +172,22 @@ class TcpTransport:
         """``(family, sockaddr)`` pairs to try (blocking DNS for ``/dns*``)."""
         return resolve(target)
 
-    def connect(self, family: int, sockaddr: tuple) -> socket.socket:
+    def connect(self, family: int, sockaddr: tuple, source: tuple | None = None
+                ) -> socket.socket:
         """Reactor: a socket whose non-blocking connect is under way. Raises
-        ``OSError`` when it fails at once (``ConnectionRefusedError`` for a refusal)."""
+        ``OSError`` when it fails at once (``ConnectionRefusedError`` for a refusal).
+
+        ``source``: the local ``(ip, port)`` to dial from, shared with our listener
+        on that port (a hole punch: the NAT then maps the dial as it maps the port).
+        """
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             configure_stream_socket(sock)
+            if source is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if hasattr(socket, "SO_REUSEPORT"):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                sock.bind(source)
             err = sock.connect_ex(sockaddr)
         except OSError:
             sock.close()

@@ -146,12 +146,16 @@ class NetLab:
     PUBLIC_NETWORK = PUBLIC_NETWORK
 
     def __init__(self, nats: Sequence[str] = ("eim", "symmetric"),
-                 public_hosts: int = 1) -> None:
+                 public_hosts: int = 1, drop_unsolicited: bool = False) -> None:
+        """``drop_unsolicited``: routers drop what reaches their WAN address unasked
+        (a "stealth" home router) instead of answering RST: the far side of a TCP
+        hole punch must not refuse the SYN that arrives before its own went out."""
         for kind in nats:
             if kind not in NAT_RULES:
                 raise ValueError(f"unknown NAT kind {kind!r} (eim or symmetric)")
         self.token = f"{_PREFIX}{os.getpid()}-{secrets.token_hex(3)}"
         self.nat_kinds = list(nats)
+        self.drop_unsolicited = drop_unsolicited
         self.internet = Host("inet", f"{self.token}-inet", "198.18.0.1")
         self.public = [Host(f"pub{i}", f"{self.token}-pub{i}", f"198.18.0.{11 + i}")
                        for i in range(public_hosts)]
@@ -231,9 +235,19 @@ class NetLab:
                     ct state established,related accept
                     iifname "lan0" oifname "wan0" accept
                 }}
+                {self._input_chain()}
             }}
         """
         self.run(router, ["nft", "-f", "-"], input=rules)
+
+    def _input_chain(self) -> str:
+        if not self.drop_unsolicited:
+            return ""  # the router's own stack answers RST (ICMP for UDP)
+        return """chain input {
+                    type filter hook input priority filter; policy accept;
+                    iifname "wan0" ct state established,related accept
+                    iifname "wan0" drop
+                }"""
 
     def set_nat(self, index: int, kind: str) -> None:
         """Switch router ``index`` to ``kind`` (``"eim"`` or ``"symmetric"``) for new

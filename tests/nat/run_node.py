@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from libp2p_stream_sync import Limits, Node
+from libp2p_stream_sync import Limits, Node, PeerId, RelayLimits, serve_echo
 
 
 class State:
@@ -36,6 +36,8 @@ def cmd_start(state: State, args: dict) -> dict:
     kwargs = {k: v for k, v in args.items() if k not in ("id", "cmd")}
     if "limits" in kwargs:
         kwargs["limits"] = Limits(**kwargs["limits"])
+    if "relay_service" in kwargs:
+        kwargs["relay_service"] = RelayLimits(**kwargs["relay_service"])
     node = Node(**kwargs)
     state.nodes.append(node)
     return {"node": len(state.nodes) - 1, "peer_id": str(node.peer_id),
@@ -125,7 +127,67 @@ def cmd_tcp_connect(state: State, args: dict) -> list[str]:
     return results
 
 
+def cmd_reserve(state: State, args: dict) -> list[str]:
+    """``add_relay``; our relayed addresses."""
+    node = state.node(args)
+    node.add_relay(args["relay"], timeout=args.get("timeout_s", 10))
+    return [str(a) for a in node.listen_addrs if "p2p-circuit" in str(a)]
+
+
+def cmd_serve_echo(state: State, args: dict) -> None:
+    serve_echo(state.node(args).new_control())
+
+
+def cmd_echo(state: State, args: dict) -> dict:
+    """Open an echo stream to ``peer`` (``require_direct`` optional), send ``size``
+    bytes, read them back; which connection it ran on."""
+    stream = state.node(args).new_control().open_stream(
+        args["peer"], "/echo/1.0.0", timeout=10, require_direct=args.get("direct", False))
+    stream.settimeout(10)
+    data = bytes(range(256)) * (args.get("size", 1024) // 256)
+    stream.write(data)
+    stream.close_write()
+    ok = stream.readall() == data
+    conn = stream.connection
+    return {"ok": ok, "relayed": conn.relayed, "remote_addr": list(conn.remote_addr)}
+
+
+def cmd_connections(state: State, args: dict) -> list[dict]:
+    """Our connections to ``peer``: relayed or not, who dialed, the remote address."""
+    return [{"relayed": c.relayed, "initiator": c.initiator,
+             "remote_addr": [str(x) for x in c.remote_addr]}
+            for c in state.node(args).connections(PeerId.from_string(args["peer"]))]
+
+
+def cmd_wait_direct(state: State, args: dict) -> bool:
+    """Wait up to ``timeout_s`` for a direct connection to ``peer``."""
+    node, peer = state.node(args), PeerId.from_string(args["peer"])
+    deadline = time.monotonic() + args.get("timeout_s", 10)
+    while node.usable_connection(peer, direct=True) is None:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def cmd_hole_punches(state: State, args: dict) -> dict:
+    """``hole_puncher.counts()``; ``dial_window`` sets its seconds per round."""
+    puncher = state.node(args).hole_puncher
+    if "dial_window" in args:
+        puncher.dial_window = args["dial_window"]
+    return puncher.counts()
+
+
+def cmd_log_level(state: State, args: dict) -> None:
+    """Set ``logger`` (a name) to ``level`` (e.g. "DEBUG") for diagnosis."""
+    logging.getLogger(args["logger"]).setLevel(args["level"])
+
+
 COMMANDS: dict[str, Callable[[State, dict], Any]] = {
+    "log_level": cmd_log_level,
+    "reserve": cmd_reserve, "serve_echo": cmd_serve_echo, "echo": cmd_echo,
+    "connections": cmd_connections, "wait_direct": cmd_wait_direct,
+    "hole_punches": cmd_hole_punches,
     "start": cmd_start, "dial": cmd_dial, "probe": cmd_probe, "ping": cmd_ping,
     "close": cmd_close, "tcp_observer": cmd_tcp_observer, "observed": cmd_observed,
     "tcp_connect": cmd_tcp_connect,

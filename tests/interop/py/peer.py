@@ -111,11 +111,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                     help="reserve a slot on this relay and listen through it")
     sp.add_argument("--autonat", action="store_true",
                     help="also serve /libp2p/autonat/1.0.0 (py-libp2p's AutoNATService)")
+    sp.add_argument("--dcutr", action="store_true",
+                    help="also run py-libp2p's DCUtR (/libp2p/dcutr, hole punching)")
+    sp.add_argument("--listen-ip", default=None,
+                    help="listen on this IP (tcp) instead of 127.0.0.1")
 
-    for name in ("echo", "ping", "id", "perf", "open", "autonat", "opens", "rtt"):
+    for name in ("echo", "ping", "id", "perf", "open", "autonat", "opens", "rtt", "dcutr"):
         sp = sub.add_parser(name)
         sp.add_argument("multiaddr")
         common(sp, 0.0 if name in ("opens", "rtt") else 60.0)
+        sp.add_argument("--listen-ip", default=None,
+                        help="listen on this IP (tcp) instead of 127.0.0.1 (dcutr: the "
+                             "hole punch dials from the listen port)")
         if name == "echo":
             sp.add_argument("--bytes", type=int, required=True)
             sp.add_argument("--streams", type=int, default=1)
@@ -135,6 +142,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         elif name == "rtt":
             sp.add_argument("--count", type=int, default=2000)
             sp.add_argument("--size", type=int, default=16)
+        elif name == "dcutr":
+            sp.add_argument("--wait", type=float, default=15.0,
+                            help="seconds to wait for a direct connection")
     return p.parse_args(argv)
 
 
@@ -158,6 +168,9 @@ def security_options(security: str, key_pair) -> dict:
 
 def listen_multiaddr(args: argparse.Namespace):
     import multiaddr
+    ip = getattr(args, "listen_ip", None)
+    if ip and args.transport == "tcp":
+        return multiaddr.Multiaddr(f"/ip4/{ip}/tcp/0")
     return multiaddr.Multiaddr(LISTEN_ADDRS[args.transport])
 
 
@@ -302,6 +315,11 @@ async def run_listen(args: argparse.Namespace) -> int:
             relay = relay_protocol(host, allow_hop=args.relay)
             await stack.enter_async_context(background_trio_service(relay))
             await relay.event_started.wait()
+        if args.dcutr:
+            from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
+            dcutr = DCUtRProtocol(host)
+            await stack.enter_async_context(background_trio_service(dcutr))
+            await dcutr.event_started.wait()
         host.set_stream_handler(ECHO_PROTOCOL, echo_handler)
         if args.autonat:
             from libp2p.host.autonat.autonat import AutoNATService
@@ -309,7 +327,8 @@ async def run_listen(args: argparse.Namespace) -> int:
         perf = PerfService(host)
         await perf.start()
         pattern = LISTEN_PATTERNS[args.transport]
-        addrs = [str(a) for a in host.get_addrs() if re.fullmatch(pattern, str(a))]
+        addrs = [str(a) for a in host.get_addrs()
+                 if re.fullmatch(pattern, str(a)) or args.listen_ip]
         if not addrs:
             out(f"FAIL no loopback listen address in {host.get_addrs()}")
             return EXIT_FAIL
@@ -528,6 +547,28 @@ async def cmd_autonat(host, peer_id, args) -> str:
 
 # ---------------------- bench commands (bench/run.py) ----------------------
 
+async def cmd_dcutr(host, peer_id, args) -> str:
+    """Wait (py-libp2p's DCUtR running) for a direct connection to the peer we
+    reached through a relay; "dcutr direct <its address>"."""
+    import trio
+
+    with trio.move_on_after(args.wait):
+        while True:
+            conns = host.get_network().connections.get(peer_id) or []
+            if not isinstance(conns, list):
+                conns = [conns]
+            for conn in conns:
+                try:
+                    addrs = conn.get_transport_addresses()
+                except Exception:  # noqa: BLE001
+                    continue
+                direct = [a for a in addrs if "/p2p-circuit" not in str(a)]
+                if direct:
+                    return f"dcutr direct {direct[0]}"
+            await trio.sleep(0.1)
+    raise RuntimeError(f"no direct connection after {args.wait} s")
+
+
 def usage_self() -> tuple[float, int, int]:
     import resource
     ru = resource.getrusage(resource.RUSAGE_SELF)
@@ -628,7 +669,7 @@ async def cmd_rtt(host, peer_id, args) -> str:
 
 COMMANDS = {"echo": cmd_echo, "ping": cmd_ping, "id": cmd_id, "perf": cmd_perf,
             "open": cmd_open, "autonat": cmd_autonat, "opens": cmd_opens,
-            "rtt": cmd_rtt}
+            "rtt": cmd_rtt, "dcutr": cmd_dcutr}
 
 
 async def run_client(args: argparse.Namespace) -> int:
@@ -655,6 +696,11 @@ async def run_client(args: argparse.Namespace) -> int:
                     relay = relay_protocol(host, allow_hop=False)
                     await stack.enter_async_context(background_trio_service(relay))
                     await relay.event_started.wait()
+                if args.cmd == "dcutr":  # before the relayed connection: its handler
+                    from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
+                    dcutr = DCUtRProtocol(host)
+                    await stack.enter_async_context(background_trio_service(dcutr))
+                    await dcutr.event_started.wait()
                 try:
                     peer_id = await connect(host, args.multiaddr, relay)
                 except Exception as exc:  # noqa: BLE001
