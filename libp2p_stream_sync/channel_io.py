@@ -30,6 +30,9 @@ _POLL_HUNG_UP = getattr(select, "POLLRDHUP", 0) | select.POLLHUP | select.POLLER
 class ChannelIO:
     """One channel's reads, output queue and reactor registration."""
 
+    __slots__ = ("channel_output", "_interest", "max_recv_size", "queue", "queued", "_reactor",
+                 "recv_size", "sent", "sock")
+
     def __init__(self, sock: "ByteChannel", reactor: Any) -> None:
         self.sock = sock
         self._reactor = reactor
@@ -40,7 +43,8 @@ class ChannelIO:
         self.recv_size = _MIN_RECV_BUFFER
         self.max_recv_size = RECV_BUFFER
         #: Output waiting for the channel, and its length in bytes.
-        self.queue: collections.deque[Any] = collections.deque()
+        #: (An empty tuple while nothing waits: an idle connection keeps no deque.)
+        self.queue: collections.deque[Any] | tuple[()] = ()
         self.queued = 0
         #: Bytes the channel took since the start.
         self.sent = 0
@@ -70,6 +74,8 @@ class ChannelIO:
 
     def append(self, data: Any) -> None:
         """Queue ``data`` for the channel."""
+        if not self.queue:
+            self.queue = collections.deque()
         self.queue.append(data)
         self.queued += len(data)
 
@@ -95,6 +101,8 @@ class ChannelIO:
                 else:
                     wire[0] = memoryview(head)[sent:]
                     sent = 0
+        if not wire:
+            self.queue = ()
 
     def register(self, interest: int, handler: Any) -> None:
         """Have the reactor watch the channel for ``interest`` (none: unregister)."""
@@ -121,4 +129,4 @@ class ChannelIO:
             self.sock.close()
         except OSError:
             pass
-        self.queue.clear()
+        self.queue = ()

@@ -54,6 +54,8 @@ class Collector:
 class Collectors:
     """The collectors of one session, by stream id."""
 
+    __slots__ = ("_session", "table")
+
     def __init__(self, session: "MuxedSession") -> None:
         self._session = weakref.proxy(session)  # the session owns us: no cycle
         #: Stream id -> the collector reading it.

@@ -26,6 +26,8 @@ class StreamOutput:
     """The flush queue of one session: streams with output for the muxer, streams
     blocked on send window, and the sent-marks streams wait for."""
 
+    __slots__ = ("sent_watch", "_session", "to_flush", "window_blocked")
+
     def __init__(self, session: "MuxedSession") -> None:
         self._session = weakref.proxy(session)  # the session owns us: no cycle
         #: Streams with data or a FIN for the muxer, in the order they asked.

@@ -42,6 +42,11 @@ CONGESTION_POLL_MAX = 0.4
 class ReadPressure:
     """What a connection's streams hold unread, and whether that pauses reading."""
 
+    __slots__ = ("_attached", "_budget", "_congested", "_interest_changed", "_max_buffer",
+                 "_over_budget", "pause_reading_at", "_paused", "peer", "_peer_hung_up",
+                 "peer_left", "_poll", "_reactor", "_records", "_reset_streams", "_since",
+                 "_timer", "_unread", "unread_total")
+
     def __init__(self, reactor: Any, max_buffer: int, records: dict[int, Any], *,
                  interest_changed: Callable[[], None], peer_hung_up: Callable[[], bool],
                  reset_streams: Callable[[list["Stream"], float], None],

@@ -20,6 +20,9 @@ from typing import Callable
 SEND_BUFFER_HIGH_WATER = 512 * 1024
 #: Consumption is reported to the muxer (window updates) in steps at least this large.
 CONSUMED_REPORT_STEP = 64 * 1024
+#: A buffer's chunks before its first byte: idle streams are the common case, and an
+#: empty deque costs ~600 bytes.
+_NO_CHUNKS: tuple[()] = ()
 
 
 class _Condition(threading.Condition):
@@ -88,7 +91,7 @@ class ReceiveBuffer:
         self._lock = state.lock
         self._readable = state.readable
         # bytes, or read-only memoryviews into decrypted buffers (zero-copy muxing)
-        self._chunks: collections.deque[bytes | memoryview] = collections.deque()
+        self._chunks: collections.deque[bytes | memoryview] | tuple[()] = _NO_CHUNKS
         #: Bytes buffered.
         self.length = 0
         #: Nothing more will be buffered: the remote finished, or we stopped reading.
@@ -190,12 +193,14 @@ class ReceiveBuffer:
             return None
         self.eof = True
         dropped, self.length = self.length, 0
-        self._chunks.clear()
+        if self._chunks:
+            self._chunks.clear()
         return dropped
 
     def clear_locked(self) -> None:
         """(Lock held.) Drop what is buffered."""
-        self._chunks.clear()
+        if self._chunks:
+            self._chunks.clear()
         self.length = 0
 
     # -- reactor side ------------------------------------------------------------------
@@ -204,6 +209,8 @@ class ReceiveBuffer:
         with self._lock:
             if self.eof or self._state.error is not None:
                 return False
+            if self._chunks is _NO_CHUNKS:
+                self._chunks = collections.deque()
             self._chunks.append(data)
             self.length += len(data)
             self._readable.notify()
@@ -219,7 +226,8 @@ class ReceiveBuffer:
         """Remove and return every buffered byte."""
         with self._lock:
             data = b"".join(self._chunks)
-            self._chunks.clear()
+            if self._chunks:
+                self._chunks.clear()
             self.length = 0
         return data
 
@@ -238,7 +246,7 @@ class SendQueue:
         self._state = state
         self._lock = state.lock
         self._writable = state.writable
-        self._chunks: collections.deque[memoryview] = collections.deque()
+        self._chunks: collections.deque[memoryview] | tuple[()] = _NO_CHUNKS
         #: Bytes queued (an application writer may read it without the lock).
         self.length = 0
         #: close_write() was called: the FIN follows the queued bytes.
@@ -267,6 +275,8 @@ class SendQueue:
             nonblocking = timeout == 0
             if nonblocking and self.length >= SEND_BUFFER_HIGH_WATER:
                 raise BlockingIOError(errno.EAGAIN, "stream send buffer full (timeout is 0)")
+            if self._chunks is _NO_CHUNKS:
+                self._chunks = collections.deque()
             self._chunks.append(view)
             self.length += size
             self._written += size
@@ -356,7 +366,8 @@ class SendQueue:
             self._unsent_lost = False
         else:
             self._unsent_lost |= frames_lost or self.length > 0
-        self._chunks.clear()
+        if self._chunks:
+            self._chunks.clear()
         self.length = 0
 
     def unsent(self) -> int:

@@ -32,6 +32,8 @@ WRITE_THROUGH_STREAMS = 4
 class StreamCalls:
     """A session's entry points for its streams (thread-safe unless noted)."""
 
+    __slots__ = ("_reactor", "_session")
+
     def __init__(self, session: "MuxedSession") -> None:
         self._session = session
         self._reactor = session.reactor

@@ -43,6 +43,9 @@ class StreamRecord:
 class StreamTable:
     """One session's streams: records, inbound counts, watchers, idle detection."""
 
+    __slots__ = ("_idle_since", "_idle_timer", "_inbound_live", "_owner", "records", "_session",
+                 "watchers")
+
     def __init__(self, session: "MuxedSession") -> None:
         self._session = weakref.proxy(session)  # the session owns us: no cycle
         self._owner = session.owner

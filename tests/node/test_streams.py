@@ -12,6 +12,7 @@ import pytest
 
 from libp2p_stream_sync import (AlreadyRegistered, IncompleteReadError, OpenStreamError,
                                 PeerId, UnsupportedProtocol)
+from libp2p_stream_sync.muxed import MuxedSession
 
 from conftest import EchoServer, connect, p2p_addr, wait_until
 
@@ -217,11 +218,21 @@ def test_open_times_out_against_silent_listener(make_node):
         silent.close()
 
 
-def test_open_times_out_when_remote_never_answers_negotiation(make_node):
+def _divert_inbound(monkeypatch, session, handler) -> None:
+    """``session`` hands the streams its remote opens to ``handler`` (sessions have
+    ``__slots__``: patch the class, for this one instance)."""
+    original = MuxedSession.on_inbound_stream
+
+    def on_inbound_stream(self, sid):
+        return handler(sid) if self is session else original(self, sid)
+    monkeypatch.setattr(MuxedSession, "on_inbound_stream", on_inbound_stream)
+
+
+def test_open_times_out_when_remote_never_answers_negotiation(make_node, monkeypatch):
     server = make_node()
     client = make_node(listen=[])
     conn = connect(client, server)
-    conn.session.on_inbound_stream = lambda sid: None  # the server ignores new streams
+    _divert_inbound(monkeypatch, conn.session, lambda sid: None)  # the server ignores them
     start = time.monotonic()
     with pytest.raises(OpenStreamError) as info:
         client.new_control().open_stream(server.peer_id, "/echo/1.0.0", timeout=0.5)
@@ -383,14 +394,14 @@ def test_mplex_unread_stream_is_reset_after_stalling_the_connection(make_node, m
     echo.close()
 
 
-def test_opens_beyond_the_yamux_ack_backlog_wait_for_acks(make_node):
+def test_opens_beyond_the_yamux_ack_backlog_wait_for_acks(make_node, monkeypatch):
     from concurrent.futures import Future
     server = make_node()
     client = make_node(listen=[])
     server_conn = connect(client, server)
     client.wait_identified(server.peer_id)  # its identify stream must not count below
     ignored = []
-    server_conn.session.on_inbound_stream = ignored.append  # never ACKs: the backlog fills
+    _divert_inbound(monkeypatch, server_conn.session, ignored.append)  # never ACKs: backlog fills
     control = client.new_control()
     errors = []
 
