@@ -40,6 +40,7 @@ from typing import Any, Callable, Sequence, TextIO
 from ._version import __version__
 from .control import DEFAULT_ACCEPT_CAPACITY
 from .identity import Keypair, PeerId
+from .limits import RelayLimits
 from .node import Node
 from .protocols import echo as echo_proto
 from .transport import tcp
@@ -48,6 +49,8 @@ log = logging.getLogger("libp2p_stream_sync.cli")
 
 DEFAULT_LISTEN = "/ip4/127.0.0.1/tcp/0"
 DEFAULT_TIMEOUT = 30.0
+#: Seconds `listen --relay` waits for each relay to grant a slot.
+RELAY_TIMEOUT = 10.0
 PROGRESS_INTERVAL = 1.0
 _MUXER_CHOICES = {"yamux": ("yamux",), "mplex": ("mplex",), "both": ("yamux", "mplex")}
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmg]?)(i?b)?\s*$", re.IGNORECASE)
@@ -90,7 +93,10 @@ def _positive_float(text: str) -> float:
 def _names_peer(address: str) -> bool:
     """Whether the dial authenticates a peer given in advance (``/p2p/`` or a peer id)."""
     target = tcp.peer_id_or_multiaddr(address)
-    return isinstance(target, PeerId) or tcp.parse_tcp_multiaddr(target).peer_id is not None
+    if isinstance(target, PeerId):
+        return True
+    parts = list(target.items())
+    return bool(parts) and parts[-1][0].name in ("p2p", "ipfs")
 
 
 def load_or_create_key(path: str) -> Keypair:
@@ -128,10 +134,13 @@ def cmd_listen(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     listen = args.listen or [DEFAULT_LISTEN]
+    relay_service = RelayLimits() if args.relay_service else None
     with Node(_keypair(args), listen=listen, muxers=_MUXER_CHOICES[args.muxer],
-              enable_perf=args.perf) as node:
+              enable_perf=args.perf, relay_service=relay_service) as node:
         server = _serve_echo(node, args.max_streams_per_peer)
         try:
+            for relay in args.relay or ():
+                node.add_relay(relay, timeout=RELAY_TIMEOUT)  # kept; raises when refused
             for addr in node.listen_addrs:
                 print(f"LISTEN {addr}/p2p/{node.peer_id}", flush=True)
             while not stop.wait(0.5):
@@ -344,6 +353,11 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--listen", action="append", metavar="MULTIADDR",
                         help=f"address to listen on (repeatable; default {DEFAULT_LISTEN})")
     listen.add_argument("--perf", action="store_true", help="also serve /perf/1.0.0")
+    listen.add_argument("--relay", action="append", metavar="MULTIADDR",
+                        help="reserve a slot on this circuit relay (.../p2p/<id>; "
+                             "repeatable) and listen through it (.../p2p-circuit)")
+    listen.add_argument("--relay-service", action="store_true",
+                        help="serve as a circuit relay v2 (default RelayLimits)")
     listen.add_argument("--max-streams-per-peer", type=_positive_int, metavar="N",
                         help="echo streams one peer may have served at once, and "
                              "waiting (at least 64); further ones are reset, logged at "

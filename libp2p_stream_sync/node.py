@@ -27,6 +27,7 @@ from .protocols.autonat import AutoNAT, Reachability
 from .protocols.dcutr import HolePuncher
 from .protocols.perf import Progress
 from .protocols.relay_client import RelayClient, RelayReservation
+from .protocols.relay_policy import RelayPolicy
 from .protocols.relay_service import HopServer
 from .reactor import Reactor
 from .registry import ProtocolRegistry
@@ -69,7 +70,7 @@ class Node:
                  enable_autonat_server: bool = False,
                  public_networks: Iterable[str] = (),
                  relay_service: RelayLimits | None = None,
-                 relays: Iterable[str] = ()) -> None:
+                 relays: Iterable[str] = (), reserve: str = "always") -> None:
         """Bind the ``listen`` addresses and start the I/O thread.
 
         ``keypair`` is the node's identity (a new Ed25519 key when None; keep one across
@@ -90,7 +91,8 @@ class Node:
         special-use range (:class:`~.ipscope.IpScope`; for tests in private networks).
         ``relay_service``: serve circuit relay v2 (hop) within these bounds (off by
         default). ``relays``: relay multiaddrs (``.../p2p/<id>``) to hold a slot on
-        (:meth:`add_relay`, kept trying in the background; docs/RELAY.md).
+        (:meth:`add_relay`, kept trying in the background; docs/RELAY.md); ``reserve``
+        ``"when-private"``: only while AutoNAT finds us private (``relay_policy.py``).
         """
         if isinstance(listen, (str, Multiaddr)):
             raise TypeError(f"listen takes a list of multiaddrs, not a "
@@ -146,7 +148,8 @@ class Node:
         #: DCUtR: relayed connections upgraded to direct ones (``Limits.max_hole_punches``).
         self.hole_puncher = HolePuncher(self, self._dialer, self.ip_scope)
         try:
-            relays = self.relay_client.checked_relays(relays, self._dialer.target_of)
+            self.relay_policy = RelayPolicy(self, reserve, self.relay_client.checked_relays(
+                relays, self._dialer.target_of))
             self._listeners = Listeners(self._owner, self._table, self.transports, listen)
         except BaseException:
             self._reactor.close_resources()
@@ -155,7 +158,7 @@ class Node:
         ready: Future = Future()
         self._reactor.call_soon(self._listeners.start, ready)
         ready.result(_CLOSE_TIMEOUT)
-        self.relay_client.keep_trying_all(relays)
+        self.relay_policy.start()
 
     def __repr__(self) -> str:
         return f"<Node {self.peer_id}>"

@@ -152,6 +152,16 @@ def cmd_echo(state: State, args: dict) -> dict:
     return {"ok": ok, "relayed": conn.relayed, "remote_addr": list(conn.remote_addr)}
 
 
+def cmd_perf(state: State, args: dict) -> dict:
+    """Perf ``upload`` bytes to ``peer`` and ``download`` back: the bytes moved, and
+    whether the connection it ran on was relayed."""
+    node = state.node(args)
+    result = node.perf(args["peer"], args["upload"], args["download"], timeout=30)
+    (conn,) = node.connections(PeerId.from_string(args["peer"]))
+    return {"upload_bytes": result.upload_bytes, "download_bytes": result.download_bytes,
+            "relayed": conn.relayed}
+
+
 def cmd_connections(state: State, args: dict) -> list[dict]:
     """Our connections to ``peer``: relayed or not, who dialed, the remote address."""
     return [{"relayed": c.relayed, "initiator": c.initiator,
@@ -186,6 +196,7 @@ def cmd_log_level(state: State, args: dict) -> None:
 COMMANDS: dict[str, Callable[[State, dict], Any]] = {
     "log_level": cmd_log_level,
     "reserve": cmd_reserve, "serve_echo": cmd_serve_echo, "echo": cmd_echo,
+    "perf": cmd_perf,
     "connections": cmd_connections, "wait_direct": cmd_wait_direct,
     "hole_punches": cmd_hole_punches,
     "start": cmd_start, "dial": cmd_dial, "probe": cmd_probe, "ping": cmd_ping,

@@ -4,6 +4,7 @@ A relay runs on the public host; two nodes sit behind NAT routers, one holding a
 on the relay, the other dialing it through the relay. Behind two endpoint-independent
 NATs ("eim") the relayed connection is upgraded to a direct one by a TCP simultaneous
 open; with a symmetric NAT on one side every round fails and the relay stays in use.
+A perf run (1 MiB each way) crosses a relay whose circuits allow 4 MiB a way.
 """
 
 from __future__ import annotations
@@ -66,6 +67,19 @@ def test_relayed_echo_between_two_nated_nodes(lab, relay):
     assert result["ok"] and result["relayed"], result
     with pytest.raises(Exception, match="relayed"):
         a.call("echo", peer=b.peer_id, direct=True)
+
+
+def test_relayed_perf_between_two_nated_nodes(lab):
+    """1 MiB up and 1 MiB down through a relay whose circuits may carry 4 MiB a way."""
+    host = lab.public[0]
+    big_relay = lab.spawn(host).start_node(
+        listen=[f"/ip4/{host.ip}/tcp/0"], public_networks=PUBLIC,
+        relay_service={"circuit_data": 4 << 20})
+    b, a = _relayed_pair(lab, big_relay, 0, 1, limits={"max_hole_punches": 0},
+                         enable_perf=True)
+    result = a.call("perf", peer=b.peer_id, upload=1 << 20, download=1 << 20)
+    assert result == {"upload_bytes": 1 << 20, "download_bytes": 1 << 20,
+                      "relayed": True}, result
 
 
 def test_hole_punch_between_two_eim_nats(lab, relay):
