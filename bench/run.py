@@ -921,17 +921,19 @@ class Suite:
             crypto = "?"
         load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
         when = datetime.datetime.fromtimestamp(started).strftime("%Y-%m-%d %H:%M")
+        uncommitted = " + uncommitted library changes" if dirty else ""
         return (f"Run {when}, `python3 bench/run.py {' '.join(sys.argv[1:])}`, "
-                f"{elapsed:.0f} s; commit {commit}{' + uncommitted library changes' if dirty else ''}; "
+                f"{elapsed:.0f} s; commit {commit}{uncommitted}; "
                 f"{os.cpu_count()} CPUs, Python {platform.python_version()}, cryptography "
                 f"{crypto}; load average at the end {load}; {self.runs} rounds per figure "
                 f"unless noted. MB = 10^6 bytes; perf MB/s = (upload + download) / seconds.")
 
 
 def main() -> int:
+    epilog = "Benchmarks (" + __doc__.split("Benchmarks (", 1)[1]
     p = argparse.ArgumentParser(description="libp2p_stream_sync benchmark suite",
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("Benchmarks (", 1)[1].join(["Benchmarks (", ""]))
+                                epilog=epilog)
     p.add_argument("--quick", action="store_true", help="smoke version (about a minute)")
     p.add_argument("--only", help=f"comma-separated subset of {','.join(ALL)}")
     p.add_argument("--skip", help="comma-separated benchmarks to leave out")
@@ -946,8 +948,8 @@ def main() -> int:
         print("\n".join(ALL))
         return 0
     chosen = [b for b in (args.only.split(",") if args.only else ALL)]
-    unknown = set(chosen) - set(ALL) | (set(args.skip.split(",")) - set(ALL)
-                                          if args.skip else set())
+    skipped = set(args.skip.split(",")) if args.skip else set()
+    unknown = (set(chosen) | skipped) - set(ALL)
     if unknown:
         p.error(f"unknown benchmark(s) {sorted(unknown)}; choose from {', '.join(ALL)}")
     if args.skip:
