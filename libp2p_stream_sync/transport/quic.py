@@ -24,7 +24,7 @@ from multiaddr import Multiaddr
 from ..engines.quic import QuicIdentity, require_aioquic
 from ..errors import DialError
 from ..identity import PeerId
-from .tcp import TcpTarget, to_multiaddr
+from .tcp import TcpTarget, host_target, to_multiaddr
 from .udp import QuicSocket, bind_udp
 
 if TYPE_CHECKING:
@@ -33,9 +33,6 @@ if TYPE_CHECKING:
 
 __all__ = ["QuicTransport", "is_quic_multiaddr", "parse_quic_multiaddr",
            "quic_multiaddr"]
-
-
-_DNS_FAMILIES = {"dns": socket.AF_UNSPEC, "dns4": socket.AF_INET, "dns6": socket.AF_INET6}
 
 
 def is_quic_multiaddr(addr: "str | bytes | Multiaddr") -> bool:
@@ -57,14 +54,7 @@ def parse_quic_multiaddr(addr: "str | bytes | Multiaddr", transport: Any = None)
     if len(parts) != 3 or parts[1][0] != "udp" or parts[2][0] != "quic-v1":
         raise ValueError(f"not a QUIC v1 multiaddr (.../udp/<port>/quic-v1): {ma}")
     (kind, host), (_, port_text) = parts[0], parts[1]
-    port = int(port_text)
-    if kind == "ip4":
-        return TcpTarget(socket.AF_INET, host, port, peer_id, False, transport)
-    if kind == "ip6":
-        return TcpTarget(socket.AF_INET6, host, port, peer_id, False, transport)
-    if kind in _DNS_FAMILIES:
-        return TcpTarget(_DNS_FAMILIES[kind], host, port, peer_id, True, transport)
-    raise ValueError(f"unsupported network protocol /{kind} in {ma}")
+    return host_target(kind, host, int(port_text), peer_id, transport, ma)
 
 
 def quic_multiaddr(family: int, sockaddr: tuple) -> Multiaddr:

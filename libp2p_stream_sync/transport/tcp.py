@@ -74,7 +74,14 @@ def parse_tcp_multiaddr(addr: "str | bytes | Multiaddr", transport: Any = None) 
     if len(parts) != 2 or parts[1][0] != "tcp":
         raise ValueError(f"not a TCP multiaddr: {ma}")
     (kind, host), (_, port_text) = parts
-    port = int(port_text)
+    return host_target(kind, host, int(port_text), peer_id, transport, ma)
+
+
+def host_target(kind: str, host: str, port: int, peer_id: "PeerId | None", transport: Any,
+                ma: Multiaddr) -> TcpTarget:
+    """The dial target for an address's first part (``/ip4``, ``/ip6``, ``/dns*``)
+    and port; ValueError naming ``ma`` for another network protocol. Shared by the
+    transports whose addresses start that way (TCP, QUIC)."""
     if kind == "ip4":
         return TcpTarget(socket.AF_INET, host, port, peer_id, False, transport)
     if kind == "ip6":
